@@ -1,0 +1,136 @@
+-- Celeste Connect, PostgreSQL schema `connect`.
+--
+-- Applies unchanged to a Supabase database and to plain PostgreSQL >= 14, and can be re-run:
+-- every object is created only when missing, every grant and policy is (re)stated.
+--
+-- Roles:
+--   anon, authenticated  Supabase's client roles (created here only on plain PostgreSQL).
+--   connect_service      NOLOGIN role every pooled connection of the service switches to. Not
+--                        superuser, not owner, not BYPASSRLS; NOINHERIT, so it holds exactly the
+--                        privileges granted below. Member of `authenticated` so user-scoped
+--                        transactions can `SET LOCAL ROLE authenticated`.
+-- The role that runs this file (the one DATABASE_URL names) owns the objects.
+
+do $$
+declare
+  r text;
+begin
+  foreach r in array array['anon', 'authenticated', 'connect_service'] loop
+    if not exists (select 1 from pg_roles where rolname = r) then
+      begin
+        execute format('create role %I nologin noinherit', r);
+      exception when duplicate_object or unique_violation then
+        null; -- created concurrently by another migration run on the same cluster
+      end;
+    end if;
+  end loop;
+end $$;
+
+grant authenticated to connect_service;
+grant connect_service to current_user;
+
+create schema if not exists connect;
+revoke all on schema connect from public;
+grant usage on schema connect to connect_service, authenticated;
+
+-- The caller's user id, from the claims the service sets per transaction (PostgREST's setting,
+-- so it answers like Supabase's auth.uid() without depending on the auth schema).
+create or replace function connect.current_user_id() returns uuid
+language sql stable set search_path = '' as $$
+  select nullif(coalesce(
+    nullif(current_setting('request.jwt.claim.sub', true), ''),
+    nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
+  ), '')::uuid
+$$;
+revoke all on function connect.current_user_id() from public;
+grant execute on function connect.current_user_id() to connect_service, authenticated;
+
+create table if not exists connect.integration_tokens (
+  id                  uuid primary key default gen_random_uuid(),
+  user_id             uuid not null,
+  provider            text not null check (provider in ('microsoft', 'google', 'dropbox')),
+  access_token        bytea not null,          -- sealed (AES-256-GCM), never plaintext
+  refresh_token       bytea,                   -- sealed
+  key_id              text not null,           -- encryption key that sealed both columns
+  expires_at          timestamptz not null,    -- access token expiry
+  provider_user_id    text not null,
+  provider_email      text,
+  display_name        text,
+  scopes              text[] not null default '{}',  -- granted by the provider, not requested
+  status              text not null default 'connected' check (status in ('connected', 'needs_reauth')),
+  last_refreshed_at   timestamptz,
+  last_error          text,                    -- a stable reason code, never a provider body
+  refresh_lease_owner uuid,
+  refresh_lease_until timestamptz,
+  version             bigint not null default 1,
+  created_at          timestamptz not null default now(),
+  updated_at          timestamptz not null default now(),
+  unique (user_id, provider)
+);
+
+create or replace function connect.touch_updated_at() returns trigger
+language plpgsql set search_path = '' as $$
+begin
+  new.updated_at := now();
+  return new;
+end $$;
+revoke all on function connect.touch_updated_at() from public;
+
+create or replace trigger integration_tokens_touch_updated_at
+  before update on connect.integration_tokens
+  for each row execute function connect.touch_updated_at();
+
+create table if not exists connect.oauth_flows (
+  state_hash    bytea primary key,             -- sha-256 of the 256-bit state; the state itself is never stored
+  user_id       uuid not null,
+  provider      text not null check (provider in ('microsoft', 'google', 'dropbox')),
+  pkce_verifier bytea not null,                -- sealed
+  key_id        text not null,
+  binding_hash  bytea not null,                -- sha-256 of the browser-binding cookie's secret
+  app_origin    text not null,
+  created_at    timestamptz not null default now(),
+  expires_at    timestamptz not null
+);
+create index if not exists oauth_flows_expires_at on connect.oauth_flows (expires_at);
+
+alter table connect.integration_tokens enable row level security;
+alter table connect.integration_tokens force row level security;
+alter table connect.oauth_flows enable row level security;
+alter table connect.oauth_flows force row level security;
+
+revoke all on all tables in schema connect from public, anon, authenticated;
+alter default privileges in schema connect revoke all on tables from public, anon, authenticated;
+alter default privileges in schema connect revoke all on functions from public, anon, authenticated;
+
+-- A signed-in user may read the non-secret columns of their own rows, nothing else.
+grant select (id, user_id, provider, provider_email, display_name, scopes, status,
+              last_refreshed_at, created_at, updated_at)
+  on connect.integration_tokens to authenticated;
+drop policy if exists own_rows_read on connect.integration_tokens;
+create policy own_rows_read on connect.integration_tokens
+  for select to authenticated
+  using (user_id = (select connect.current_user_id()));
+
+-- The service reads and writes every row; it is the only role that can read a token column.
+grant select, insert, update, delete on connect.integration_tokens, connect.oauth_flows to connect_service;
+drop policy if exists service_all on connect.integration_tokens;
+create policy service_all on connect.integration_tokens
+  for all to connect_service using (true) with check (true);
+drop policy if exists service_all on connect.oauth_flows;
+create policy service_all on connect.oauth_flows
+  for all to connect_service using (true) with check (true);
+
+-- The seed's helper, made safe: it answers for the caller only (no user id argument), returns a
+-- boolean, and runs as connect_service so RLS still applies to it.
+create or replace function public.user_has_integration(provider text) returns boolean
+language sql stable security definer set search_path = '' as $$
+  select exists (
+    select 1 from connect.integration_tokens t
+    where t.user_id = connect.current_user_id()
+      and t.provider = case lower($1) when 'outlook' then 'microsoft' else lower($1) end
+      and t.status = 'connected'
+  )
+$$;
+alter function public.user_has_integration(text) owner to connect_service;
+revoke all on function public.user_has_integration(text) from public, anon;
+grant execute on function public.user_has_integration(text) to authenticated;

@@ -1,0 +1,161 @@
+//! The one place that wires the service together: from [`Settings`] to a running pair of
+//! listeners (API and admin). Everything a handler needs is in [`AppState`].
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::identity::service_key::ServiceKeys;
+use crate::identity::user_jwt::UserVerifier;
+use crate::provider::ProviderId;
+use crate::store::{Store, StoreError, StoreOptions};
+
+/// Shared, read-only state of a running service. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
+    pub settings: Settings,
+    pub store: Store,
+    pub users: UserVerifier,
+    pub service_keys: ServiceKeys,
+    /// Providers with credentials configured, in catalog order.
+    pub providers: Vec<ProviderId>,
+    /// The one outbound HTTP client: no redirects followed, bounded timeouts.
+    pub http: reqwest::Client,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn provider_configured(&self, provider: ProviderId) -> bool {
+        self.providers.contains(&provider)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds the outbound HTTP client every provider call and JWKS fetch uses.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("celeste-connect/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Installs process-wide crypto providers (rustls for outbound TLS, jsonwebtoken's backend).
+/// Idempotent.
+pub fn install_crypto() {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+}
+
+impl AppState {
+    /// Opens the store and builds everything handlers need.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        install_crypto();
+        let store = Store::connect(
+            settings.database_url.expose_secret(),
+            StoreOptions {
+                pool_size: settings.db_pool_size,
+                migrate: settings.migrate_on_start,
+            },
+        )
+        .await?;
+        let http = http_client()?;
+        let providers = ProviderId::ALL
+            .into_iter()
+            .filter(|p| match p {
+                ProviderId::Microsoft => settings.microsoft.is_some(),
+            })
+            .collect();
+        Ok(AppState(Arc::new(AppInner {
+            users: UserVerifier::new(&settings.jwt, http.clone()),
+            service_keys: ServiceKeys::new(settings.service_keys.clone()),
+            providers,
+            http,
+            metrics: crate::telemetry::metrics_handle(),
+            store,
+            settings,
+        })))
+    }
+}
+
+/// A service ready to run: its state and routers.
+pub struct App {
+    pub state: AppState,
+    pub api: Router,
+    pub admin: Router,
+}
+
+impl App {
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        Ok(Self::from_state(AppState::build(settings).await?))
+    }
+
+    pub fn from_state(state: AppState) -> Self {
+        Self {
+            api: crate::http::api_router(state.clone()),
+            admin: crate::http::admin_router(state.clone()),
+            state,
+        }
+    }
+
+    /// Serves the API and admin routers on already-bound listeners until `shutdown` resolves,
+    /// then drains in-flight requests.
+    pub async fn serve(
+        self,
+        api: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        if let Some(admin) = admin {
+            let mut admin_rx = rx.clone();
+            let router = self.admin;
+            tokio::spawn(async move {
+                let _ = axum::serve(admin, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = admin_rx.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+            });
+        }
+        let mut api_rx = rx;
+        let served = axum::serve(
+            api,
+            self.api.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+            let _ = api_rx.wait_for(|stop| *stop).await;
+        })
+        .await;
+        self.state.store.close().await;
+        Ok(served?)
+    }
+}

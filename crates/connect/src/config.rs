@@ -1,0 +1,481 @@
+//! One typed configuration, read from the command line and the environment (each secret also as
+//! `NAME_FILE`), validated before anything starts. `--help` is the reference for every
+//! variable. A missing or placeholder secret stops `serve` with a message that says what to set;
+//! nothing here logs a secret or keeps one outside a [`SecretString`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use crate::identity::service_key::{ServiceKeyEntry, parse_service_keys};
+use crate::provider::microsoft;
+
+fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+/// Settings of `serve`. Every field is also an environment variable.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Database: `postgres://user:pass@host:5432/db` (PostgreSQL or Supabase, direct or
+    /// session-mode connection) or `sqlite://path/to/connect.db` (single node).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
+    pub database_url: Option<SecretString>,
+    /// File holding DATABASE_URL.
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+
+    /// API listener.
+    #[arg(long, env = "CONNECT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Metrics listener (Prometheus `/metrics`); keep it private.
+    #[arg(long, env = "CONNECT_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
+    pub admin_listen: SocketAddr,
+    /// The service's public base URL; provider redirect URIs are built from it.
+    #[arg(long, env = "CONNECT_PUBLIC_URL")]
+    pub public_url: Option<Url>,
+    /// Comma-separated exact origins of the apps allowed to use the user API and to receive
+    /// popup messages, e.g. `https://app.example.com`.
+    #[arg(long, env = "CONNECT_APP_ORIGINS", value_delimiter = ',')]
+    pub app_origins: Vec<String>,
+    /// Where the no-popup connect flow returns to (the app's settings page).
+    #[arg(long, env = "CONNECT_APP_SETTINGS_URL")]
+    pub app_settings_url: Option<Url>,
+
+    /// Supabase's JWT secret, for HS256 user tokens.
+    #[arg(long, env = "CONNECT_JWT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub jwt_secret: Option<SecretString>,
+    /// File holding CONNECT_JWT_SECRET.
+    #[arg(long, env = "CONNECT_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// JWKS URL for ES256/RS256 user tokens, e.g.
+    /// `https://<ref>.supabase.co/auth/v1/.well-known/jwks.json`.
+    #[arg(long, env = "CONNECT_JWKS_URL")]
+    pub jwks_url: Option<Url>,
+    /// Expected `aud` of user tokens.
+    #[arg(long, env = "CONNECT_JWT_AUDIENCE", default_value = "authenticated")]
+    pub jwt_audience: String,
+    /// Expected `iss` of user tokens (optional), e.g. `https://<ref>.supabase.co/auth/v1`.
+    #[arg(long, env = "CONNECT_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Service keys by hash: `name:sha256hex,…`. `celeste-connect keygen service NAME` prints a
+    /// new key and its entry. Several may be valid at once, for rotation.
+    #[arg(long, env = "CONNECT_SERVICE_KEYS", hide_env_values = true, value_parser = parse_secret)]
+    pub service_keys: Option<SecretString>,
+    /// File holding CONNECT_SERVICE_KEYS.
+    #[arg(long, env = "CONNECT_SERVICE_KEYS_FILE")]
+    pub service_keys_file: Option<PathBuf>,
+
+    /// Encryption keys for tokens at rest: `id:base64key,…`, the first is active.
+    /// `celeste-connect keygen encryption ID` prints one.
+    #[arg(long, env = "CONNECT_ENCRYPTION_KEYS", hide_env_values = true, value_parser = parse_secret)]
+    pub encryption_keys: Option<SecretString>,
+    /// File holding CONNECT_ENCRYPTION_KEYS.
+    #[arg(long, env = "CONNECT_ENCRYPTION_KEYS_FILE")]
+    pub encryption_keys_file: Option<PathBuf>,
+
+    /// Microsoft app registration: application (client) id.
+    #[arg(long, env = "MICROSOFT_CLIENT_ID")]
+    pub microsoft_client_id: Option<String>,
+    /// Microsoft app registration: client secret (the secret's value, not its id).
+    #[arg(long, env = "MICROSOFT_CLIENT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub microsoft_client_secret: Option<SecretString>,
+    /// File holding MICROSOFT_CLIENT_SECRET.
+    #[arg(long, env = "MICROSOFT_CLIENT_SECRET_FILE")]
+    pub microsoft_client_secret_file: Option<PathBuf>,
+    /// Tenant segment: `common`, `organizations`, `consumers` or a tenant id.
+    #[arg(long, env = "MICROSOFT_TENANT", default_value = microsoft::DEFAULT_TENANT)]
+    pub microsoft_tenant: String,
+    /// Identity platform base URL.
+    #[arg(long, env = "MICROSOFT_AUTHORITY", default_value = microsoft::DEFAULT_AUTHORITY)]
+    pub microsoft_authority: Url,
+    /// Microsoft Graph base URL.
+    #[arg(long, env = "MICROSOFT_GRAPH_URL", default_value = microsoft::DEFAULT_GRAPH_URL)]
+    pub microsoft_graph_url: Url,
+
+    /// PostgreSQL pool size per process.
+    #[arg(long, env = "CONNECT_DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: u32,
+    /// Apply migrations on start. Turn off when DATABASE_URL names a login role without DDL
+    /// rights, and run `celeste-connect migrate` with the owner's URL instead.
+    #[arg(long, env = "CONNECT_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "CONNECT_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// Everything the service needs, validated. Built from [`ServeArgs`] by `serve`, and directly
+/// by `demo` and the tests.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: SecretString,
+    pub public_url: Url,
+    pub app_origins: Vec<String>,
+    pub app_settings_url: Url,
+    pub jwt: JwtSettings,
+    pub service_keys: Vec<ServiceKeyEntry>,
+    pub microsoft: Option<MicrosoftSettings>,
+    pub db_pool_size: u32,
+    pub migrate_on_start: bool,
+    /// Demo mode: the demo sign-in and the in-process emulator are mounted.
+    pub demo: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct JwtSettings {
+    pub hs256_secret: Option<SecretString>,
+    pub jwks_url: Option<Url>,
+    pub audience: String,
+    pub issuer: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MicrosoftSettings {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub tenant: String,
+    pub authority: Url,
+    pub graph_url: Url,
+}
+
+/// A configuration problem, worded as what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is not set. {hint}")]
+    Missing { name: &'static str, hint: String },
+    #[error("{name} looks like a placeholder ({why}). {hint}")]
+    Placeholder {
+        name: &'static str,
+        why: &'static str,
+        hint: String,
+    },
+    #[error("{name} is invalid: {why}")]
+    Invalid { name: &'static str, why: String },
+    #[error("both {name} and {name}_FILE are set; set only one")]
+    Both { name: &'static str },
+    #[error("cannot read {name}_FILE ({path}): {source}")]
+    File {
+        name: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Reads a secret from its variable or its `_FILE` twin (trailing newline trimmed).
+pub fn resolve_secret(
+    name: &'static str,
+    value: Option<SecretString>,
+    file: Option<&PathBuf>,
+) -> Result<Option<SecretString>, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Both { name }),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+                name,
+                path: path.display().to_string(),
+                source,
+            })?;
+            Ok(Some(SecretString::from(
+                text.trim_end_matches(['\r', '\n']).to_owned(),
+            )))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Why a value looks like a template placeholder rather than a real secret, if it does.
+pub fn placeholder_reason(value: &str) -> Option<&'static str> {
+    let lower = value.trim().to_ascii_lowercase();
+    if lower.is_empty() {
+        return Some("it is empty");
+    }
+    if lower.contains('<') && lower.contains('>') {
+        return Some("it contains <...>");
+    }
+    const MARKERS: [&str; 6] = [
+        "your-",
+        "your_",
+        "changeme",
+        "change-me",
+        "replace-me",
+        "xxxxxx",
+    ];
+    if MARKERS.iter().any(|m| lower.contains(m)) {
+        return Some("it reads like template text");
+    }
+    None
+}
+
+fn require_real(
+    name: &'static str,
+    value: Option<SecretString>,
+    hint: impl Fn() -> String,
+) -> Result<SecretString, ConfigError> {
+    let value = value.ok_or_else(|| ConfigError::Missing { name, hint: hint() })?;
+    if let Some(why) = placeholder_reason(value.expose_secret()) {
+        return Err(ConfigError::Placeholder {
+            name,
+            why,
+            hint: hint(),
+        });
+    }
+    Ok(value)
+}
+
+/// An origin exactly as browsers send it: scheme, host, optional port, no path.
+pub fn parse_origin(value: &str) -> Result<String, ConfigError> {
+    let url = Url::parse(value.trim()).map_err(|e| ConfigError::Invalid {
+        name: "CONNECT_APP_ORIGINS",
+        why: format!("{value:?} is not a URL ({e})"),
+    })?;
+    let origin = url.origin();
+    if !origin.is_tuple() || !(url.path() == "/" || url.path().is_empty()) || url.query().is_some()
+    {
+        return Err(ConfigError::Invalid {
+            name: "CONNECT_APP_ORIGINS",
+            why: format!("{value:?} must be an origin like https://app.example.com (no path)"),
+        });
+    }
+    Ok(origin.ascii_serialization())
+}
+
+impl ServeArgs {
+    /// Validates the arguments into [`Settings`], or says exactly what to set.
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        let database_url = resolve_secret(
+            "DATABASE_URL",
+            self.database_url,
+            self.database_url_file.as_ref(),
+        )?
+        .ok_or_else(|| ConfigError::Missing {
+            name: "DATABASE_URL",
+            hint: "Set it to postgres://… (PostgreSQL or Supabase) or sqlite://connect.db.".into(),
+        })?;
+        let public_url = self.public_url.ok_or_else(|| ConfigError::Missing {
+            name: "CONNECT_PUBLIC_URL",
+            hint: "Set it to the service's public base URL, e.g. https://connect.example.com."
+                .into(),
+        })?;
+        if self.app_origins.is_empty() {
+            return Err(ConfigError::Missing {
+                name: "CONNECT_APP_ORIGINS",
+                hint: "Set it to your app's origin(s), e.g. https://app.example.com.".into(),
+            });
+        }
+        let app_origins = self
+            .app_origins
+            .iter()
+            .map(|o| parse_origin(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let app_settings_url = match self.app_settings_url {
+            Some(url) => url,
+            None => Url::parse(&format!("{}/settings", app_origins[0])).map_err(|e| {
+                ConfigError::Invalid {
+                    name: "CONNECT_APP_SETTINGS_URL",
+                    why: e.to_string(),
+                }
+            })?,
+        };
+
+        let jwt_secret = resolve_secret(
+            "CONNECT_JWT_SECRET",
+            self.jwt_secret,
+            self.jwt_secret_file.as_ref(),
+        )?;
+        if jwt_secret.is_none() && self.jwks_url.is_none() {
+            return Err(ConfigError::Missing {
+                name: "CONNECT_JWT_SECRET or CONNECT_JWKS_URL",
+                hint: "Set Supabase's JWT secret (Settings → API → JWT secret) and/or its JWKS \
+                       URL (https://<ref>.supabase.co/auth/v1/.well-known/jwks.json)."
+                    .into(),
+            });
+        }
+        if let Some(why) = jwt_secret
+            .as_ref()
+            .and_then(|s| placeholder_reason(s.expose_secret()))
+        {
+            return Err(ConfigError::Placeholder {
+                name: "CONNECT_JWT_SECRET",
+                why,
+                hint: "Copy Supabase's JWT secret.".into(),
+            });
+        }
+
+        let service_keys = match resolve_secret(
+            "CONNECT_SERVICE_KEYS",
+            self.service_keys,
+            self.service_keys_file.as_ref(),
+        )? {
+            Some(list) => {
+                parse_service_keys(list.expose_secret()).map_err(|why| ConfigError::Invalid {
+                    name: "CONNECT_SERVICE_KEYS",
+                    why,
+                })?
+            }
+            None => Vec::new(),
+        };
+
+        let microsoft = match self.microsoft_client_id {
+            None => None,
+            Some(client_id) => {
+                if let Some(why) = placeholder_reason(&client_id) {
+                    return Err(ConfigError::Placeholder {
+                        name: "MICROSOFT_CLIENT_ID",
+                        why,
+                        hint: "Copy the Application (client) ID from Entra ID → App registrations."
+                            .into(),
+                    });
+                }
+                let secret = resolve_secret(
+                    "MICROSOFT_CLIENT_SECRET",
+                    self.microsoft_client_secret,
+                    self.microsoft_client_secret_file.as_ref(),
+                )?;
+                let client_secret = require_real("MICROSOFT_CLIENT_SECRET", secret, || {
+                    "Create one under Entra ID → App registrations → Certificates & secrets and \
+                     copy its Value (not its Secret ID)."
+                        .into()
+                })?;
+                Some(MicrosoftSettings {
+                    client_id,
+                    client_secret,
+                    tenant: self.microsoft_tenant,
+                    authority: self.microsoft_authority,
+                    graph_url: self.microsoft_graph_url,
+                })
+            }
+        };
+
+        Ok(Settings {
+            database_url,
+            public_url,
+            app_origins,
+            app_settings_url,
+            jwt: JwtSettings {
+                hs256_secret: jwt_secret,
+                jwks_url: self.jwks_url,
+                audience: self.jwt_audience,
+                issuer: self.jwt_issuer,
+            },
+            service_keys,
+            microsoft,
+            db_pool_size: self.db_pool_size.max(1),
+            migrate_on_start: self.migrate_on_start,
+            demo: false,
+        })
+    }
+}
+
+/// Every variable this binary reads; anything else starting with one of the prefixes below is
+/// probably a typo, and `serve` says so.
+pub const KNOWN_ENV: &[&str] = &[
+    "DATABASE_URL",
+    "DATABASE_URL_FILE",
+    "CONNECT_LISTEN",
+    "CONNECT_ADMIN_LISTEN",
+    "CONNECT_PUBLIC_URL",
+    "CONNECT_APP_ORIGINS",
+    "CONNECT_APP_SETTINGS_URL",
+    "CONNECT_JWT_SECRET",
+    "CONNECT_JWT_SECRET_FILE",
+    "CONNECT_JWKS_URL",
+    "CONNECT_JWT_AUDIENCE",
+    "CONNECT_JWT_ISSUER",
+    "CONNECT_SERVICE_KEYS",
+    "CONNECT_SERVICE_KEYS_FILE",
+    "CONNECT_ENCRYPTION_KEYS",
+    "CONNECT_ENCRYPTION_KEYS_FILE",
+    "CONNECT_DB_POOL_SIZE",
+    "CONNECT_MIGRATE_ON_START",
+    "CONNECT_LOG_FORMAT",
+    "CONNECT_DEMO_COOP",
+    "MICROSOFT_CLIENT_ID",
+    "MICROSOFT_CLIENT_SECRET",
+    "MICROSOFT_CLIENT_SECRET_FILE",
+    "MICROSOFT_TENANT",
+    "MICROSOFT_AUTHORITY",
+    "MICROSOFT_GRAPH_URL",
+];
+
+/// Names of set variables that look like ours but are not known.
+pub fn unknown_env_vars() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("CONNECT_") || k.starts_with("MICROSOFT_"))
+        .filter(|k| !KNOWN_ENV.contains(&k.as_str()))
+        .collect()
+}
+
+/// Whether two origins are same-site (same scheme and registrable domain, approximated by the
+/// last two labels; loopback hosts match each other). The browser-binding cookie only reaches
+/// the callback when the service and the app are same-site.
+pub fn same_site(a: &Url, b: &Url) -> bool {
+    fn site(u: &Url) -> Option<(String, String)> {
+        let host = u.host_str()?.to_ascii_lowercase();
+        let site = if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok() {
+            host
+        } else {
+            let labels: Vec<&str> = host.rsplitn(3, '.').collect();
+            match labels.as_slice() {
+                [tld, domain, ..] => format!("{domain}.{tld}"),
+                _ => host.clone(),
+            }
+        };
+        Some((u.scheme().to_owned(), site))
+    }
+    site(a).is_some() && site(a) == site(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_placeholder_secret_is_recognised() {
+        assert!(placeholder_reason("<your-azure-client-secret>").is_some());
+        assert!(placeholder_reason("your-anon-key").is_some());
+        assert!(placeholder_reason("").is_some());
+        assert!(placeholder_reason("Xy8Q~abcdefGHIJKL1234567890").is_none());
+    }
+
+    #[test]
+    fn origins_must_be_bare() {
+        assert_eq!(
+            parse_origin("https://app.example.com").unwrap(),
+            "https://app.example.com"
+        );
+        assert_eq!(
+            parse_origin("http://127.0.0.1:3000/").unwrap(),
+            "http://127.0.0.1:3000"
+        );
+        assert!(parse_origin("https://app.example.com/settings").is_err());
+        assert!(parse_origin("not a url").is_err());
+    }
+
+    #[test]
+    fn same_site_compares_registrable_domains() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert!(same_site(
+            &u("https://api.example.com"),
+            &u("https://app.example.com")
+        ));
+        assert!(!same_site(
+            &u("https://api.example.com"),
+            &u("https://app.other.com")
+        ));
+        assert!(!same_site(
+            &u("http://api.example.com"),
+            &u("https://app.example.com")
+        ));
+        assert!(same_site(
+            &u("http://127.0.0.1:8080"),
+            &u("http://127.0.0.1:3000")
+        ));
+    }
+}

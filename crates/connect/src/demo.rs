@@ -1,0 +1,109 @@
+//! `celeste-connect demo`: the whole service on one machine with no setup. Embedded SQLite and
+//! generated secrets in a data folder (files mode 0600), the provider emulator mounted
+//! in-process, a demo sign-in, and the settings page. Everything else runs exactly as `serve`
+//! runs it. Never used by `serve`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use secrecy::SecretString;
+use url::Url;
+
+use crate::app::{App, AppState};
+use crate::config::{JwtSettings, Settings};
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Where to listen (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Folder for the demo database and its generated secrets.
+    #[arg(long, default_value = ".demo")]
+    pub data_dir: PathBuf,
+}
+
+/// Reads a secret file, creating it (mode 0600) from `make` when missing.
+fn secret_file(
+    path: &Path,
+    make: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<SecretString> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return Ok(SecretString::from(text.trim().to_owned()));
+    }
+    let value = make()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, value.as_bytes())?;
+    Ok(SecretString::from(value))
+}
+
+fn random_secret() -> anyhow::Result<String> {
+    use aws_lc_rs::rand::SecureRandom;
+    use base64::Engine;
+    let mut raw = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| anyhow::anyhow!("no randomness"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+}
+
+/// The demo's settings for a service reachable at `public_url`, with its files in `data_dir`.
+pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let jwt_secret = secret_file(&data_dir.join("jwt.secret"), random_secret)?;
+    let origin = public_url.origin().ascii_serialization();
+    let database = data_dir.join("connect.db");
+    Ok(Settings {
+        database_url: SecretString::from(format!("sqlite://{}", database.display())),
+        public_url: public_url.clone(),
+        app_origins: vec![origin.clone()],
+        app_settings_url: public_url.join("settings")?,
+        jwt: JwtSettings {
+            hs256_secret: Some(jwt_secret),
+            jwks_url: None,
+            audience: "authenticated".into(),
+            issuer: None,
+        },
+        service_keys: Vec::new(),
+        microsoft: None,
+        db_pool_size: 4,
+        migrate_on_start: true,
+        demo: true,
+    })
+}
+
+/// Runs the demo until `shutdown` resolves.
+pub async fn run(
+    args: DemoArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding {} (is another demo running? try --listen 127.0.0.1:0)",
+                args.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let public_url = Url::parse(&format!("http://{addr}/"))?;
+    let settings = settings(&public_url, &args.data_dir)?;
+    let state = AppState::build(settings).await?;
+    let app = App::from_state(state);
+    println!("listening on http://{addr}");
+    println!("settings page: {}settings", public_url);
+    println!(
+        "data folder: {} (delete it to start over)",
+        args.data_dir.display()
+    );
+    app.serve(listener, None, shutdown).await?;
+    Ok(())
+}

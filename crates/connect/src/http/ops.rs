@@ -1,0 +1,74 @@
+//! Operations endpoints: liveness (as the seed has it), readiness (database reachable, keys
+//! loaded), and Prometheus metrics for the admin listener.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "healthy")]
+    status: &'static str,
+    service: &'static str,
+    version: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/v1/health", tag = "ops", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health {
+        status: "healthy",
+        service: "celeste-connect",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    status: &'static str,
+    database: &'static str,
+}
+
+/// Readiness: the database answers. Answers 503 while it does not.
+#[utoipa::path(get, path = "/v1/ready", tag = "ops", responses(
+    (status = 200, body = Readiness),
+    (status = 503, description = "The database is not reachable."),
+))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(Readiness {
+            status: "ready",
+            database: state.store.backend(),
+        })
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: database");
+            let mut response = StatusCode::SERVICE_UNAVAILABLE.into_response();
+            response
+                .extensions_mut()
+                .insert(crate::error::ApiError::new(
+                    "not_ready",
+                    "The database is not reachable.",
+                ));
+            response
+        }
+    }
+}
+
+/// Prometheus metrics (admin listener only).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}

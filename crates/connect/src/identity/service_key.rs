@@ -1,0 +1,142 @@
+//! Service keys: the credential of trusted backends and workflow engines (n8n). Keys are random
+//! 256-bit strings handed out once; the configuration holds only their SHA-256 hashes, by name,
+//! several at a time so keys can be rotated. Presented keys are compared in constant time. The
+//! key itself is never logged or stored; its name is.
+
+use aws_lc_rs::{constant_time, digest, rand::SecureRandom};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+const PREFIX: &str = "ccsk_";
+
+/// One configured key: its name (for logs and audit) and the SHA-256 of the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceKeyEntry {
+    pub name: String,
+    pub hash: [u8; 32],
+}
+
+/// Parses `name:sha256hex,name:sha256hex`.
+pub fn parse_service_keys(list: &str) -> Result<Vec<ServiceKeyEntry>, String> {
+    let mut entries = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, hex) = item
+            .split_once(':')
+            .ok_or_else(|| format!("entry {:?} is not name:sha256hex", redact(item)))?;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!("key name {name:?} must be letters, digits, - or _"));
+        }
+        let hash = decode_hex32(hex).ok_or_else(|| {
+            format!(
+                "the hash of key {name:?} must be 64 hex digits (use `celeste-connect keygen service {name}`)"
+            )
+        })?;
+        if entries.iter().any(|e: &ServiceKeyEntry| e.name == name) {
+            return Err(format!("key name {name:?} appears twice"));
+        }
+        entries.push(ServiceKeyEntry {
+            name: name.to_owned(),
+            hash,
+        });
+    }
+    Ok(entries)
+}
+
+/// What is printed for an entry that failed to parse: never the whole value, which might be a
+/// key pasted where its hash belongs.
+fn redact(item: &str) -> String {
+    let head: String = item.chars().take(4).collect();
+    format!("{head}…")
+}
+
+fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        *out.get_mut(i)? = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn hash_key(key: &str) -> [u8; 32] {
+    let digest = digest::digest(&digest::SHA256, key.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// A new key and the configuration entry that accepts it.
+pub fn generate(name: &str) -> Result<(String, String), String> {
+    let mut raw = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| "no randomness".to_owned())?;
+    let key = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+    let entry = format!("{name}:{}", hex(&hash_key(&key)));
+    parse_service_keys(&entry)?;
+    Ok((key, entry))
+}
+
+/// The configured keys; answers which one (by name) a presented key is.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceKeys {
+    entries: Vec<ServiceKeyEntry>,
+}
+
+impl ServiceKeys {
+    pub fn new(entries: Vec<ServiceKeyEntry>) -> Self {
+        Self { entries }
+    }
+
+    /// The name of the key, if `presented` is one of ours. Every entry is compared, in constant
+    /// time, whatever matched earlier.
+    pub fn verify(&self, presented: &str) -> Option<&str> {
+        if !presented.starts_with(PREFIX) {
+            return None;
+        }
+        let hash = hash_key(presented);
+        let mut found = None;
+        for entry in &self.entries {
+            if constant_time::verify_slices_are_equal(&hash, &entry.hash).is_ok() {
+                found = Some(entry.name.as_str());
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_key_verifies_under_its_name_only() {
+        let (key, entry) = generate("n8n").unwrap();
+        let (other_key, other_entry) = generate("backend").unwrap();
+        let keys = ServiceKeys::new(parse_service_keys(&format!("{entry},{other_entry}")).unwrap());
+        assert_eq!(keys.verify(&key), Some("n8n"));
+        assert_eq!(keys.verify(&other_key), Some("backend"));
+        assert_eq!(keys.verify(&format!("{key}x")), None);
+        assert_eq!(keys.verify("ccsk_"), None);
+    }
+
+    #[test]
+    fn malformed_entries_are_rejected_without_echoing_them() {
+        let err = parse_service_keys("ccsk_secretsecretsecret").unwrap_err();
+        assert!(!err.contains("secretsecret"));
+        assert!(parse_service_keys("n8n:abcd").is_err());
+        assert!(parse_service_keys(&format!("a:{0},a:{0}", "0".repeat(64))).is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! The `celeste-connect` binary: parses the command line, reads the configuration, and runs one
+//! subcommand. `anyhow` lives here and nowhere else.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+
+use celeste_connect::app::App;
+use celeste_connect::config::{self, ServeArgs};
+use celeste_connect::store::Store;
+use celeste_connect::{demo, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "celeste-connect",
+    version,
+    about = "Connect users' Outlook accounts over OAuth 2.0; keep their tokens encrypted, fresh and on the server."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service in production: every secret and URL from the environment.
+    Serve(Box<ServeArgs>),
+    /// Zero-setup local run: embedded SQLite, a generated key, the provider emulator in-process,
+    /// a demo sign-in and the settings page.
+    Demo(demo::DemoArgs),
+    /// Apply migrations to DATABASE_URL and exit.
+    Migrate {
+        /// The database, as the role that owns the schema.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+    /// Print a new secret and the configuration line that goes with it.
+    Keygen {
+        #[command(subcommand)]
+        kind: KeygenKind,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum KeygenKind {
+    /// A service key for a backend or workflow engine (n8n).
+    Service {
+        /// Name of the caller, as logs will show it (letters, digits, - and _).
+        name: String,
+    },
+    /// An encryption key for tokens at rest.
+    Encryption {
+        /// Key id, e.g. k1, k2 (new keys go first in CONNECT_ENCRYPTION_KEYS).
+        id: String,
+    },
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = terminate => {} }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listen: SocketAddr = args.listen;
+    let admin_listen: SocketAddr = args.admin_listen;
+    telemetry::init_logging(&args.log_format);
+    for name in config::unknown_env_vars() {
+        tracing::warn!(variable = %name, "unknown variable in the environment (typo?)");
+    }
+    let settings = args.into_settings().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for origin in &settings.app_origins {
+        let parsed = url::Url::parse(origin).ok();
+        if parsed.is_some_and(|url| !config::same_site(&settings.public_url, &url)) {
+            tracing::warn!(app_origin = %origin, public_url = %settings.public_url,
+                "CONNECT_PUBLIC_URL and this app origin are not same-site: browsers will not send the \
+                 browser-binding cookie to the callback, and connecting will fail. Serve the API from \
+                 a sibling subdomain or a path of the app's site.");
+        }
+    }
+    let api = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let admin = tokio::net::TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("binding admin listener {admin_listen}"))?;
+    let app = App::build(settings).await?;
+    tracing::info!(listen = %listen, admin = %admin_listen, database = app.state.store.backend(), "celeste-connect serving");
+    app.serve(api, Some(admin), shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(*args).await,
+        Command::Demo(args) => {
+            telemetry::init_logging("text");
+            demo::run(args, shutdown_signal()).await
+        }
+        Command::Migrate { database_url } => {
+            telemetry::init_logging("text");
+            Store::migrate(&database_url).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Keygen {
+            kind: KeygenKind::Service { name },
+        } => {
+            let (key, entry) = celeste_connect::identity::service_key::generate(&name)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!("service key for {name} (give it to the caller; it is shown once):\n  {key}");
+            println!("add this entry to CONNECT_SERVICE_KEYS (comma-separated):\n  {entry}");
+            Ok(())
+        }
+        Command::Keygen {
+            kind: KeygenKind::Encryption { id },
+        } => {
+            let line = celeste_connect::vault::generate_entry(&id)?;
+            println!("CONNECT_ENCRYPTION_KEYS={}", line.expose_secret());
+            Ok(())
+        }
+        Command::Openapi => {
+            let doc = celeste_connect::http::openapi();
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! SQLite implementation of the store: the embedded default for `demo` and single-node use.
+//! Same tables as PostgreSQL without roles or row-level security, so every user-scoped query
+//! filters by the caller's id explicitly. WAL mode, a busy timeout, and `BEGIN IMMEDIATE` for
+//! read-then-write transactions (a deferred one fails at once with SQLITE_BUSY).
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{NewConnection, StoreError, StoreOptions, StoreResult};
+use crate::model::{ConnectionState, ConnectionSummary, UserId};
+use crate::provider::ProviderId;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    user_id: String,
+    provider: String,
+    status: String,
+    provider_email: Option<String>,
+    display_name: Option<String>,
+    scopes: String,
+    created_at: i64,
+    updated_at: i64,
+    last_refreshed_at: Option<i64>,
+}
+
+pub(crate) fn to_time(secs: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(secs).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl TryFrom<SummaryRow> for ConnectionSummary {
+    type Error = StoreError;
+
+    fn try_from(r: SummaryRow) -> StoreResult<Self> {
+        Ok(ConnectionSummary {
+            user_id: UserId(
+                Uuid::parse_str(&r.user_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ),
+            provider: ProviderId::from_db(&r.provider)
+                .ok_or_else(|| StoreError::Corrupt(format!("provider {:?}", r.provider)))?,
+            state: ConnectionState::from_db(&r.status),
+            provider_email: r.provider_email,
+            display_name: r.display_name,
+            scopes: serde_json::from_str(&r.scopes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            created_at: to_time(r.created_at)?,
+            updated_at: to_time(r.updated_at)?,
+            last_refreshed_at: r.last_refreshed_at.map(to_time).transpose()?,
+        })
+    }
+}
+
+const SUMMARY_COLUMNS: &str = "user_id, provider, status, provider_email, display_name, scopes, \
+                               created_at, updated_at, last_refreshed_at";
+
+impl SqliteStore {
+    pub async fn connect(url: &str, options: StoreOptions) -> StoreResult<Self> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.pool_size.clamp(1, 8))
+            // An in-memory database vanishes with its last connection.
+            .min_connections(1)
+            .connect_with(connect)
+            .await?;
+        if options.migrate {
+            MIGRATOR.run(&pool).await?;
+        }
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn user_connections(&self, user: UserId) -> StoreResult<Vec<ConnectionSummary>> {
+        let rows: Vec<SummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {SUMMARY_COLUMNS} from integration_tokens where user_id = $1 order by provider"
+        )))
+        .bind(user.0.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(ConnectionSummary::try_from).collect()
+    }
+
+    pub async fn user_connection(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+    ) -> StoreResult<Option<ConnectionSummary>> {
+        let row: Option<SummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {SUMMARY_COLUMNS} from integration_tokens where user_id = $1 and provider = $2"
+        )))
+        .bind(user.0.to_string())
+        .bind(provider.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(ConnectionSummary::try_from).transpose()
+    }
+
+    pub async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {
+        let result =
+            sqlx::query("delete from integration_tokens where user_id = $1 and provider = $2")
+                .bind(user.0.to_string())
+                .bind(provider.as_str())
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    pub async fn upsert_connection(&self, c: &NewConnection) -> StoreResult<()> {
+        let scopes =
+            serde_json::to_string(&c.scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "insert into integration_tokens \
+               (id, user_id, provider, access_token, refresh_token, key_id, expires_at, \
+                provider_user_id, provider_email, display_name, scopes, status, last_refreshed_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'connected', unixepoch()) \
+             on conflict (user_id, provider) do update set \
+               access_token = excluded.access_token, refresh_token = excluded.refresh_token, \
+               key_id = excluded.key_id, expires_at = excluded.expires_at, \
+               provider_user_id = excluded.provider_user_id, provider_email = excluded.provider_email, \
+               display_name = excluded.display_name, scopes = excluded.scopes, status = 'connected', \
+               last_refreshed_at = unixepoch(), last_error = null, refresh_lease_owner = null, \
+               refresh_lease_until = null, version = integration_tokens.version + 1, \
+               updated_at = unixepoch()",
+        )
+        .bind(Uuid::new_v4().to_string())
+        .bind(c.user_id.0.to_string())
+        .bind(c.provider.as_str())
+        .bind(&c.access_token)
+        .bind(&c.refresh_token)
+        .bind(&c.key_id)
+        .bind(c.expires_at.unix_timestamp())
+        .bind(&c.provider_user_id)
+        .bind(&c.provider_email)
+        .bind(&c.display_name)
+        .bind(scopes)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
