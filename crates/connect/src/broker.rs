@@ -2,9 +2,10 @@
 //! call exactly one function here; functions here call the store, the vault and the providers.
 
 use crate::error::Result;
+use crate::model::ConnectionListing;
 use crate::model::{StatusView, UserId};
 use crate::provider::ProviderId;
-use crate::store::Store;
+use crate::store::{ListFilter, Store};
 
 /// The user's connection to `provider`, as a settings page shows it.
 pub async fn status(store: &Store, user: UserId, provider: ProviderId) -> Result<StatusView> {
@@ -39,4 +40,19 @@ pub async fn disconnect(store: &Store, user: UserId, provider: ProviderId) -> Re
     let deleted = store.delete_connection(user, provider).await?;
     tracing::info!(provider = %provider, deleted, "disconnected");
     Ok(())
+}
+
+/// A page of connections across users for a trusted backend, and the cursor of the next page.
+pub async fn list_connections(
+    store: &Store,
+    filter: ListFilter,
+) -> Result<(Vec<ConnectionListing>, Option<uuid::Uuid>)> {
+    let limit = filter.limit;
+    let page = store.list_connections(&filter).await?;
+    let next = if page.len() == limit as usize {
+        page.last().map(|c| c.id)
+    } else {
+        None
+    };
+    Ok((page, next))
 }

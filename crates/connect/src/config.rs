@@ -132,6 +132,15 @@ pub struct JwtSettings {
     pub jwks_url: Option<Url>,
     pub audience: String,
     pub issuer: Option<String>,
+    /// Shortest time between two JWKS fetches caused by unknown key ids.
+    pub jwks_min_refetch: std::time::Duration,
+    /// Cached JWKS keys older than this are fetched again before use.
+    pub jwks_max_age: std::time::Duration,
+}
+
+impl JwtSettings {
+    pub const DEFAULT_JWKS_MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(5);
+    pub const DEFAULT_JWKS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 }
 
 #[derive(Clone, Debug)]
@@ -362,6 +371,8 @@ impl ServeArgs {
                 jwks_url: self.jwks_url,
                 audience: self.jwt_audience,
                 issuer: self.jwt_issuer,
+                jwks_min_refetch: JwtSettings::DEFAULT_JWKS_MIN_REFETCH,
+                jwks_max_age: JwtSettings::DEFAULT_JWKS_MAX_AGE,
             },
             service_keys,
             microsoft,

@@ -71,6 +71,8 @@ pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
             jwks_url: None,
             audience: "authenticated".into(),
             issuer: None,
+            jwks_min_refetch: JwtSettings::DEFAULT_JWKS_MIN_REFETCH,
+            jwks_max_age: JwtSettings::DEFAULT_JWKS_MAX_AGE,
         },
         service_keys: Vec::new(),
         microsoft: None,

@@ -116,3 +116,30 @@ impl From<ConnectionSummary> for StatusView {
         }
     }
 }
+
+/// A connection as trusted backends list it (`GET /v1/service/integrations`): no token.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ConnectionListing {
+    /// Opaque, stable; also the paging cursor.
+    pub id: Uuid,
+    pub user_id: Uuid,
+    #[schema(example = "microsoft")]
+    pub provider: &'static str,
+    pub status: ConnectionState,
+    pub provider_email: Option<String>,
+    pub display_name: Option<String>,
+    pub scopes: Vec<String>,
+    /// When the stored access token expires (the token endpoint refreshes it first).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub connected_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_refreshed_at: Option<OffsetDateTime>,
+}

@@ -6,6 +6,7 @@
 
 pub mod middleware;
 pub mod ops;
+pub mod service;
 pub mod user;
 
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
     modifiers(&BearerAuth),
     tags(
         (name = "user", description = "Called by the app for its signed-in user (Supabase JWT)."),
+        (name = "service", description = "Called by trusted backends and workflow engines (service key)."),
         (name = "ops", description = "Health, readiness and this document."),
     )
 )]
@@ -69,6 +71,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(user::list))
         .routes(routes!(user::status))
         .routes(routes!(user::disconnect))
+        .routes(routes!(service::list))
 }
 
 /// The OpenAPI document of the API.

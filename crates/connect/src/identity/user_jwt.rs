@@ -1,6 +1,7 @@
 //! Verification of the host app's user tokens, as Supabase issues them: HS256 with the project's
 //! JWT secret, and ES256/RS256 with keys from a JWKS URL (cached by `kid`, refetched on an
-//! unknown `kid` at most once per [`JWKS_MIN_REFETCH`], and when older than [`JWKS_MAX_AGE`]).
+//! unknown `kid` at most once per `jwks_min_refetch`, and before use when older than
+//! `jwks_max_age`).
 //! The algorithm allowed is decided by the key, never by the token's header alone. The user is
 //! the `sub` claim and nothing else. Tokens and keys are never logged.
 
@@ -18,9 +19,6 @@ use uuid::Uuid;
 
 use crate::config::JwtSettings;
 use crate::model::UserId;
-
-pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
-pub const JWKS_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Why a token was refused; logged, never sent (the client sees a plain 401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +61,8 @@ struct CachedJwks {
 
 struct Jwks {
     url: Url,
+    min_refetch: Duration,
+    max_age: Duration,
     http: reqwest::Client,
     cache: RwLock<CachedJwks>,
     refetch: Mutex<()>,
@@ -96,6 +96,8 @@ impl UserVerifier {
             jwks: settings.jwks_url.clone().map(|url| {
                 Arc::new(Jwks {
                     url,
+                    min_refetch: settings.jwks_min_refetch,
+                    max_age: settings.jwks_max_age,
                     http,
                     cache: RwLock::new(CachedJwks {
                         keys: HashMap::new(),
@@ -158,7 +160,7 @@ impl Jwks {
     async fn key(&self, kid: &str) -> Option<(Arc<DecodingKey>, Algorithm)> {
         {
             let cache = self.cache.read().await;
-            let fresh = cache.fetched_at.is_some_and(|t| t.elapsed() < JWKS_MAX_AGE);
+            let fresh = cache.fetched_at.is_some_and(|t| t.elapsed() < self.max_age);
             if let Some((key, alg)) = cache.keys.get(kid).filter(|_| fresh) {
                 return Some((key.clone(), *alg));
             }
@@ -169,8 +171,8 @@ impl Jwks {
             let cache = self.cache.read().await;
             match cache.fetched_at {
                 None => true,
-                Some(t) if t.elapsed() >= JWKS_MAX_AGE => true,
-                Some(t) => !cache.keys.contains_key(kid) && t.elapsed() >= JWKS_MIN_REFETCH,
+                Some(t) if t.elapsed() >= self.max_age => true,
+                Some(t) => !cache.keys.contains_key(kid) && t.elapsed() >= self.min_refetch,
             }
         };
         if due {
@@ -238,6 +240,8 @@ mod tests {
                 jwks_url: None,
                 audience: "authenticated".into(),
                 issuer: None,
+                jwks_min_refetch: JwtSettings::DEFAULT_JWKS_MIN_REFETCH,
+                jwks_max_age: JwtSettings::DEFAULT_JWKS_MAX_AGE,
             },
             reqwest::Client::new(),
         )

@@ -8,7 +8,7 @@ pub mod sqlite;
 
 use time::OffsetDateTime;
 
-use crate::model::{ConnectionSummary, UserId};
+use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,16 @@ pub struct NewConnection {
     pub provider_email: Option<String>,
     pub display_name: Option<String>,
     pub scopes: Vec<String>,
+}
+
+/// Which connections a service listing wants, and where the page starts.
+#[derive(Clone, Debug)]
+pub struct ListFilter {
+    pub provider: Option<ProviderId>,
+    pub state: Option<ConnectionState>,
+    /// Only connections whose id sorts after this one.
+    pub after: Option<uuid::Uuid>,
+    pub limit: u32,
 }
 
 /// The storage backend in use.
@@ -141,6 +151,14 @@ impl Store {
     /// Inserts or atomically replaces the user's connection to the provider.
     pub async fn upsert_connection(&self, new: &NewConnection) -> StoreResult<()> {
         dispatch!(self, s => s.upsert_connection(new).await)
+    }
+
+    /// Connections across users, for trusted backends; ordered by id.
+    pub async fn list_connections(
+        &self,
+        filter: &ListFilter,
+    ) -> StoreResult<Vec<ConnectionListing>> {
+        dispatch!(self, s => s.list_connections(filter).await)
     }
 
     pub async fn close(&self) {

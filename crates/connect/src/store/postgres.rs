@@ -14,8 +14,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{NewConnection, StoreError, StoreOptions, StoreResult};
-use crate::model::{ConnectionState, ConnectionSummary, UserId};
+use super::{ListFilter, NewConnection, StoreError, StoreOptions, StoreResult};
+use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -54,6 +54,43 @@ impl TryFrom<SummaryRow> for ConnectionSummary {
             display_name: r.display_name,
             scopes: r.scopes,
             created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_refreshed_at: r.last_refreshed_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ListingRow {
+    id: Uuid,
+    user_id: Uuid,
+    provider: String,
+    status: String,
+    provider_email: Option<String>,
+    display_name: Option<String>,
+    scopes: Vec<String>,
+    expires_at: OffsetDateTime,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+    last_refreshed_at: Option<OffsetDateTime>,
+}
+
+impl TryFrom<ListingRow> for ConnectionListing {
+    type Error = StoreError;
+
+    fn try_from(r: ListingRow) -> StoreResult<Self> {
+        Ok(ConnectionListing {
+            id: r.id,
+            user_id: r.user_id,
+            provider: ProviderId::from_db(&r.provider)
+                .ok_or_else(|| StoreError::Corrupt(format!("provider {:?}", r.provider)))?
+                .as_str(),
+            status: ConnectionState::from_db(&r.status),
+            provider_email: r.provider_email,
+            display_name: r.display_name,
+            scopes: r.scopes,
+            expires_at: r.expires_at,
+            connected_at: r.created_at,
             updated_at: r.updated_at,
             last_refreshed_at: r.last_refreshed_at,
         })
@@ -201,6 +238,24 @@ impl PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    pub async fn list_connections(&self, f: &ListFilter) -> StoreResult<Vec<ConnectionListing>> {
+        let rows: Vec<ListingRow> = sqlx::query_as(
+            "select id, user_id, provider, status, provider_email, display_name, scopes, expires_at, \
+                    created_at, updated_at, last_refreshed_at \
+             from connect.integration_tokens \
+             where ($1::text is null or provider = $1) and ($2::text is null or status = $2) \
+               and ($3::uuid is null or id > $3) \
+             order by id limit $4",
+        )
+        .bind(f.provider.map(|p| p.as_str()))
+        .bind(f.state.map(|s| s.as_db()))
+        .bind(f.after)
+        .bind(i64::from(f.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(ConnectionListing::try_from).collect()
     }
 
     pub async fn close(&self) {

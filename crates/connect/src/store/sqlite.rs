@@ -10,8 +10,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{NewConnection, StoreError, StoreOptions, StoreResult};
-use crate::model::{ConnectionState, ConnectionSummary, UserId};
+use super::{ListFilter, NewConnection, StoreError, StoreOptions, StoreResult};
+use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -54,6 +54,48 @@ impl TryFrom<SummaryRow> for ConnectionSummary {
             scopes: serde_json::from_str(&r.scopes)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             created_at: to_time(r.created_at)?,
+            updated_at: to_time(r.updated_at)?,
+            last_refreshed_at: r.last_refreshed_at.map(to_time).transpose()?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ListingRow {
+    id: String,
+    user_id: String,
+    provider: String,
+    status: String,
+    provider_email: Option<String>,
+    display_name: Option<String>,
+    scopes: String,
+    expires_at: i64,
+    created_at: i64,
+    updated_at: i64,
+    last_refreshed_at: Option<i64>,
+}
+
+fn parse_uuid(text: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl TryFrom<ListingRow> for ConnectionListing {
+    type Error = StoreError;
+
+    fn try_from(r: ListingRow) -> StoreResult<Self> {
+        Ok(ConnectionListing {
+            id: parse_uuid(&r.id)?,
+            user_id: parse_uuid(&r.user_id)?,
+            provider: ProviderId::from_db(&r.provider)
+                .ok_or_else(|| StoreError::Corrupt(format!("provider {:?}", r.provider)))?
+                .as_str(),
+            status: ConnectionState::from_db(&r.status),
+            provider_email: r.provider_email,
+            display_name: r.display_name,
+            scopes: serde_json::from_str(&r.scopes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            expires_at: to_time(r.expires_at)?,
+            connected_at: to_time(r.created_at)?,
             updated_at: to_time(r.updated_at)?,
             last_refreshed_at: r.last_refreshed_at.map(to_time).transpose()?,
         })
@@ -158,6 +200,24 @@ impl SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    pub async fn list_connections(&self, f: &ListFilter) -> StoreResult<Vec<ConnectionListing>> {
+        let rows: Vec<ListingRow> = sqlx::query_as(
+            "select id, user_id, provider, status, provider_email, display_name, scopes, expires_at, \
+                    created_at, updated_at, last_refreshed_at \
+             from integration_tokens \
+             where ($1 is null or provider = $1) and ($2 is null or status = $2) \
+               and ($3 is null or id > $3) \
+             order by id limit $4",
+        )
+        .bind(f.provider.map(|p| p.as_str()))
+        .bind(f.state.map(|s| s.as_db()))
+        .bind(f.after.map(|id| id.to_string()))
+        .bind(i64::from(f.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(ConnectionListing::try_from).collect()
     }
 
     pub async fn close(&self) {

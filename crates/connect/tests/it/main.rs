@@ -1,1 +1,10 @@
+//! The one integration-test binary (each extra binary costs a link on a 2-core machine). Every
+//! module tests behaviour a user or an operator would notice, over real HTTP and against real
+//! PostgreSQL and SQLite.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod api;
+mod identity;
+mod postgres_rls;
+mod store_contract;
+mod support;

@@ -1,0 +1,384 @@
+//! The HTTP API as the app and operators meet it: endpoints, the error envelope, isolation
+//! between users, bad input, CORS, OpenAPI and metrics.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::support::{BACKENDS, Backend, TestApp, error_code, user_token};
+
+#[tokio::test]
+async fn health_ready_and_openapi_answer() {
+    for backend in BACKENDS {
+        let app = TestApp::start(backend).await;
+        let health: Value = app
+            .http
+            .get(app.url("/v1/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["status"], "healthy");
+        let ready = app.http.get(app.url("/v1/ready")).send().await.unwrap();
+        assert_eq!(ready.status(), 200);
+        let ready: Value = ready.json().await.unwrap();
+        assert_eq!(
+            ready["database"],
+            if backend == Backend::Postgres {
+                "postgres"
+            } else {
+                "sqlite"
+            }
+        );
+
+        let doc: Value = app
+            .http
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for path in [
+            "/v1/health",
+            "/v1/ready",
+            "/v1/integrations",
+            "/v1/integrations/{provider}/status",
+            "/v1/integrations/{provider}/disconnect",
+            "/v1/service/integrations",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} documented");
+        }
+        // The document the binary prints is the one the service serves.
+        assert_eq!(
+            serde_json::to_value(celeste_connect::http::openapi()).unwrap(),
+            doc
+        );
+    }
+}
+
+#[tokio::test]
+async fn status_list_and_disconnect_follow_the_connection() {
+    for backend in BACKENDS {
+        let app = TestApp::start(backend).await;
+        let user = Uuid::new_v4();
+        let status: Value = app
+            .get_as(user, "/v1/integrations/outlook/status")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["connected"], false);
+        assert_eq!(status["status"], "not_connected");
+        assert_eq!(status["provider"], "microsoft");
+
+        app.seed_connection(user, "adele@contoso.example").await;
+        for alias in ["outlook", "microsoft"] {
+            let response = app
+                .get_as(user, &format!("/v1/integrations/{alias}/status"))
+                .await;
+            assert_eq!(response.status(), 200);
+            let text = response.text().await.unwrap();
+            assert!(
+                !text.contains("sealed-"),
+                "{backend:?}: no token material in a status: {text}"
+            );
+            let status: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(status["connected"], true);
+            assert_eq!(status["status"], "connected");
+            assert_eq!(status["provider_email"], "adele@contoso.example");
+            assert_eq!(status["display_name"], "Name of adele@contoso.example");
+            assert!(status["connected_at"].as_str().is_some());
+            for key in [
+                "access_token",
+                "refresh_token",
+                "expires_at",
+                "key_id",
+                "user_id",
+            ] {
+                assert!(status.get(key).is_none(), "status must not carry {key}");
+            }
+        }
+        let list: Value = app
+            .get_as(user, "/v1/integrations")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list["integrations"].as_array().unwrap().len(), 1);
+        assert_eq!(list["integrations"][0]["connected"], true);
+
+        for _ in 0..2 {
+            let response = app
+                .delete_as(user, "/v1/integrations/outlook/disconnect")
+                .await;
+            assert_eq!(
+                response.status(),
+                204,
+                "{backend:?}: disconnect is idempotent"
+            );
+        }
+        let status: Value = app
+            .get_as(user, "/v1/integrations/outlook/status")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["connected"], false);
+    }
+}
+
+#[tokio::test]
+async fn a_user_never_sees_or_deletes_another_users_connection() {
+    for backend in BACKENDS {
+        let app = TestApp::start(backend).await;
+        let (alice, mallory) = (Uuid::new_v4(), Uuid::new_v4());
+        app.seed_connection(alice, "alice@contoso.example").await;
+
+        for path in [
+            format!("/v1/integrations/outlook/status?user_id={alice}"),
+            format!("/v1/integrations/outlook/status?sub={alice}&user={alice}"),
+            format!("/v1/integrations?user_id={alice}"),
+        ] {
+            let text = app.get_as(mallory, &path).await.text().await.unwrap();
+            assert!(!text.contains("alice@"), "{backend:?} {path}: {text}");
+        }
+        for path in [
+            format!("/v1/integrations/{alice}/status"),
+            format!("/v1/users/{alice}/integrations/outlook/status"),
+        ] {
+            let response = app.get_as(mallory, &path).await;
+            assert_eq!(response.status(), 404, "{path}");
+        }
+        let response = app
+            .http
+            .delete(app.url(&format!(
+                "/v1/integrations/outlook/disconnect?user_id={alice}"
+            )))
+            .bearer_auth(user_token(mallory))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"user_id":"{alice}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+        let status: Value = app
+            .get_as(alice, "/v1/integrations/outlook/status")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            status["connected"], true,
+            "{backend:?}: alice's connection is untouched"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_providers_routes_and_methods_get_json_errors() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let user = Uuid::new_v4();
+    for (path, code) in [
+        ("/v1/integrations/gmail/status", "not_found"),
+        ("/v1/integrations/google/status", "not_found"),
+        ("/v1/integrations/Outlook/status", "not_found"),
+        ("/v1/nothing-here", "not_found"),
+        ("/", "not_found"),
+    ] {
+        let response = app.get_as(user, path).await;
+        assert_eq!(response.status(), 404, "{path}");
+        assert_eq!(error_code(response).await, code, "{path}");
+    }
+    let response = app
+        .http
+        .post(app.url("/v1/integrations/outlook/status"))
+        .bearer_auth(user_token(user))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(error_code(response).await, "method_not_allowed");
+    let response = app.http.put(app.url("/v1/health")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_clearly_and_changes_nothing() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let user = Uuid::new_v4();
+    app.seed_connection(user, "adele@contoso.example").await;
+
+    // A body over the limit.
+    let response = app
+        .http
+        .delete(app.url("/v1/integrations/outlook/disconnect"))
+        .bearer_auth(user_token(user))
+        .body(vec![b'x'; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(error_code(response).await, "payload_too_large");
+
+    // Malformed credentials.
+    for header in [
+        "Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+        "Bearer",
+        "Bearer ",
+        "bearer-token",
+        "Bearer a.b.c",
+    ] {
+        let response = app
+            .http
+            .get(app.url("/v1/integrations"))
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{header}");
+        assert_eq!(error_code(response).await, "unauthorized");
+    }
+    let response = app
+        .http
+        .get(app.url("/v1/integrations"))
+        .header(
+            "authorization",
+            reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = app
+        .http
+        .get(app.url("/v1/integrations"))
+        .header("authorization", format!("Bearer {}", user_token(user)))
+        .header(
+            "authorization",
+            format!("Bearer {}", user_token(Uuid::new_v4())),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "two authorization headers are ambiguous"
+    );
+
+    // Bad query values on the service API.
+    for query in [
+        "cursor=not-a-uuid",
+        "limit=0",
+        "limit=100000",
+        "limit=abc",
+        "status=deleted",
+        "provider=gmail",
+    ] {
+        let response = app
+            .get_service(&format!("/v1/service/integrations?{query}"))
+            .await;
+        assert_eq!(response.status(), 400, "{query}");
+        assert_eq!(error_code(response).await, "invalid_request", "{query}");
+    }
+
+    let status: Value = app
+        .get_as(user, "/v1/integrations/outlook/status")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["connected"], true, "nothing changed");
+}
+
+#[tokio::test]
+async fn service_keys_are_the_only_way_into_the_service_api() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let user = Uuid::new_v4();
+    app.seed_connection(user, "adele@contoso.example").await;
+
+    let response = app
+        .get_service("/v1/service/integrations?provider=outlook")
+        .await;
+    assert_eq!(response.status(), 200);
+    let page: Value = response.json().await.unwrap();
+    assert_eq!(page["connections"][0]["user_id"], user.to_string());
+    assert!(page["connections"][0].get("access_token").is_none());
+
+    let service_role_jwt = crate::support::sign_hs256(
+        crate::support::JWT_SECRET,
+        &serde_json::json!({"role": "service_role", "iss": "supabase", "exp": crate::support::exp_in(3600)}),
+    );
+    let (other_key, _) = celeste_connect::identity::service_key::generate("revoked").unwrap();
+    for credential in [
+        user_token(user),
+        service_role_jwt,
+        other_key,
+        format!("{}x", app.service_key),
+        "sb_secret_abc".into(),
+    ] {
+        let response = app
+            .http
+            .get(app.url("/v1/service/integrations"))
+            .bearer_auth(&credential)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(error_code(response).await, "unauthorized");
+    }
+    // And a service key is not a user token.
+    let response = app
+        .http
+        .get(app.url("/v1/integrations"))
+        .bearer_auth(&app.service_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn cors_admits_the_app_origins_only() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(
+                reqwest::Method::OPTIONS,
+                app.url("/v1/integrations/outlook/status"),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let ok = preflight("http://app.localhost:3000").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "http://app.localhost:3000"
+    );
+    assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
+    let evil = preflight("https://evil.example").await.unwrap();
+    assert!(evil.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_the_admin_listener_only() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    app.http.get(app.url("/v1/health")).send().await.unwrap();
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.admin_base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("http_requests_total"), "{metrics}");
+    let public = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404);
+}

@@ -1,0 +1,431 @@
+//! Row-level security and roles on a real PostgreSQL server (security.md §8, A2–A10): what the
+//! `anon` and `authenticated` roles can and cannot do, who the service runs as, and that no
+//! user identity survives in a pooled connection.
+
+use celeste_connect::model::UserId;
+use celeste_connect::provider::ProviderId;
+use celeste_connect::store::{Store, StoreOptions};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::support::{Backend, TestDb, seed_connection, url_as};
+
+fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned())
+}
+
+async fn owner(db: &TestDb) -> PgConnection {
+    PgConnection::connect(&db.url).await.unwrap()
+}
+
+/// A database with two users' connections; returns (db, alice, bob).
+async fn two_users() -> (TestDb, Uuid, Uuid) {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = Store::connect(
+        &db.url,
+        StoreOptions {
+            pool_size: 2,
+            migrate: false,
+        },
+    )
+    .await
+    .unwrap();
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    seed_connection(&store, alice, "alice@contoso.example").await;
+    seed_connection(&store, bob, "bob@contoso.example").await;
+    store.close().await;
+    (db, alice, bob)
+}
+
+/// Runs `sql` in a transaction as `role` with `sub` in the claims; returns the error's SQLSTATE.
+async fn as_role(
+    conn: &mut PgConnection,
+    role: &str,
+    sub: Option<Uuid>,
+    sql: &str,
+) -> Result<Vec<sqlx::postgres::PgRow>, String> {
+    let mut tx = conn.begin().await.unwrap();
+    let claims = sub
+        .map(|s| serde_json::json!({"sub": s, "role": role}).to_string())
+        .unwrap_or_default();
+    sqlx::query("select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)")
+        .bind(role)
+        .bind(claims)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let result = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_all(&mut *tx)
+        .await;
+    tx.rollback().await.unwrap();
+    result.map_err(|e| sqlstate(&e).unwrap_or_else(|| e.to_string()))
+}
+
+#[tokio::test]
+async fn anon_can_touch_nothing() {
+    let (db, alice, _) = two_users().await;
+    let mut conn = owner(&db).await;
+    for sql in [
+        "select user_id from connect.integration_tokens",
+        "select state_hash from connect.oauth_flows",
+        "delete from connect.integration_tokens",
+        "select public.user_has_integration('outlook')",
+        "select version from connect._sqlx_migrations",
+    ] {
+        assert_eq!(
+            as_role(&mut conn, "anon", Some(alice), sql)
+                .await
+                .err()
+                .as_deref(),
+            Some("42501"),
+            "{sql}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn signed_in_user_reads_only_own_non_secret_columns() {
+    let (db, alice, bob) = two_users().await;
+    let mut conn = owner(&db).await;
+    // No WHERE clause: row-level security alone limits the answer to the caller's row.
+    let rows = as_role(
+        &mut conn,
+        "authenticated",
+        Some(alice),
+        "select user_id, provider_email from connect.integration_tokens",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(sqlx::Row::get::<Uuid, _>(&rows[0], "user_id"), alice);
+
+    for sql in [
+        "select access_token from connect.integration_tokens",
+        "select refresh_token from connect.integration_tokens",
+        "select * from connect.integration_tokens",
+        "select pkce_verifier from connect.oauth_flows",
+    ] {
+        assert_eq!(
+            as_role(&mut conn, "authenticated", Some(alice), sql)
+                .await
+                .err()
+                .as_deref(),
+            Some("42501"),
+            "{sql}"
+        );
+    }
+    // Without claims, nothing matches (fails closed).
+    let none = as_role(
+        &mut conn,
+        "authenticated",
+        None,
+        "select user_id from connect.integration_tokens",
+    )
+    .await
+    .unwrap();
+    assert!(none.is_empty());
+    let _ = bob;
+}
+
+#[tokio::test]
+async fn signed_in_user_cannot_plant_change_or_delete_rows() {
+    let (db, alice, bob) = two_users().await;
+    let mut conn = owner(&db).await;
+    let before: Vec<(Uuid, String)> = sqlx::query_as(
+        "select user_id, md5(access_token::text) from connect.integration_tokens order by user_id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    for sql in [
+        format!(
+            "insert into connect.integration_tokens (user_id, provider, access_token, key_id, expires_at, provider_user_id) values ('{alice}', 'google', 'x', 'k', now(), 'p')"
+        ),
+        format!(
+            "update connect.integration_tokens set provider_email = 'evil@example.com' where user_id = '{bob}'"
+        ),
+        format!(
+            "update connect.integration_tokens set provider_email = 'me@example.com' where user_id = '{alice}'"
+        ),
+        "delete from connect.integration_tokens".to_owned(),
+    ] {
+        assert_eq!(
+            as_role(&mut conn, "authenticated", Some(alice), &sql)
+                .await
+                .err()
+                .as_deref(),
+            Some("42501"),
+            "{sql}"
+        );
+    }
+    let after: Vec<(Uuid, String)> = sqlx::query_as(
+        "select user_id, md5(access_token::text) from connect.integration_tokens order by user_id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn user_has_integration_answers_for_the_caller_only() {
+    let (db, alice, _) = two_users().await;
+    let mut conn = owner(&db).await;
+    let stranger = Uuid::new_v4();
+    let ask = |provider: &str| format!("select public.user_has_integration('{provider}') as has");
+    let has = |rows: Vec<sqlx::postgres::PgRow>| sqlx::Row::get::<bool, _>(&rows[0], "has");
+    assert!(has(as_role(
+        &mut conn,
+        "authenticated",
+        Some(alice),
+        &ask("outlook")
+    )
+    .await
+    .unwrap()));
+    assert!(has(as_role(
+        &mut conn,
+        "authenticated",
+        Some(alice),
+        &ask("microsoft")
+    )
+    .await
+    .unwrap()));
+    assert!(!has(as_role(
+        &mut conn,
+        "authenticated",
+        Some(alice),
+        &ask("google")
+    )
+    .await
+    .unwrap()));
+    assert!(!has(as_role(
+        &mut conn,
+        "authenticated",
+        Some(stranger),
+        &ask("outlook")
+    )
+    .await
+    .unwrap()));
+    // The seed's variant that took a user id does not exist.
+    let two_args = format!("select public.user_has_integration('{alice}'::uuid, 'microsoft')");
+    assert_eq!(
+        as_role(&mut conn, "authenticated", Some(stranger), &two_args)
+            .await
+            .err()
+            .as_deref(),
+        Some("42883")
+    );
+}
+
+#[tokio::test]
+async fn catalog_grants_nothing_to_client_roles_and_forces_rls() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut conn = owner(&db).await;
+    let table_grants: Vec<(String, String, String)> = sqlx::query_as(
+        "select grantee::text, table_name::text, privilege_type::text from information_schema.role_table_grants \
+         where table_schema = 'connect' and grantee in ('anon', 'authenticated', 'PUBLIC')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(table_grants.is_empty(), "{table_grants:?}");
+
+    let mut columns: Vec<String> = sqlx::query_scalar(
+        "select column_name::text from information_schema.column_privileges \
+         where table_schema = 'connect' and grantee = 'authenticated' and privilege_type = 'SELECT' \
+           and table_name = 'integration_tokens'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    columns.sort();
+    assert_eq!(
+        columns,
+        [
+            "created_at",
+            "display_name",
+            "id",
+            "last_refreshed_at",
+            "provider",
+            "provider_email",
+            "scopes",
+            "status",
+            "updated_at",
+            "user_id"
+        ]
+    );
+    let other_column_grants: i64 = sqlx::query_scalar(
+        "select count(*) from information_schema.column_privileges where table_schema = 'connect' \
+         and grantee in ('anon', 'PUBLIC') or (grantee = 'authenticated' and privilege_type <> 'SELECT' and table_schema = 'connect')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(other_column_grants, 0);
+
+    let rls: Vec<(String, bool, bool)> = sqlx::query_as(
+        "select c.relname::text, c.relrowsecurity, c.relforcerowsecurity from pg_class c \
+         join pg_namespace n on n.oid = c.relnamespace \
+         where n.nspname = 'connect' and c.relkind = 'r' and c.relname <> '_sqlx_migrations' order by 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        rls,
+        [
+            ("integration_tokens".to_owned(), true, true),
+            ("oauth_flows".to_owned(), true, true)
+        ]
+    );
+
+    let definers_without_search_path: Vec<String> = sqlx::query_scalar(
+        "select p.proname::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+         where n.nspname in ('connect', 'public') and p.prosecdef \
+           and not exists (select 1 from unnest(coalesce(p.proconfig, '{}')) c where c like 'search_path=%')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        definers_without_search_path.is_empty(),
+        "{definers_without_search_path:?}"
+    );
+}
+
+#[tokio::test]
+async fn service_runs_as_a_role_that_is_not_superuser_owner_or_bypassrls() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = Store::connect(
+        &db.url,
+        StoreOptions {
+            pool_size: 2,
+            migrate: false,
+        },
+    )
+    .await
+    .unwrap();
+    let Store::Postgres(pg) = &store else {
+        panic!("postgres store")
+    };
+    let (role, superuser, bypass): (String, bool, bool) = sqlx::query_as(
+        "select r.rolname::text, r.rolsuper, r.rolbypassrls from pg_roles r where r.rolname = current_user",
+    )
+    .fetch_one(pg.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (role.as_str(), superuser, bypass),
+        ("connect_service", false, false)
+    );
+    let owners: Vec<String> =
+        sqlx::query_scalar("select tableowner::text from pg_tables where schemaname = 'connect'")
+            .fetch_all(pg.pool())
+            .await
+            .unwrap();
+    assert!(
+        !owners.is_empty() && owners.iter().all(|o| o != "connect_service"),
+        "{owners:?}"
+    );
+}
+
+#[tokio::test]
+async fn pooled_connection_keeps_no_user_identity_after_success_error_or_panic() {
+    let (db, alice, _) = two_users().await;
+    let store = Store::connect(
+        &db.url,
+        StoreOptions {
+            pool_size: 1,
+            migrate: false,
+        },
+    )
+    .await
+    .unwrap();
+    let Store::Postgres(pg) = store.clone() else {
+        panic!("postgres store")
+    };
+    let identity = || async {
+        sqlx::query_as::<_, (String, String)>(
+            "select current_user::text, coalesce(current_setting('request.jwt.claims', true), '')",
+        )
+        .fetch_one(pg.pool())
+        .await
+        .unwrap()
+    };
+    let clean = ("connect_service".to_owned(), String::new());
+
+    // 1. A user-scoped read that succeeds.
+    assert_eq!(
+        store.user_connections(UserId(alice)).await.unwrap().len(),
+        1
+    );
+    assert_eq!(identity().await, clean);
+
+    // 2. A user-scoped transaction that fails midway and is dropped.
+    {
+        let mut tx = pg.begin_as_user(UserId(alice)).await.unwrap();
+        let err = sqlx::query("select access_token from connect.integration_tokens")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+    }
+    assert_eq!(identity().await, clean);
+
+    // 3. A task that panics while holding a user-scoped transaction.
+    let pg2 = pg.clone();
+    let joined = tokio::spawn(async move {
+        let mut tx = pg2.begin_as_user(UserId(alice)).await.unwrap();
+        sqlx::query("select 1").execute(&mut *tx).await.unwrap();
+        panic!("handler bug while acting as a user");
+    })
+    .await;
+    assert!(joined.is_err());
+    assert_eq!(identity().await, clean);
+    let _ = ProviderId::Microsoft;
+}
+
+#[tokio::test]
+async fn login_role_without_set_role_reads_nothing_and_the_service_still_works() {
+    let (db, alice, _) = two_users().await;
+    let mut conn = owner(&db).await;
+    let login = format!("cc_login_{}", Uuid::new_v4().simple());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "create role {login} login noinherit; grant connect_service to {login};"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let login_url = url_as(&db.url, &login);
+
+    // Straight in as the login role (no SET ROLE): permission denied, not "sees everything".
+    let mut raw = PgConnection::connect(&login_url).await.unwrap();
+    let err = sqlx::query("select 1 from connect.integration_tokens")
+        .fetch_all(&mut raw)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+    raw.close().await.unwrap();
+
+    // The service, given that login and no DDL rights, switches role and works.
+    let store = Store::connect(
+        &login_url,
+        StoreOptions {
+            pool_size: 1,
+            migrate: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store.user_connections(UserId(alice)).await.unwrap().len(),
+        1
+    );
+    store.close().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop role {login}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}

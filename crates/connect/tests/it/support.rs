@@ -1,0 +1,317 @@
+//! Test harness: a throwaway PostgreSQL database per test (copied from a template migrated once
+//! per run) or a SQLite file in a temp folder, and the whole service in-process on 127.0.0.1:0
+//! (bound before it serves, so no test waits for readiness). PostgreSQL is the real server named
+//! by CONNECT_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres); tests
+//! fail, not skip, when it is not there.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use celeste_connect::app::{App, AppState};
+use celeste_connect::config::{JwtSettings, MicrosoftSettings, Settings};
+use celeste_connect::identity::service_key;
+use celeste_connect::model::UserId;
+use celeste_connect::provider::ProviderId;
+use celeste_connect::store::{NewConnection, Store};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::sync::{Mutex, OnceCell, oneshot};
+use url::Url;
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
+
+pub fn admin_url() -> String {
+    std::env::var("CONNECT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The same server, another database.
+pub fn url_for(database: &str) -> String {
+    let mut url = Url::parse(&admin_url()).expect("CONNECT_TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
+/// The same server and database, another login role (trust authentication).
+pub fn url_as(url: &str, role: &str) -> String {
+    let mut url = Url::parse(url).expect("url");
+    url.set_username(role).expect("username");
+    url.set_password(None).expect("password");
+    url.to_string()
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+static CREATE: Mutex<()> = Mutex::const_new(());
+
+async fn admin() -> sqlx::PgConnection {
+    sqlx::PgConnection::connect(&admin_url())
+        .await
+        .expect("PostgreSQL must be running (CONNECT_TEST_DATABASE_URL); .ci/run starts it")
+}
+
+/// A fresh, migrated database of its own.
+pub async fn new_pg_database() -> String {
+    let template = TEMPLATE
+        .get_or_init(|| async {
+            let mut conn = admin().await;
+            // Leftovers of earlier runs.
+            let stale: Vec<String> = sqlx::query_scalar(
+                "select datname from pg_database where datname like 'cc\\_t\\_%' or datname like 'cc\\_tpl\\_%'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            for db in stale {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists \"{db}\" with (force)")))
+                    .execute(&mut conn)
+                    .await;
+            }
+            let name = format!("cc_tpl_{}", Uuid::new_v4().simple());
+            sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Store::migrate(&url_for(&name)).await.expect("migrations apply to a fresh database");
+            name
+        })
+        .await;
+    let _serial = CREATE.lock().await;
+    let name = format!("cc_t_{}", Uuid::new_v4().simple());
+    let mut conn = admin().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "create database \"{name}\" template \"{template}\""
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    url_for(&name)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+pub const BACKENDS: [Backend; 2] = [Backend::Postgres, Backend::Sqlite];
+
+/// A database for one test; the SQLite folder lives as long as this value.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => TestDb {
+                url: new_pg_database().await,
+                _dir: None,
+            },
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("connect.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(Arc::new(dir)),
+                }
+            }
+        }
+    }
+}
+
+pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
+    Settings {
+        database_url: SecretString::from(db.url.clone()),
+        public_url: public_url.clone(),
+        app_origins: vec!["http://app.localhost:3000".to_owned()],
+        app_settings_url: Url::parse("http://app.localhost:3000/settings").unwrap(),
+        jwt: JwtSettings {
+            hs256_secret: Some(SecretString::from(JWT_SECRET.to_owned())),
+            jwks_url: None,
+            audience: "authenticated".into(),
+            issuer: None,
+            jwks_min_refetch: JwtSettings::DEFAULT_JWKS_MIN_REFETCH,
+            jwks_max_age: JwtSettings::DEFAULT_JWKS_MAX_AGE,
+        },
+        service_keys: Vec::new(),
+        microsoft: Some(MicrosoftSettings {
+            client_id: "11111111-2222-3333-4444-555555555555".into(),
+            client_secret: SecretString::from("test-client-secret".to_owned()),
+            tenant: "common".into(),
+            authority: Url::parse("http://127.0.0.1:9/").unwrap(),
+            graph_url: Url::parse("http://127.0.0.1:9/").unwrap(),
+        }),
+        db_pool_size: 5,
+        migrate_on_start: true,
+        demo: false,
+    }
+}
+
+/// The service running in-process.
+pub struct TestApp {
+    pub base: String,
+    pub admin_base: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    /// Kept so a SQLite folder outlives the service.
+    _db: TestDb,
+    pub service_key: String,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(TestDb::new(backend).await, |_| {}).await
+    }
+
+    pub async fn start_with(db: TestDb, adjust: impl FnOnce(&mut Settings)) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let admin_addr: SocketAddr = admin.local_addr().unwrap();
+        let public_url = Url::parse(&format!("http://{addr}/")).unwrap();
+        let (service_key, entry) = service_key::generate("tests").unwrap();
+        let mut settings = settings(&db, &public_url);
+        settings.service_keys = service_key::parse_service_keys(&entry).unwrap();
+        adjust(&mut settings);
+        let app = App::build(settings).await.expect("the service starts");
+        let state = app.state.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.serve(listener, Some(admin), async move {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            base: format!("http://{addr}"),
+            admin_base: format!("http://{admin_addr}"),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            state,
+            _db: db,
+            service_key,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET as `user`.
+    pub async fn get_as(&self, user: Uuid, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(user_token(user))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete_as(&self, user: Uuid, path: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url(path))
+            .bearer_auth(user_token(user))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_service(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(&self.service_key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stores a connection for `user` directly, tokens sealed as the connect flow seals them.
+    pub async fn seed_connection(&self, user: Uuid, email: &str) {
+        seed_connection(self.store(), user, email).await;
+    }
+}
+
+pub async fn seed_connection(store: &Store, user: Uuid, email: &str) {
+    store
+        .upsert_connection(&NewConnection {
+            user_id: UserId(user),
+            provider: ProviderId::Microsoft,
+            access_token: format!("sealed-at-{user}").into_bytes(),
+            refresh_token: Some(format!("sealed-rt-{user}").into_bytes()),
+            key_id: "k1".into(),
+            expires_at: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+            provider_user_id: format!("ms-{user}"),
+            provider_email: Some(email.to_owned()),
+            display_name: Some(format!("Name of {email}")),
+            scopes: vec![
+                "https://graph.microsoft.com/Mail.Read".into(),
+                "offline_access".into(),
+            ],
+        })
+        .await
+        .unwrap();
+}
+
+pub fn exp_in(secs: i64) -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp() + secs
+}
+
+/// A Supabase-style HS256 access token for `user`.
+pub fn user_token(user: Uuid) -> String {
+    sign_hs256(
+        JWT_SECRET,
+        &json!({
+            "sub": user, "role": "authenticated", "aud": "authenticated", "exp": exp_in(3600),
+            "email": "someone@example.com", "is_anonymous": false,
+        }),
+    )
+}
+
+pub fn sign_hs256(secret: &str, claims: &Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// The JSON error body's code, checking the envelope's shape on the way.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .expect("x-request-id header");
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap()),
+        Some("application/json")
+    );
+    let body: Value = response.json().await.expect("JSON error body");
+    assert_eq!(
+        body["request_id"], header_id,
+        "body and header carry the same request id"
+    );
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    body["error"].as_str().expect("error code").to_owned()
+}
