@@ -14,8 +14,9 @@ use tokio::net::TcpListener;
 use crate::config::Settings;
 use crate::identity::service_key::ServiceKeys;
 use crate::identity::user_jwt::UserVerifier;
-use crate::provider::ProviderId;
+use crate::provider::{ProviderEndpoints, ProviderId};
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::vault::Keyring;
 
 /// Shared, read-only state of a running service. Cheap to clone.
 #[derive(Clone)]
@@ -27,7 +28,8 @@ pub struct AppInner {
     pub users: UserVerifier,
     pub service_keys: ServiceKeys,
     /// Providers with credentials configured, in catalog order.
-    pub providers: Vec<ProviderId>,
+    pub providers: Vec<ProviderEndpoints>,
+    pub keyring: Arc<Keyring>,
     /// The one outbound HTTP client: no redirects followed, bounded timeouts.
     pub http: reqwest::Client,
     pub metrics: Option<PrometheusHandle>,
@@ -41,8 +43,20 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn provider_configured(&self, provider: ProviderId) -> bool {
-        self.providers.contains(&provider)
+    /// The endpoints of a configured provider.
+    pub fn provider(&self, provider: ProviderId) -> Option<&ProviderEndpoints> {
+        self.providers.iter().find(|p| p.id == provider)
+    }
+
+    /// Ids of the configured providers, in catalog order.
+    pub fn provider_ids(&self) -> Vec<ProviderId> {
+        self.providers.iter().map(|p| p.id).collect()
+    }
+
+    /// Where the provider sends the browser back to.
+    pub fn redirect_uri(&self, provider: ProviderId) -> String {
+        let base = self.settings.public_url.as_str().trim_end_matches('/');
+        format!("{base}/v1/integrations/{}/callback", provider.path_name())
     }
 }
 
@@ -52,6 +66,10 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("encryption keys: {0}")]
+    Keys(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -85,23 +103,49 @@ impl AppState {
             },
         )
         .await?;
+        verify_keys(&store, &settings.keyring).await?;
         let http = http_client()?;
-        let providers = ProviderId::ALL
-            .into_iter()
-            .filter(|p| match p {
-                ProviderId::Microsoft => settings.microsoft.is_some(),
-            })
-            .collect();
+        let mut providers = Vec::new();
+        if let Some(microsoft) = &settings.microsoft {
+            providers.push(
+                crate::provider::microsoft::endpoints(microsoft)
+                    .map_err(|e| StartError::Config(format!("Microsoft endpoints: {e}")))?,
+            );
+        }
         Ok(AppState(Arc::new(AppInner {
             users: UserVerifier::new(&settings.jwt, http.clone()),
             service_keys: ServiceKeys::new(settings.service_keys.clone()),
             providers,
+            keyring: settings.keyring.clone(),
             http,
             metrics: crate::telemetry::metrics_handle(),
             store,
             settings,
         })))
     }
+}
+
+/// Fails closed when the key ring cannot open what the database holds: every key id in use
+/// must be in the ring, and must open one of its rows (a wrong key under a known id).
+pub async fn verify_keys(store: &Store, keyring: &Keyring) -> Result<(), StartError> {
+    for key_id in store.key_ids_in_use().await? {
+        if !keyring.key_ids().any(|k| k == key_id) {
+            return Err(StartError::Keys(format!(
+                "stored tokens are sealed with key {key_id:?}, which is not in CONNECT_ENCRYPTION_KEYS; \
+                 add it back (after the active key) until `celeste-connect rotate-key` has moved every row"
+            )));
+        }
+        if let Some(row) = store.one_sealed_with(&key_id).await? {
+            let place =
+                crate::broker::connect::token_place("access_token", row.user_id, row.provider);
+            if keyring.open(&place, &row.access_token).is_err() {
+                return Err(StartError::Keys(format!(
+                    "key {key_id:?} in CONNECT_ENCRYPTION_KEYS does not open the tokens sealed with it: wrong key"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A service ready to run: its state and routers.

@@ -6,12 +6,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::identity::service_key::{ServiceKeyEntry, parse_service_keys};
 use crate::provider::microsoft;
+use crate::vault::{Keyring, generate_entry};
 
 fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value.to_owned()))
@@ -119,6 +122,8 @@ pub struct Settings {
     pub app_settings_url: Url,
     pub jwt: JwtSettings,
     pub service_keys: Vec<ServiceKeyEntry>,
+    /// Encryption keys for tokens at rest; the service does not start without them.
+    pub keyring: Arc<Keyring>,
     pub microsoft: Option<MicrosoftSettings>,
     pub db_pool_size: u32,
     pub migrate_on_start: bool,
@@ -330,6 +335,25 @@ impl ServeArgs {
             None => Vec::new(),
         };
 
+        let keys = resolve_secret(
+            "CONNECT_ENCRYPTION_KEYS",
+            self.encryption_keys,
+            self.encryption_keys_file.as_ref(),
+        )?;
+        let key_hint = || {
+            let example = generate_entry("k1")
+                .map(|e| format!(" For example (freshly generated, keep it secret): CONNECT_ENCRYPTION_KEYS={}", e.expose_secret()))
+                .unwrap_or_default();
+            format!(
+                "Tokens are encrypted at rest and the service will not start without a key; `celeste-connect keygen encryption k1` prints one.{example}"
+            )
+        };
+        let keys = require_real("CONNECT_ENCRYPTION_KEYS", keys, key_hint)?;
+        let keyring = Keyring::parse(keys.expose_secret()).map_err(|e| ConfigError::Invalid {
+            name: "CONNECT_ENCRYPTION_KEYS",
+            why: e.to_string(),
+        })?;
+
         let microsoft = match self.microsoft_client_id {
             None => None,
             Some(client_id) => {
@@ -375,6 +399,7 @@ impl ServeArgs {
                 jwks_max_age: JwtSettings::DEFAULT_JWKS_MAX_AGE,
             },
             service_keys,
+            keyring: Arc::new(keyring),
             microsoft,
             db_pool_size: self.db_pool_size.max(1),
             migrate_on_start: self.migrate_on_start,

@@ -8,11 +8,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
 use url::Url;
 
+use provider_emulator::{Emulator, EmulatorConfig};
+
 use crate::app::{App, AppState};
-use crate::config::{JwtSettings, Settings};
+use crate::config::{JwtSettings, MicrosoftSettings, Settings};
+use crate::vault::{Keyring, generate_entry};
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -22,6 +26,19 @@ pub struct DemoArgs {
     /// Folder for the demo database and its generated secrets.
     #[arg(long, default_value = ".demo")]
     pub data_dir: PathBuf,
+}
+
+/// The emulator's app registration for the demo.
+pub const DEMO_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000c0de";
+
+/// The provider emulator registered for this service's redirect URI.
+pub fn emulator_for(state: &AppState) -> Option<Emulator> {
+    let microsoft = state.settings.microsoft.as_ref()?;
+    Some(Emulator::new(EmulatorConfig::demo(
+        &microsoft.client_id,
+        microsoft.client_secret.expose_secret(),
+        &state.redirect_uri(crate::provider::ProviderId::Microsoft),
+    )))
 }
 
 /// Reads a secret file, creating it (mode 0600) from `make` when missing.
@@ -59,6 +76,10 @@ pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let jwt_secret = secret_file(&data_dir.join("jwt.secret"), random_secret)?;
+    let keys = secret_file(&data_dir.join("encryption.keys"), || {
+        Ok(generate_entry("demo1")?.expose_secret().to_owned())
+    })?;
+    let keyring = Keyring::parse(keys.expose_secret())?;
     let origin = public_url.origin().ascii_serialization();
     let database = data_dir.join("connect.db");
     Ok(Settings {
@@ -75,7 +96,14 @@ pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
             jwks_max_age: JwtSettings::DEFAULT_JWKS_MAX_AGE,
         },
         service_keys: Vec::new(),
-        microsoft: None,
+        keyring: Arc::new(keyring),
+        microsoft: Some(MicrosoftSettings {
+            client_id: DEMO_CLIENT_ID.into(),
+            client_secret: secret_file(&data_dir.join("microsoft-client.secret"), random_secret)?,
+            tenant: "common".into(),
+            authority: public_url.join("emulator/")?,
+            graph_url: public_url.join("emulator/")?,
+        }),
         db_pool_size: 4,
         migrate_on_start: true,
         demo: true,
@@ -99,9 +127,15 @@ pub async fn run(
     let public_url = Url::parse(&format!("http://{addr}/"))?;
     let settings = settings(&public_url, &args.data_dir)?;
     let state = AppState::build(settings).await?;
-    let app = App::from_state(state);
+    let emulator = emulator_for(&state).context("the demo configures Microsoft")?;
+    let mut app = App::from_state(state);
+    app.api = app.api.nest("/emulator", emulator.router());
     println!("listening on http://{addr}");
     println!("settings page: {}settings", public_url);
+    println!(
+        "provider emulator: {}emulator (Microsoft sign-in and Graph stand-in)",
+        public_url
+    );
     println!(
         "data folder: {} (delete it to start over)",
         args.data_dir.display()

@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod model;
+pub mod oauth;
 pub mod provider;
 pub mod store;
 pub mod telemetry;

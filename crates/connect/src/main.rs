@@ -37,6 +37,20 @@ enum Command {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
     },
+    /// Re-encrypt every stored token not yet on the active (first) encryption key. Idempotent
+    /// and resumable; run it after putting a new key first in CONNECT_ENCRYPTION_KEYS, then
+    /// drop the old key once it reports nothing left.
+    RotateKey {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[arg(long, env = "CONNECT_ENCRYPTION_KEYS", hide_env_values = true)]
+        encryption_keys: Option<String>,
+        #[arg(long, env = "CONNECT_ENCRYPTION_KEYS_FILE")]
+        encryption_keys_file: Option<std::path::PathBuf>,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 200)]
+        batch: u32,
+    },
     /// Print a new secret and the configuration line that goes with it.
     Keygen {
         #[command(subcommand)]
@@ -114,6 +128,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => {
             telemetry::init_logging("text");
             demo::run(args, shutdown_signal()).await
+        }
+        Command::RotateKey {
+            database_url,
+            encryption_keys,
+            encryption_keys_file,
+            batch,
+        } => {
+            telemetry::init_logging("text");
+            let keys = config::resolve_secret(
+                "CONNECT_ENCRYPTION_KEYS",
+                encryption_keys.map(secrecy::SecretString::from),
+                encryption_keys_file.as_ref(),
+            )?
+            .context("CONNECT_ENCRYPTION_KEYS is not set")?;
+            let keyring = celeste_connect::vault::Keyring::parse(keys.expose_secret())?;
+            let store = Store::connect(
+                &database_url,
+                celeste_connect::store::StoreOptions {
+                    pool_size: 2,
+                    migrate: true,
+                },
+            )
+            .await?;
+            let done = celeste_connect::broker::rotate::rotate_keys(&store, &keyring, batch.max(1))
+                .await?;
+            println!(
+                "re-encrypted {} connection(s) under key {}; {} changed meanwhile (rerun to pick them up if still on an old key)",
+                done.resealed,
+                keyring.active_key_id(),
+                done.skipped
+            );
+            store.close().await;
+            Ok(())
         }
         Command::Migrate { database_url } => {
             telemetry::init_logging("text");

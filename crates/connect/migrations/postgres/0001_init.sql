@@ -80,6 +80,9 @@ create or replace trigger integration_tokens_touch_updated_at
   before update on connect.integration_tokens
   for each row execute function connect.touch_updated_at();
 
+-- Which keys are in use (checked at start) and what is left to re-encrypt.
+create index if not exists integration_tokens_key_id on connect.integration_tokens (key_id);
+
 create table if not exists connect.oauth_flows (
   state_hash    bytea primary key,             -- sha-256 of the 256-bit state; the state itself is never stored
   user_id       uuid not null,
@@ -88,6 +91,7 @@ create table if not exists connect.oauth_flows (
   key_id        text not null,
   binding_hash  bytea not null,                -- sha-256 of the browser-binding cookie's secret
   app_origin    text not null,
+  return_mode   text not null default 'popup' check (return_mode in ('popup', 'redirect')),
   created_at    timestamptz not null default now(),
   expires_at    timestamptz not null
 );

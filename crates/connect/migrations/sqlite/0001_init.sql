@@ -31,6 +31,9 @@ create trigger if not exists integration_tokens_touch_updated_at
     update integration_tokens set updated_at = unixepoch() where id = new.id;
   end;
 
+-- Which keys are in use (checked at start) and what is left to re-encrypt.
+create index if not exists integration_tokens_key_id on integration_tokens (key_id);
+
 create table if not exists oauth_flows (
   state_hash    blob primary key,
   user_id       text not null,
@@ -39,6 +42,7 @@ create table if not exists oauth_flows (
   key_id        text not null,
   binding_hash  blob not null,
   app_origin    text not null,
+  return_mode   text not null default 'popup' check (return_mode in ('popup', 'redirect')),
   created_at    integer not null default (unixepoch()),
   expires_at    integer not null
 );

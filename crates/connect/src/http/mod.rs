@@ -4,6 +4,8 @@
 //! `ops` (health, readiness, OpenAPI, metrics) — and each calls one `broker` function. Nothing
 //! here touches SQL.
 
+pub mod assets;
+pub mod browser;
 pub mod middleware;
 pub mod ops;
 pub mod service;
@@ -36,6 +38,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
     modifiers(&BearerAuth),
     tags(
         (name = "user", description = "Called by the app for its signed-in user (Supabase JWT)."),
+        (name = "browser", description = "Reached by the provider's redirect in the user's browser."),
         (name = "service", description = "Called by trusted backends and workflow engines (service key)."),
         (name = "ops", description = "Health, readiness and this document."),
     )
@@ -71,6 +74,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(user::list))
         .routes(routes!(user::status))
         .routes(routes!(user::disconnect))
+        .routes(routes!(browser::auth_url))
+        .routes(routes!(browser::callback))
         .routes(routes!(service::list))
 }
 
@@ -107,6 +112,7 @@ pub fn api_router(state: AppState) -> Router {
                 async move { axum::Json(openapi.as_ref().clone()) }
             }),
         )
+        .route("/static/{file}", axum::routing::get(assets::static_file))
         .fallback(middleware::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))

@@ -18,7 +18,7 @@ pub const MAX_PAGE: u32 = 500;
 
 #[derive(Deserialize, IntoParams)]
 pub struct ListQuery {
-    /// `outlook` (alias `microsoft`).
+    /// `outlook` (alias `microsoft`), `google` or `dropbox`.
     provider: Option<String>,
     /// `connected` or `needs_reauth`.
     status: Option<String>,

@@ -17,7 +17,7 @@ use crate::provider::ProviderId;
 /// Resolves a `{provider}` path segment to a configured provider, or 404.
 pub fn configured_provider(state: &AppState, segment: &str) -> Result<ProviderId> {
     ProviderId::from_path(segment)
-        .filter(|p| state.provider_configured(*p))
+        .filter(|p| state.provider(*p).is_some())
         .ok_or(Error::NotFound("provider"))
 }
 
@@ -33,7 +33,7 @@ pub async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
 ) -> Result<Json<IntegrationList>> {
-    let integrations = broker::list(&state.store, user.id, &state.providers).await?;
+    let integrations = broker::list(&state.store, user.id, &state.provider_ids()).await?;
     Ok(Json(IntegrationList { integrations }))
 }
 

@@ -56,6 +56,59 @@ pub struct NewConnection {
     pub scopes: Vec<String>,
 }
 
+/// How the browser came to the provider, and so how the callback answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnMode {
+    /// A popup: the callback page tells the opener and closes.
+    Popup,
+    /// The app's own window: the callback redirects back to the app's settings page.
+    Redirect,
+}
+
+impl ReturnMode {
+    pub fn as_db(self) -> &'static str {
+        match self {
+            ReturnMode::Popup => "popup",
+            ReturnMode::Redirect => "redirect",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Self {
+        if value == "redirect" {
+            ReturnMode::Redirect
+        } else {
+            ReturnMode::Popup
+        }
+    }
+}
+
+/// One started connect flow. The state and the browser-binding secret are stored only as
+/// SHA-256 hashes; the PKCE verifier is sealed.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    pub state_hash: [u8; 32],
+    pub user_id: UserId,
+    pub provider: ProviderId,
+    pub pkce_verifier: Vec<u8>,
+    pub key_id: String,
+    pub binding_hash: [u8; 32],
+    pub app_origin: String,
+    pub return_mode: ReturnMode,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A connection's ciphertexts, for re-encryption under a new key.
+#[derive(Clone, Debug)]
+pub struct SealedConnection {
+    pub id: uuid::Uuid,
+    pub user_id: UserId,
+    pub provider: ProviderId,
+    pub access_token: Vec<u8>,
+    pub refresh_token: Option<Vec<u8>>,
+    pub key_id: String,
+    pub version: i64,
+}
+
 /// Which connections a service listing wants, and where the page starts.
 #[derive(Clone, Debug)]
 pub struct ListFilter {
@@ -159,6 +212,47 @@ impl Store {
         filter: &ListFilter,
     ) -> StoreResult<Vec<ConnectionListing>> {
         dispatch!(self, s => s.list_connections(filter).await)
+    }
+
+    /// Records a started flow (and forgets flows that expired long ago).
+    pub async fn insert_flow(&self, flow: &Flow) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_flow(flow).await)
+    }
+
+    /// Removes and returns the flow with this state hash, if any: a state can be used once.
+    pub async fn take_flow(&self, state_hash: &[u8; 32]) -> StoreResult<Option<Flow>> {
+        dispatch!(self, s => s.take_flow(state_hash).await)
+    }
+
+    /// Up to `limit` connections sealed with a key other than `active_key`.
+    pub async fn connections_not_on_key(
+        &self,
+        active_key: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<SealedConnection>> {
+        dispatch!(self, s => s.connections_not_on_key(active_key, limit).await)
+    }
+
+    /// The distinct encryption key ids stored rows name (an index skip-scan, cheap at any size).
+    pub async fn key_ids_in_use(&self) -> StoreResult<Vec<String>> {
+        dispatch!(self, s => s.key_ids_in_use().await)
+    }
+
+    /// One connection sealed with `key_id`, to check that the key opens it.
+    pub async fn one_sealed_with(&self, key_id: &str) -> StoreResult<Option<SealedConnection>> {
+        dispatch!(self, s => s.one_sealed_with(key_id).await)
+    }
+
+    /// Replaces a connection's ciphertexts if it is still at `old.version` and `old.key_id`
+    /// (a refresh in between wins); true when written.
+    pub async fn reseal_connection(
+        &self,
+        old: &SealedConnection,
+        access_token: &[u8],
+        refresh_token: Option<&[u8]>,
+        key_id: &str,
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.reseal_connection(old, access_token, refresh_token, key_id).await)
     }
 
     pub async fn close(&self) {

@@ -14,7 +14,10 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{ListFilter, NewConnection, StoreError, StoreOptions, StoreResult};
+use super::{
+    Flow, ListFilter, NewConnection, ReturnMode, SealedConnection, StoreError, StoreOptions,
+    StoreResult,
+};
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
 
@@ -95,6 +98,40 @@ impl TryFrom<ListingRow> for ConnectionListing {
             last_refreshed_at: r.last_refreshed_at,
         })
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct FlowRow {
+    state_hash: Vec<u8>,
+    user_id: Uuid,
+    provider: String,
+    pkce_verifier: Vec<u8>,
+    key_id: String,
+    binding_hash: Vec<u8>,
+    app_origin: String,
+    return_mode: String,
+    expires_at: OffsetDateTime,
+}
+
+#[derive(sqlx::FromRow)]
+struct SealedRow {
+    id: Uuid,
+    user_id: Uuid,
+    provider: String,
+    access_token: Vec<u8>,
+    refresh_token: Option<Vec<u8>>,
+    key_id: String,
+    version: i64,
+}
+
+pub(crate) fn hash32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("hash length".into()))
+}
+
+pub(crate) fn provider(value: &str) -> StoreResult<ProviderId> {
+    ProviderId::from_db(value).ok_or_else(|| StoreError::Corrupt(format!("provider {value:?}")))
 }
 
 const SUMMARY_COLUMNS: &str = "user_id, provider, status, provider_email, display_name, scopes, \
@@ -256,6 +293,141 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(ConnectionListing::try_from).collect()
+    }
+
+    pub async fn insert_flow(&self, f: &Flow) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("delete from connect.oauth_flows where expires_at < now() - interval '1 hour'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "insert into connect.oauth_flows (state_hash, user_id, provider, pkce_verifier, key_id, \
+               binding_hash, app_origin, return_mode, expires_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&f.state_hash[..])
+        .bind(f.user_id.0)
+        .bind(f.provider.as_str())
+        .bind(&f.pkce_verifier)
+        .bind(&f.key_id)
+        .bind(&f.binding_hash[..])
+        .bind(&f.app_origin)
+        .bind(f.return_mode.as_db())
+        .bind(f.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn take_flow(&self, state_hash: &[u8; 32]) -> StoreResult<Option<Flow>> {
+        let row: Option<FlowRow> = sqlx::query_as(
+            "delete from connect.oauth_flows where state_hash = $1 \
+             returning state_hash, user_id, provider, pkce_verifier, key_id, binding_hash, app_origin, \
+                       return_mode, expires_at",
+        )
+        .bind(&state_hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Flow {
+                state_hash: hash32(&r.state_hash)?,
+                user_id: UserId(r.user_id),
+                provider: provider(&r.provider)?,
+                pkce_verifier: r.pkce_verifier,
+                key_id: r.key_id,
+                binding_hash: hash32(&r.binding_hash)?,
+                app_origin: r.app_origin,
+                return_mode: ReturnMode::from_db(&r.return_mode),
+                expires_at: r.expires_at,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn connections_not_on_key(
+        &self,
+        active_key: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<SealedConnection>> {
+        let rows: Vec<SealedRow> = sqlx::query_as(
+            "select id, user_id, provider, access_token, refresh_token, key_id, version \
+             from connect.integration_tokens where key_id <> $1 order by id limit $2",
+        )
+        .bind(active_key)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(SealedConnection {
+                    id: r.id,
+                    user_id: UserId(r.user_id),
+                    provider: provider(&r.provider)?,
+                    access_token: r.access_token,
+                    refresh_token: r.refresh_token,
+                    key_id: r.key_id,
+                    version: r.version,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn key_ids_in_use(&self) -> StoreResult<Vec<String>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "with recursive k(key_id) as ( \
+               select min(key_id) from connect.integration_tokens \
+               union all \
+               select (select min(t.key_id) from connect.integration_tokens t where t.key_id > k.key_id) from k where k.key_id is not null) \
+             select key_id from k where key_id is not null",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    pub async fn one_sealed_with(&self, key_id: &str) -> StoreResult<Option<SealedConnection>> {
+        let row: Option<SealedRow> = sqlx::query_as(
+            "select id, user_id, provider, access_token, refresh_token, key_id, version \
+             from connect.integration_tokens where key_id = $1 limit 1",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SealedConnection {
+                id: r.id,
+                user_id: UserId(r.user_id),
+                provider: provider(&r.provider)?,
+                access_token: r.access_token,
+                refresh_token: r.refresh_token,
+                key_id: r.key_id,
+                version: r.version,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn reseal_connection(
+        &self,
+        old: &SealedConnection,
+        access_token: &[u8],
+        refresh_token: Option<&[u8]>,
+        key_id: &str,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "update connect.integration_tokens set access_token = $1, refresh_token = $2, key_id = $3 \
+             where id = $4 and version = $5 and key_id = $6",
+        )
+        .bind(access_token)
+        .bind(refresh_token)
+        .bind(key_id)
+        .bind(old.id)
+        .bind(old.version)
+        .bind(&old.key_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     pub async fn close(&self) {

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api;
+mod connect_flow;
 mod identity;
+mod keys;
 mod postgres_rls;
 mod store_contract;
 mod support;

@@ -98,7 +98,8 @@ pub enum Backend {
 
 pub const BACKENDS: [Backend; 2] = [Backend::Postgres, Backend::Sqlite];
 
-/// A database for one test; the SQLite folder lives as long as this value.
+/// A database for one test; the SQLite folder lives as long as any clone of this value.
+#[derive(Clone)]
 pub struct TestDb {
     pub url: String,
     _dir: Option<Arc<tempfile::TempDir>>,
@@ -123,6 +124,25 @@ impl TestDb {
     }
 }
 
+/// The test key (`t1:base64`), one for the whole run.
+pub static TEST_KEY_ENTRY: std::sync::LazyLock<SecretString> =
+    std::sync::LazyLock::new(|| celeste_connect::vault::generate_entry("t1").unwrap());
+
+/// One key ring for the whole run, so tests can open what the service sealed.
+pub fn test_keyring() -> Arc<celeste_connect::vault::Keyring> {
+    static RING: std::sync::OnceLock<Arc<celeste_connect::vault::Keyring>> =
+        std::sync::OnceLock::new();
+    RING.get_or_init(|| {
+        Arc::new(
+            celeste_connect::vault::Keyring::parse(secrecy::ExposeSecret::expose_secret(
+                &*TEST_KEY_ENTRY,
+            ))
+            .unwrap(),
+        )
+    })
+    .clone()
+}
+
 pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
     Settings {
         database_url: SecretString::from(db.url.clone()),
@@ -138,6 +158,7 @@ pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
             jwks_max_age: JwtSettings::DEFAULT_JWKS_MAX_AGE,
         },
         service_keys: Vec::new(),
+        keyring: test_keyring(),
         microsoft: Some(MicrosoftSettings {
             client_id: "11111111-2222-3333-4444-555555555555".into(),
             client_secret: SecretString::from("test-client-secret".to_owned()),
@@ -158,7 +179,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub state: AppState,
     /// Kept so a SQLite folder outlives the service.
-    _db: TestDb,
+    pub db: TestDb,
     pub service_key: String,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -177,6 +198,7 @@ impl TestApp {
     }
 
     pub async fn start_with(db: TestDb, adjust: impl FnOnce(&mut Settings)) -> Self {
+        capture_logs();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -200,7 +222,7 @@ impl TestApp {
                 .build()
                 .unwrap(),
             state,
-            _db: db,
+            db,
             service_key,
             stop: Some(stop),
         }
@@ -314,4 +336,173 @@ pub async fn error_code(response: reqwest::Response) -> String {
     );
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     body["error"].as_str().expect("error code").to_owned()
+}
+
+/// The service with the Microsoft provider pointed at a provider emulator of its own, running on
+/// its own port, with this service's redirect URI registered.
+pub struct Connected {
+    pub app: TestApp,
+    pub emulator: provider_emulator::Emulator,
+}
+
+pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+pub const CLIENT_SECRET: &str = "test-client-secret-CSMARK";
+pub const APP_ORIGIN: &str = "http://app.localhost:3000";
+
+pub async fn with_emulator(
+    backend: Backend,
+    accounts: Vec<provider_emulator::TestAccount>,
+) -> Connected {
+    let emulator = provider_emulator::Emulator::new(provider_emulator::EmulatorConfig {
+        accounts,
+        ..provider_emulator::EmulatorConfig::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+    let router = emulator.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let app = TestApp::start_with(TestDb::new(backend).await, |s| {
+        let ms = s.microsoft.as_mut().unwrap();
+        ms.client_secret = SecretString::from(CLIENT_SECRET.to_owned());
+        ms.authority = base.clone();
+        ms.graph_url = base.clone();
+    })
+    .await;
+    emulator.add_client(provider_emulator::RegisteredClient {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        redirect_uris: vec![app.state.redirect_uri(ProviderId::Microsoft)],
+    });
+    Connected { app, emulator }
+}
+
+/// A browser's view of one connect flow.
+pub struct BrowserFlow {
+    pub auth_url: Url,
+    /// The browser-binding cookie the service set (`name=value`).
+    pub cookie: String,
+    pub state: String,
+}
+
+impl Connected {
+    /// The app's page asks for an authorize URL, as `user`, from the app's origin.
+    pub async fn start_flow(&self, user: Uuid, mode: &str) -> BrowserFlow {
+        let response = self
+            .app
+            .http
+            .get(
+                self.app
+                    .url(&format!("/v1/integrations/outlook/auth-url?mode={mode}")),
+            )
+            .bearer_auth(user_token(user))
+            .header("origin", APP_ORIGIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .expect("binding cookie")
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let body: Value = response.json().await.unwrap();
+        let auth_url = Url::parse(body["auth_url"].as_str().unwrap()).unwrap();
+        let state = auth_url
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .into_owned();
+        BrowserFlow {
+            auth_url,
+            cookie,
+            state,
+        }
+    }
+
+    /// The user answers the provider's consent page; returns where the provider redirects to.
+    pub async fn consent(&self, flow: &BrowserFlow, account: Option<&str>, decision: &str) -> Url {
+        let page = self
+            .app
+            .http
+            .get(flow.auth_url.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "the consent page shows");
+        let mut form: Vec<(String, String)> = flow.auth_url.query_pairs().into_owned().collect();
+        if let Some(account) = account {
+            form.push(("account".into(), account.into()));
+        }
+        form.push(("decision".into(), decision.into()));
+        let answer = self
+            .app
+            .http
+            .post(flow.auth_url.as_str().split('?').next().unwrap())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 302, "the provider redirects back");
+        Url::parse(answer.headers()["location"].to_str().unwrap()).unwrap()
+    }
+
+    /// The browser follows the provider's redirect to the callback, with `cookie` if any.
+    pub async fn callback(&self, redirect: &Url, cookie: Option<&str>) -> reqwest::Response {
+        let mut request = self.app.http.get(redirect.clone());
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// A whole successful connect for `user` with the emulator's account `account`.
+    pub async fn connect(&self, user: Uuid, account: &str) -> reqwest::Response {
+        let flow = self.start_flow(user, "popup").await;
+        let redirect = self.consent(&flow, Some(account), "accept").await;
+        self.callback(&redirect, Some(&flow.cookie)).await
+    }
+
+    pub fn code_exchanges(&self) -> u64 {
+        self.emulator.stats().grant("authorization_code")
+    }
+}
+
+/// Everything the process logged while tests ran (provider emulator excluded: it is the
+/// provider, whose own logs are not ours).
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends every log line of the service, at debug level, to [`captured_logs`].
+pub fn capture_logs() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,provider_emulator=off",
+            ))
+            .with_writer(|| LogSink)
+            .with_ansi(false)
+            .try_init();
+    });
 }

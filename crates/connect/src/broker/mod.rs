@@ -1,5 +1,9 @@
 //! Use cases: what the service does, independent of HTTP and of the storage backend. Handlers
 //! call exactly one function here; functions here call the store, the vault and the providers.
+//! `connect` holds the OAuth connect flow, `rotate` the re-encryption of stored tokens.
+
+pub mod connect;
+pub mod rotate;
 
 use crate::error::Result;
 use crate::model::ConnectionListing;

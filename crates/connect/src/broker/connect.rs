@@ -1,0 +1,301 @@
+//! Connecting an account: `start` creates a flow (state, PKCE, browser binding) and the
+//! provider's authorize URL; `finish` consumes the flow exactly once, checks the browser
+//! binding, exchanges the code, reads the profile and stores the sealed tokens in one write.
+//! Every rejection happens before any token request and stores nothing. Nothing here logs a
+//! token, a code, a state, a verifier or a binding secret.
+
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::model::UserId;
+use crate::oauth::{self, ProviderError, authorization_code, pkce::Pkce, profile, state};
+use crate::provider::ProviderId;
+use crate::store::{Flow, NewConnection, ReturnMode};
+use crate::vault::Place;
+
+/// How long a started flow stays valid (the provider's codes live about as long).
+pub const FLOW_LIFETIME: time::Duration = time::Duration::minutes(10);
+
+fn pkce_place(user: UserId, provider: ProviderId) -> Place {
+    Place {
+        table: "oauth_flows",
+        column: "pkce_verifier",
+        user,
+        provider,
+    }
+}
+
+pub fn token_place(column: &'static str, user: UserId, provider: ProviderId) -> Place {
+    Place {
+        table: "integration_tokens",
+        column,
+        user,
+        provider,
+    }
+}
+
+/// A started flow: where to send the browser, and the secret for the binding cookie.
+pub struct Started {
+    pub auth_url: url::Url,
+    pub expires_at: OffsetDateTime,
+    pub binding_secret: SecretString,
+}
+
+/// Starts connecting `provider` for `user`, from a page on `app_origin` (already checked
+/// against the configured origins).
+pub async fn start(
+    app: &AppState,
+    user: UserId,
+    provider: ProviderId,
+    app_origin: String,
+    return_mode: ReturnMode,
+) -> Result<Started> {
+    let endpoints = app.provider(provider).ok_or(Error::NotFound("provider"))?;
+    let random = |_| Error::Internal("no randomness".into());
+    let flow_state = state::random_token().map_err(random)?;
+    let binding_secret = state::random_token().map_err(random)?;
+    let pkce = Pkce::new().map_err(random)?;
+    let sealed_verifier = app
+        .keyring
+        .seal(
+            &pkce_place(user, provider),
+            pkce.verifier.expose_secret().as_bytes(),
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let expires_at = OffsetDateTime::now_utc() + FLOW_LIFETIME;
+    app.store
+        .insert_flow(&Flow {
+            state_hash: state::sha256(flow_state.expose_secret()),
+            user_id: user,
+            provider,
+            pkce_verifier: sealed_verifier,
+            key_id: app.keyring.active_key_id().to_owned(),
+            binding_hash: state::sha256(binding_secret.expose_secret()),
+            app_origin,
+            return_mode,
+            expires_at,
+        })
+        .await?;
+    let auth_url = endpoints.authorize_url(
+        &app.redirect_uri(provider),
+        flow_state.expose_secret(),
+        &pkce.challenge,
+    );
+    tracing::info!(provider = %provider, "connect flow started");
+    Ok(Started {
+        auth_url,
+        expires_at,
+        binding_secret,
+    })
+}
+
+/// What the provider's redirect carried.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Why a callback did not connect: a stable code the app can show a sentence for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Unknown, used, or another provider's state.
+    InvalidState,
+    /// The flow is older than [`FLOW_LIFETIME`].
+    Expired,
+    /// The binding cookie is missing or belongs to another flow: another browser.
+    BrowserMismatch,
+    /// The user declined at the provider.
+    AccessDenied,
+    /// The provider asked for consent or interaction it could not get.
+    ConsentRequired,
+    /// Another error from the provider's authorize step.
+    ProviderError,
+    /// The provider did not answer in time; nothing changed.
+    ProviderUnavailable,
+    /// The token endpoint refused the code.
+    ExchangeFailed,
+    /// The profile could not be read.
+    ProfileFailed,
+    /// Our side failed (storage, encryption).
+    Internal,
+}
+
+impl Failure {
+    pub fn code(self) -> &'static str {
+        match self {
+            Failure::InvalidState => "invalid_state",
+            Failure::Expired => "expired",
+            Failure::BrowserMismatch => "browser_mismatch",
+            Failure::AccessDenied => "access_denied",
+            Failure::ConsentRequired => "consent_required",
+            Failure::ProviderError => "provider_error",
+            Failure::ProviderUnavailable => "provider_unavailable",
+            Failure::ExchangeFailed => "exchange_failed",
+            Failure::ProfileFailed => "profile_failed",
+            Failure::Internal => "internal",
+        }
+    }
+}
+
+/// The outcome of a callback, and what is known about where to report it.
+#[derive(Debug)]
+pub struct Finished {
+    pub provider: ProviderId,
+    /// The flow's app origin; `None` when the state named no flow.
+    pub app_origin: Option<String>,
+    pub return_mode: ReturnMode,
+    pub result: std::result::Result<(), Failure>,
+}
+
+/// Completes a flow from the provider's redirect, in the browser that started it.
+pub async fn finish(
+    app: &AppState,
+    provider: ProviderId,
+    params: &CallbackParams,
+    binding_cookie: Option<&str>,
+) -> Finished {
+    let mut finished = Finished {
+        provider,
+        app_origin: None,
+        return_mode: ReturnMode::Popup,
+        result: Ok(()),
+    };
+    let Some(state_value) = params.state.as_deref().filter(|s| state::well_formed(s)) else {
+        finished.result = Err(Failure::InvalidState);
+        return finished;
+    };
+    let flow = match app.store.take_flow(&state::sha256(state_value)).await {
+        Ok(Some(flow)) => flow,
+        Ok(None) => {
+            finished.result = Err(Failure::InvalidState);
+            return finished;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading the flow failed");
+            finished.result = Err(Failure::Internal);
+            return finished;
+        }
+    };
+    finished.app_origin = Some(flow.app_origin.clone());
+    finished.return_mode = flow.return_mode;
+    finished.result = complete(app, provider, &flow, params, binding_cookie).await;
+    match finished.result {
+        Ok(()) => tracing::info!(provider = %provider, user_id = %flow.user_id, "connected"),
+        Err(failure) => {
+            tracing::info!(provider = %provider, user_id = %flow.user_id, reason = failure.code(), "connect failed")
+        }
+    }
+    finished
+}
+
+async fn complete(
+    app: &AppState,
+    provider: ProviderId,
+    flow: &Flow,
+    params: &CallbackParams,
+    binding_cookie: Option<&str>,
+) -> std::result::Result<(), Failure> {
+    if flow.provider != provider {
+        return Err(Failure::InvalidState);
+    }
+    if OffsetDateTime::now_utc() > flow.expires_at {
+        return Err(Failure::Expired);
+    }
+    if !binding_cookie.is_some_and(|c| state::matches(c, &flow.binding_hash)) {
+        return Err(Failure::BrowserMismatch);
+    }
+    if let Some(error) = params.error.as_deref() {
+        return Err(match oauth::sanitize_code(error).as_str() {
+            "access_denied" => Failure::AccessDenied,
+            "consent_required" | "interaction_required" | "login_required" => {
+                Failure::ConsentRequired
+            }
+            "temporarily_unavailable" | "server_error" => Failure::ProviderUnavailable,
+            _ => Failure::ProviderError,
+        });
+    }
+    let code = params
+        .code
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .ok_or(Failure::ProviderError)?;
+    let endpoints = app.provider(provider).ok_or(Failure::Internal)?;
+    let verifier = app
+        .keyring
+        .open_string(&pkce_place(flow.user_id, provider), &flow.pkce_verifier)
+        .map_err(|e| {
+            tracing::error!(error = %e, "the flow's verifier does not open");
+            Failure::Internal
+        })?;
+    let tokens = authorization_code::exchange(
+        &app.http,
+        endpoints,
+        code,
+        verifier.expose_secret(),
+        &app.redirect_uri(provider),
+    )
+    .await
+    .map_err(|e| {
+        tracing::warn!(error = %e, "code exchange failed");
+        match e {
+            ProviderError::Unavailable { .. } => Failure::ProviderUnavailable,
+            _ => Failure::ExchangeFailed,
+        }
+    })?;
+    let account = profile::fetch(&app.http, endpoints, &tokens.access_token)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "profile fetch failed");
+            match e {
+                ProviderError::Unavailable { .. } => Failure::ProviderUnavailable,
+                _ => Failure::ProfileFailed,
+            }
+        })?;
+
+    let seal = |column, secret: &SecretString| {
+        app.keyring
+            .seal(
+                &token_place(column, flow.user_id, provider),
+                secret.expose_secret().as_bytes(),
+            )
+            .map_err(|_| Failure::Internal)
+    };
+    let access_token = seal("access_token", &tokens.access_token)?;
+    let refresh_token = tokens
+        .refresh_token
+        .as_ref()
+        .map(|rt| seal("refresh_token", rt))
+        .transpose()?;
+    let expires_in = i64::try_from(tokens.expires_in)
+        .unwrap_or(0)
+        .clamp(0, 86_400);
+    let scopes = tokens
+        .scope
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    app.store
+        .upsert_connection(&NewConnection {
+            user_id: flow.user_id,
+            provider,
+            access_token,
+            refresh_token,
+            key_id: app.keyring.active_key_id().to_owned(),
+            expires_at: OffsetDateTime::now_utc() + time::Duration::seconds(expires_in),
+            provider_user_id: account.provider_user_id,
+            provider_email: account.email,
+            display_name: account.display_name,
+            scopes,
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "storing the connection failed");
+            Failure::Internal
+        })
+}

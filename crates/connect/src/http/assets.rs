@@ -1,0 +1,41 @@
+//! Static files compiled into the binary (the callback page's script and style, the settings
+//! page's, and the browser SDK), so the service runs from any folder and offline.
+
+use axum::extract::Path;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::Error;
+
+const FILES: &[(&str, &str, &str)] = &[
+    (
+        "callback.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/callback.js"),
+    ),
+    (
+        "callback.css",
+        "text/css; charset=utf-8",
+        include_str!("../../static/callback.css"),
+    ),
+];
+
+fn serve(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// `GET /static/{file}`.
+pub async fn static_file(Path(file): Path<String>) -> Response {
+    match FILES.iter().find(|(name, _, _)| *name == file) {
+        Some((_, content_type, body)) => serve(body, content_type),
+        None => Error::NotFound("file").into_response(),
+    }
+}

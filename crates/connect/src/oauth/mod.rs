@@ -1,0 +1,133 @@
+//! OAuth 2.0 client side, laid out like the spec: `pkce` and `state` (the secrets a flow
+//! carries), `authorization_code` (the code grant at the token endpoint), `profile` (who the
+//! tokens belong to). Provider differences come from `provider::`; nothing here stores
+//! anything or knows HTTP routes. Tokens are [`SecretString`]s from the moment they are parsed.
+
+pub mod authorization_code;
+pub mod pkce;
+pub mod profile;
+pub mod state;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// A successful token response. `Debug` prints no token.
+#[derive(Deserialize)]
+pub struct TokenSet {
+    pub access_token: SecretString,
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
+    /// Seconds; Microsoft gives 60–90 minutes, never assume 3600.
+    pub expires_in: u64,
+    /// Space-separated scopes granted (can be a superset of those requested).
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub token_type: Option<String>,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .field("refresh_token", &self.refresh_token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An OAuth error body (RFC 6749 §5.2, with Microsoft's `error_codes` and `suberror`). Only the
+/// codes are kept: descriptions are free text that may echo input.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ProviderErrorBody {
+    pub error: String,
+    #[serde(default)]
+    pub error_codes: Vec<u64>,
+    #[serde(default)]
+    pub suberror: Option<String>,
+}
+
+/// Why a call to the provider failed, by what the caller should do.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider answered with an OAuth error (4xx); retrying the same request will not help.
+    #[error("provider refused: {error} {codes:?} {suberror:?} (HTTP {status})")]
+    Refused {
+        status: u16,
+        error: String,
+        codes: Vec<u64>,
+        suberror: Option<String>,
+    },
+    /// Timeout, connection failure, 5xx or 429: try again later.
+    #[error("provider unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        retry_after_secs: Option<u64>,
+    },
+    /// A 2xx answer we could not read.
+    #[error("provider answer malformed: {0}")]
+    Malformed(String),
+}
+
+impl ProviderError {
+    pub(crate) fn from_transport(e: &reqwest::Error) -> Self {
+        // reqwest's Display can include the URL; ours carry no secrets in URLs, but keep it terse.
+        let reason = if e.is_timeout() {
+            "timeout".to_owned()
+        } else if e.is_connect() {
+            "connection failed".to_owned()
+        } else {
+            "transport error".to_owned()
+        };
+        ProviderError::Unavailable {
+            reason,
+            retry_after_secs: None,
+        }
+    }
+
+    /// Reads a non-2xx answer without keeping its body text.
+    pub(crate) async fn from_response(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let retry_after_secs = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|secs| secs.ceil().max(0.0) as u64);
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return ProviderError::Unavailable {
+                reason: format!("HTTP {}", status.as_u16()),
+                retry_after_secs,
+            };
+        }
+        let body = response
+            .json::<ProviderErrorBody>()
+            .await
+            .unwrap_or_default();
+        ProviderError::Refused {
+            status: status.as_u16(),
+            error: if body.error.is_empty() {
+                "unknown".into()
+            } else {
+                sanitize_code(&body.error)
+            },
+            codes: body.error_codes,
+            suberror: body.suberror.map(|s| sanitize_code(&s)),
+        }
+    }
+}
+
+/// Keeps an error code that came from outside safe to log and echo: lower-case letters, digits
+/// and `_`, at most 40 characters; anything else becomes `provider_error`.
+pub fn sanitize_code(code: &str) -> String {
+    let ok = !code.is_empty()
+        && code.len() <= 40
+        && code
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        code.to_owned()
+    } else {
+        "provider_error".to_owned()
+    }
+}
