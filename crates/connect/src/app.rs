@@ -30,6 +30,8 @@ pub struct AppInner {
     /// Providers with credentials configured, in catalog order.
     pub providers: Vec<ProviderEndpoints>,
     pub keyring: Arc<Keyring>,
+    /// Refreshes in flight in this process, and its lease owner id.
+    pub tokens: crate::broker::tokens::TokenBroker,
     /// The one outbound HTTP client: no redirects followed, bounded timeouts.
     pub http: reqwest::Client,
     pub metrics: Option<PrometheusHandle>,
@@ -117,6 +119,7 @@ impl AppState {
             service_keys: ServiceKeys::new(settings.service_keys.clone()),
             providers,
             keyring: settings.keyring.clone(),
+            tokens: crate::broker::tokens::TokenBroker::default(),
             http,
             metrics: crate::telemetry::metrics_handle(),
             store,
@@ -187,6 +190,9 @@ impl App {
                     })
                     .await;
             });
+        }
+        if self.state.settings.refresh.keepalive_idle.is_some() {
+            tokio::spawn(crate::refresher::run(self.state.clone(), rx.clone()));
         }
         let mut api_rx = rx;
         let served = axum::serve(

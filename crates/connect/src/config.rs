@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
@@ -107,6 +108,26 @@ pub struct ServeArgs {
     /// rights, and run `celeste-connect migrate` with the owner's URL instead.
     #[arg(long, env = "CONNECT_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
+    /// Refresh an access token this long before it expires (seconds).
+    #[arg(long, env = "CONNECT_REFRESH_SKEW_SECS", default_value_t = 300)]
+    pub refresh_skew_secs: u64,
+    /// How long one replica may hold a connection's refresh lease (seconds).
+    #[arg(long, env = "CONNECT_REFRESH_LEASE_SECS", default_value_t = 30)]
+    pub refresh_lease_secs: u64,
+    /// After a provider failure, no refresh of that connection for this long (seconds; a
+    /// longer Retry-After wins).
+    #[arg(long, env = "CONNECT_REFRESH_COOLDOWN_SECS", default_value_t = 30)]
+    pub refresh_cooldown_secs: u64,
+    /// Keep-alive: refresh connections whose refresh token has not been used for this long
+    /// (hours; Microsoft's die after 90 idle days). 0 turns the worker off.
+    #[arg(long, env = "CONNECT_KEEPALIVE_IDLE_HOURS", default_value_t = 168)]
+    pub keepalive_idle_hours: u64,
+    /// Keep-alive: how often each replica looks for idle connections (seconds).
+    #[arg(long, env = "CONNECT_KEEPALIVE_INTERVAL_SECS", default_value_t = 300)]
+    pub keepalive_interval_secs: u64,
+    /// Keep-alive: refreshes in flight at once per replica.
+    #[arg(long, env = "CONNECT_KEEPALIVE_CONCURRENCY", default_value_t = 4)]
+    pub keepalive_concurrency: u32,
     /// Log format: `text` or `json`.
     #[arg(long, env = "CONNECT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -127,8 +148,40 @@ pub struct Settings {
     pub microsoft: Option<MicrosoftSettings>,
     pub db_pool_size: u32,
     pub migrate_on_start: bool,
+    pub refresh: RefreshSettings,
     /// Demo mode: the demo sign-in and the in-process emulator are mounted.
     pub demo: bool,
+    /// Demo mode only: a `Cross-Origin-Opener-Policy` for `/settings` (`CONNECT_DEMO_COOP`),
+    /// to try the connect flow under COOP.
+    pub demo_coop: Option<String>,
+}
+
+/// How tokens are kept fresh.
+#[derive(Clone, Debug)]
+pub struct RefreshSettings {
+    pub skew: Duration,
+    pub lease: Duration,
+    pub cooldown: Duration,
+    /// Longest wait for one provider token call.
+    pub provider_timeout: Duration,
+    /// `None`: the keep-alive worker is off.
+    pub keepalive_idle: Option<Duration>,
+    pub keepalive_interval: Duration,
+    pub keepalive_concurrency: u32,
+}
+
+impl Default for RefreshSettings {
+    fn default() -> Self {
+        Self {
+            skew: Duration::from_secs(300),
+            lease: Duration::from_secs(30),
+            cooldown: Duration::from_secs(30),
+            provider_timeout: Duration::from_secs(10),
+            keepalive_idle: Some(Duration::from_secs(7 * 24 * 3600)),
+            keepalive_interval: Duration::from_secs(300),
+            keepalive_concurrency: 4,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -403,7 +456,18 @@ impl ServeArgs {
             microsoft,
             db_pool_size: self.db_pool_size.max(1),
             migrate_on_start: self.migrate_on_start,
+            refresh: RefreshSettings {
+                skew: Duration::from_secs(self.refresh_skew_secs),
+                lease: Duration::from_secs(self.refresh_lease_secs.max(1)),
+                cooldown: Duration::from_secs(self.refresh_cooldown_secs),
+                keepalive_idle: (self.keepalive_idle_hours > 0)
+                    .then(|| Duration::from_secs(self.keepalive_idle_hours * 3600)),
+                keepalive_interval: Duration::from_secs(self.keepalive_interval_secs.max(1)),
+                keepalive_concurrency: self.keepalive_concurrency.max(1),
+                ..RefreshSettings::default()
+            },
             demo: false,
+            demo_coop: None,
         })
     }
 }
@@ -430,6 +494,12 @@ pub const KNOWN_ENV: &[&str] = &[
     "CONNECT_DB_POOL_SIZE",
     "CONNECT_MIGRATE_ON_START",
     "CONNECT_LOG_FORMAT",
+    "CONNECT_REFRESH_SKEW_SECS",
+    "CONNECT_REFRESH_LEASE_SECS",
+    "CONNECT_REFRESH_COOLDOWN_SECS",
+    "CONNECT_KEEPALIVE_IDLE_HOURS",
+    "CONNECT_KEEPALIVE_INTERVAL_SECS",
+    "CONNECT_KEEPALIVE_CONCURRENCY",
     "CONNECT_DEMO_COOP",
     "MICROSOFT_CLIENT_ID",
     "MICROSOFT_CLIENT_SECRET",

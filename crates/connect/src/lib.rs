@@ -18,6 +18,7 @@ pub mod identity;
 pub mod model;
 pub mod oauth;
 pub mod provider;
+pub mod refresher;
 pub mod store;
 pub mod telemetry;
 pub mod vault;

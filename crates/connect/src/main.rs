@@ -117,6 +117,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding admin listener {admin_listen}"))?;
     let app = App::build(settings).await?;
+    // One line on stdout with the bound address, for scripts that start it on port 0.
+    let announce = format!(
+        "listening on http://{}\nadmin listening on http://{}\n",
+        api.local_addr()?,
+        admin.local_addr()?
+    );
+    // A reader that went away must not stop the service.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), announce.as_bytes());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     tracing::info!(listen = %listen, admin = %admin_listen, database = app.state.store.backend(), "celeste-connect serving");
     app.serve(api, Some(admin), shutdown_signal()).await?;
     Ok(())

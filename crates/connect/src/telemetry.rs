@@ -12,9 +12,11 @@ use tracing_subscriber::EnvFilter;
 pub fn init_logging(format: &str) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,tower_http=warn"));
+    // Logs go to stderr; stdout carries only the lines scripts read (the bound address).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder
             .json()

@@ -62,6 +62,7 @@ create table if not exists connect.integration_tokens (
   last_error          text,                    -- a stable reason code, never a provider body
   refresh_lease_owner uuid,
   refresh_lease_until timestamptz,
+  refresh_cooldown_until timestamptz,      -- no provider call before this (after a provider failure)
   version             bigint not null default 1,
   created_at          timestamptz not null default now(),
   updated_at          timestamptz not null default now(),

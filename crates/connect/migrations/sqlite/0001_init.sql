@@ -18,6 +18,7 @@ create table if not exists integration_tokens (
   last_error          text,
   refresh_lease_owner text,
   refresh_lease_until integer,
+  refresh_cooldown_until integer,
   version             integer not null default 1,
   created_at          integer not null default (unixepoch()),
   updated_at          integer not null default (unixepoch()),

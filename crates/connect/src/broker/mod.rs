@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod rotate;
+pub mod tokens;
 
 use crate::error::Result;
 use crate::model::ConnectionListing;

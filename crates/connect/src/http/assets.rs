@@ -7,18 +7,26 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::Error;
 
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
 const FILES: &[(&str, &str, &str)] = &[
-    (
-        "callback.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../static/callback.js"),
-    ),
+    ("callback.js", JS, include_str!("../../static/callback.js")),
     (
         "callback.css",
-        "text/css; charset=utf-8",
+        CSS,
         include_str!("../../static/callback.css"),
     ),
+    ("settings.js", JS, include_str!("../../static/settings.js")),
+    (
+        "settings.css",
+        CSS,
+        include_str!("../../static/settings.css"),
+    ),
 ];
+
+/// The browser SDK, as `sdk/js` ships it.
+const SDK: &str = include_str!("../../../../sdk/js/connect.js");
 
 fn serve(body: &'static str, content_type: &'static str) -> Response {
     let mut response = body.into_response();
@@ -28,6 +36,16 @@ fn serve(body: &'static str, content_type: &'static str) -> Response {
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// `GET /sdk/connect.js`: the browser SDK (an ES module). Any origin may load it.
+pub async fn sdk() -> Response {
+    let mut response = serve(SDK, JS);
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
     );
     response
 }

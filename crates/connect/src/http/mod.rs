@@ -6,8 +6,11 @@
 
 pub mod assets;
 pub mod browser;
+pub mod demo;
 pub mod middleware;
 pub mod ops;
+pub mod pages;
+pub mod proxy;
 pub mod service;
 pub mod user;
 
@@ -45,6 +48,24 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 )]
 struct ApiDoc;
 
+/// Documents the proxy, which is routed by hand (any method, a wildcard path).
+#[derive(OpenApi)]
+#[openapi(paths(proxy_doc))]
+struct ProxyDoc;
+
+/// Forwards any method to the provider's API (Graph for Microsoft) with the user's token;
+/// refreshes once and retries on a 401; passes 429 and `Retry-After` through; streams bodies
+/// (requests up to 4 MiB).
+#[utoipa::path(get, path = "/v1/service/users/{user_id}/integrations/{provider}/proxy/{path}", tag = "service",
+    security(("service_key" = [])),
+    params(("user_id" = String, Path), ("provider" = String, Path, description = "`outlook`"),
+           ("path" = String, Path, description = "Provider API path, e.g. `v1.0/me/messages`.")),
+    responses((status = 200, description = "The provider's answer, as it came (also for its errors)."),
+              (status = 400, description = "The path would leave the provider's API."), (status = 401),
+              (status = 404), (status = 409), (status = 503)))]
+#[allow(dead_code)]
+async fn proxy_doc() {}
+
 struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
@@ -77,11 +98,15 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(browser::auth_url))
         .routes(routes!(browser::callback))
         .routes(routes!(service::list))
+        .routes(routes!(service::token))
 }
 
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().split_for_parts().1
+    documented_routes()
+        .split_for_parts()
+        .1
+        .merge_from(ProxyDoc::openapi())
 }
 
 fn cors(state: &AppState) -> CorsLayer {
@@ -94,7 +119,7 @@ fn cors(state: &AppState) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_credentials(true)
-        .allow_methods([Method::GET, Method::DELETE])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([HeaderName::from_static("x-request-id")])
         .max_age(Duration::from_secs(600))
@@ -102,8 +127,11 @@ fn cors(state: &AppState) -> CorsLayer {
 
 /// The public API router.
 pub fn api_router(state: AppState) -> Router {
-    let (router, openapi) = documented_routes().split_for_parts();
-    let openapi = std::sync::Arc::new(openapi);
+    let (mut router, openapi) = documented_routes().split_for_parts();
+    let openapi = std::sync::Arc::new(openapi.merge_from(ProxyDoc::openapi()));
+    if state.settings.demo {
+        router = router.route("/demo/session", axum::routing::post(demo::session));
+    }
     router
         .route(
             "/openapi.json",
@@ -113,9 +141,19 @@ pub fn api_router(state: AppState) -> Router {
             }),
         )
         .route("/static/{file}", axum::routing::get(assets::static_file))
+        .route("/sdk/connect.js", axum::routing::get(assets::sdk))
+        .route("/settings", axum::routing::get(pages::settings))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .merge(
+            Router::new()
+                .route(
+                    "/v1/service/users/{user_id}/integrations/{provider}/proxy/{*path}",
+                    axum::routing::any(proxy::proxy),
+                )
+                .layer(RequestBodyLimitLayer::new(proxy::PROXY_BODY_LIMIT)),
+        )
         .fallback(middleware::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,

@@ -1,20 +1,98 @@
 //! The service API: what trusted backends and workflow engines (n8n) call with a service key.
 //! Responses never carry a refresh token; unknown users and providers get a constant answer.
 
+use std::time::Duration;
+
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::broker;
+use crate::broker::tokens::fresh_token;
 use crate::error::{Error, Result};
 use crate::identity::ServiceCaller;
-use crate::model::{ConnectionListing, ConnectionState};
+use crate::model::{ConnectionListing, ConnectionState, UserId};
 use crate::provider::ProviderId;
 use crate::store::ListFilter;
 
 pub const MAX_PAGE: u32 = 500;
+/// Largest `min_ttl` a caller may ask for (Microsoft access tokens live 60–90 minutes).
+pub const MAX_MIN_TTL_SECS: u64 = 3600;
+
+/// Reads the `{user_id}` and `{provider}` of a service path. A malformed user id is bad input;
+/// an unknown provider answers exactly like an unknown user.
+pub fn target(user_id: &str, provider: &str) -> Result<(UserId, ProviderId)> {
+    let user = uuid::Uuid::parse_str(user_id)
+        .map_err(|_| Error::InvalidRequest("user_id must be a UUID".into()))?;
+    let provider = ProviderId::from_path(provider).ok_or(Error::NotConnected)?;
+    Ok((UserId(user), provider))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct TokenQuery {
+    /// Seconds the token must stay valid at least (0–3600); it is refreshed first otherwise.
+    min_ttl: Option<u64>,
+}
+
+/// A fresh access token. Never the refresh token.
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    access_token: String,
+    #[schema(example = "Bearer")]
+    token_type: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: time::OffsetDateTime,
+    scopes: Vec<String>,
+    provider_user_id: String,
+    provider_email: Option<String>,
+}
+
+/// A valid access token for the user's connection, refreshed first when it expires within the
+/// skew (5 minutes) or `min_ttl`.
+#[utoipa::path(get, path = "/v1/service/users/{user_id}/integrations/{provider}/token", tag = "service",
+    security(("service_key" = [])),
+    params(("user_id" = String, Path, description = "The app's user id (JWT `sub`)."),
+           ("provider" = String, Path, description = "`outlook` (alias `microsoft`)"), TokenQuery),
+    responses((status = 200, body = TokenResponse), (status = 400), (status = 401),
+              (status = 404, description = "No such connection (same answer for an unknown user or provider)."),
+              (status = 409, description = "`reauth_required`: the user must connect again."),
+              (status = 503, description = "`provider_unavailable`, with `Retry-After`; nothing was lost.")))]
+pub async fn token(
+    State(state): State<AppState>,
+    caller: ServiceCaller,
+    Path((user_id, provider)): Path<(String, String)>,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response> {
+    let (user, provider) = target(&user_id, &provider)?;
+    let min_ttl = query.min_ttl.unwrap_or(0);
+    if min_ttl > MAX_MIN_TTL_SECS {
+        return Err(Error::InvalidRequest(format!(
+            "min_ttl must be between 0 and {MAX_MIN_TTL_SECS}"
+        )));
+    }
+    let token = fresh_token(&state, user, provider, Duration::from_secs(min_ttl), None).await?;
+    tracing::info!(service_key = %caller.key_name, user_id = %user, provider = %provider,
+                   expires_at = %token.expires_at, "token issued");
+    let mut response = Json(TokenResponse {
+        access_token: token.access_token.expose_secret().to_owned(),
+        token_type: "Bearer",
+        expires_at: token.expires_at,
+        scopes: token.scopes.clone(),
+        provider_user_id: token.provider_user_id.clone(),
+        provider_email: token.provider_email.clone(),
+    })
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
 
 #[derive(Deserialize, IntoParams)]
 pub struct ListQuery {

@@ -6,6 +6,7 @@
 pub mod authorization_code;
 pub mod pkce;
 pub mod profile;
+pub mod refresh_token;
 pub mod state;
 
 use secrecy::SecretString;

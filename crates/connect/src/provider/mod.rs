@@ -110,6 +110,14 @@ impl ProviderEndpoints {
     }
 }
 
+/// Whether a refused refresh means the grant is gone for good (the user must connect again).
+pub fn means_reauth(provider: ProviderId, error: &str, codes: &[u64]) -> bool {
+    match provider {
+        ProviderId::Microsoft => microsoft::means_reauth(error, codes),
+        ProviderId::Google | ProviderId::Dropbox => error == "invalid_grant",
+    }
+}
+
 /// Joins `path` under `base`, keeping any path `base` already has.
 pub(crate) fn join(base: &Url, path: &str) -> Result<Url, url::ParseError> {
     let mut base = base.clone();

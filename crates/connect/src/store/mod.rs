@@ -97,6 +97,37 @@ pub struct Flow {
     pub expires_at: OffsetDateTime,
 }
 
+/// Everything the token path needs about a connection (tokens still sealed).
+#[derive(Clone, Debug)]
+pub struct TokenRow {
+    pub id: uuid::Uuid,
+    pub user_id: UserId,
+    pub provider: ProviderId,
+    pub state: ConnectionState,
+    pub access_token: Vec<u8>,
+    pub refresh_token: Option<Vec<u8>>,
+    pub key_id: String,
+    pub expires_at: OffsetDateTime,
+    pub version: i64,
+    pub provider_user_id: String,
+    pub provider_email: Option<String>,
+    pub scopes: Vec<String>,
+    pub cooldown_until: Option<OffsetDateTime>,
+}
+
+/// A refresh's result, sealed, for the compare-and-swap write.
+#[derive(Clone, Debug)]
+pub struct Refreshed {
+    pub access_token: Vec<u8>,
+    /// Always written: the new refresh token, or the old one re-sealed when the provider sent
+    /// none (never null).
+    pub refresh_token: Vec<u8>,
+    pub key_id: String,
+    pub expires_at: OffsetDateTime,
+    /// Granted scopes, when the provider said.
+    pub scopes: Option<Vec<String>>,
+}
+
 /// A connection's ciphertexts, for re-encryption under a new key.
 #[derive(Clone, Debug)]
 pub struct SealedConnection {
@@ -231,6 +262,72 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<SealedConnection>> {
         dispatch!(self, s => s.connections_not_on_key(active_key, limit).await)
+    }
+
+    /// The connection the token path serves (as the service: no user scoping).
+    pub async fn token_row(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+    ) -> StoreResult<Option<TokenRow>> {
+        dispatch!(self, s => s.token_row(user, provider).await)
+    }
+
+    /// Claims the refresh lease of connection `id` for `owner` until `lease` from now, if no
+    /// live lease is held and the connection is still connected. Returns the row as claimed.
+    pub async fn claim_refresh_lease(
+        &self,
+        id: uuid::Uuid,
+        owner: uuid::Uuid,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<TokenRow>> {
+        dispatch!(self, s => s.claim_refresh_lease(id, owner, lease).await)
+    }
+
+    /// Stores a refresh's tokens if the row is still at `version` and `owner` holds the lease
+    /// (compare-and-swap); bumps the version and releases the lease. True when written.
+    pub async fn store_refreshed(
+        &self,
+        id: uuid::Uuid,
+        version: i64,
+        owner: uuid::Uuid,
+        refreshed: &Refreshed,
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.store_refreshed(id, version, owner, refreshed).await)
+    }
+
+    /// The provider refused the grant: one transition to `needs_reauth` (same CAS rule).
+    pub async fn mark_needs_reauth(
+        &self,
+        id: uuid::Uuid,
+        version: i64,
+        owner: uuid::Uuid,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.mark_needs_reauth(id, version, owner, reason).await)
+    }
+
+    /// Gives the lease back; with a cooldown, no refresh is tried before it ends.
+    pub async fn release_refresh_lease(
+        &self,
+        id: uuid::Uuid,
+        owner: uuid::Uuid,
+        cooldown_until: Option<OffsetDateTime>,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        dispatch!(self, s => s.release_refresh_lease(id, owner, cooldown_until, reason).await)
+    }
+
+    /// Claims (with a lease) up to `limit` connected rows not refreshed since `idle_since`, not
+    /// leased and not cooling down; replicas share the work without overlap.
+    pub async fn claim_idle_connections(
+        &self,
+        idle_since: OffsetDateTime,
+        limit: u32,
+        owner: uuid::Uuid,
+        lease: std::time::Duration,
+    ) -> StoreResult<Vec<TokenRow>> {
+        dispatch!(self, s => s.claim_idle_connections(idle_since, limit, owner, lease).await)
     }
 
     /// The distinct encryption key ids stored rows name (an index skip-scan, cheap at any size).

@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Flow, ListFilter, NewConnection, ReturnMode, SealedConnection, StoreError, StoreOptions,
-    StoreResult,
+    Flow, ListFilter, NewConnection, Refreshed, ReturnMode, SealedConnection, StoreError,
+    StoreOptions, StoreResult, TokenRow,
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
@@ -133,6 +133,47 @@ pub(crate) fn hash32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
 pub(crate) fn provider(value: &str) -> StoreResult<ProviderId> {
     ProviderId::from_db(value).ok_or_else(|| StoreError::Corrupt(format!("provider {value:?}")))
 }
+
+#[derive(sqlx::FromRow)]
+struct TokenRowDb {
+    id: Uuid,
+    user_id: Uuid,
+    provider: String,
+    status: String,
+    access_token: Vec<u8>,
+    refresh_token: Option<Vec<u8>>,
+    key_id: String,
+    expires_at: OffsetDateTime,
+    version: i64,
+    provider_user_id: String,
+    provider_email: Option<String>,
+    scopes: Vec<String>,
+    refresh_cooldown_until: Option<OffsetDateTime>,
+}
+
+impl TryFrom<TokenRowDb> for TokenRow {
+    type Error = StoreError;
+
+    fn try_from(r: TokenRowDb) -> StoreResult<Self> {
+        Ok(TokenRow {
+            id: r.id,
+            user_id: UserId(r.user_id),
+            provider: provider(&r.provider)?,
+            state: ConnectionState::from_db(&r.status),
+            access_token: r.access_token,
+            refresh_token: r.refresh_token,
+            key_id: r.key_id,
+            expires_at: r.expires_at,
+            version: r.version,
+            provider_user_id: r.provider_user_id,
+            provider_email: r.provider_email,
+            scopes: r.scopes,
+            cooldown_until: r.refresh_cooldown_until,
+        })
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, user_id, provider, status, access_token, refresh_token, key_id, expires_at, version, provider_user_id, provider_email, scopes, refresh_cooldown_until";
 
 const SUMMARY_COLUMNS: &str = "user_id, provider, status, provider_email, display_name, scopes, \
                                created_at, updated_at, last_refreshed_at";
@@ -260,7 +301,7 @@ impl PgStore {
                provider_user_id = excluded.provider_user_id, provider_email = excluded.provider_email, \
                display_name = excluded.display_name, scopes = excluded.scopes, status = 'connected', \
                last_refreshed_at = now(), last_error = null, refresh_lease_owner = null, \
-               refresh_lease_until = null, version = connect.integration_tokens.version + 1",
+               refresh_lease_until = null, refresh_cooldown_until = null, version = connect.integration_tokens.version + 1",
         )
         .bind(c.user_id.0)
         .bind(c.provider.as_str())
@@ -371,6 +412,139 @@ impl PgStore {
                 })
             })
             .collect()
+    }
+
+    pub async fn token_row(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+    ) -> StoreResult<Option<TokenRow>> {
+        let row: Option<TokenRowDb> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {TOKEN_COLUMNS} from connect.integration_tokens where user_id = $1 and provider = $2"
+        )))
+        .bind(user.0)
+        .bind(provider.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(TokenRow::try_from).transpose()
+    }
+
+    pub async fn claim_refresh_lease(
+        &self,
+        id: Uuid,
+        owner: Uuid,
+        lease: Duration,
+    ) -> StoreResult<Option<TokenRow>> {
+        let row: Option<TokenRowDb> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update connect.integration_tokens \
+             set refresh_lease_owner = $2, refresh_lease_until = now() + make_interval(secs => $3) \
+             where id = $1 and status = 'connected' \
+               and (refresh_lease_until is null or refresh_lease_until < now()) \
+             returning {TOKEN_COLUMNS}"
+        )))
+        .bind(id)
+        .bind(owner)
+        .bind(lease.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(TokenRow::try_from).transpose()
+    }
+
+    pub async fn store_refreshed(
+        &self,
+        id: Uuid,
+        version: i64,
+        owner: Uuid,
+        r: &Refreshed,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "update connect.integration_tokens set access_token = $4, refresh_token = $5, key_id = $6, \
+               expires_at = $7, scopes = coalesce($8, scopes), last_refreshed_at = now(), last_error = null, \
+               refresh_cooldown_until = null, refresh_lease_owner = null, refresh_lease_until = null, \
+               version = version + 1 \
+             where id = $1 and version = $2 and refresh_lease_owner = $3",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(owner)
+        .bind(&r.access_token)
+        .bind(&r.refresh_token)
+        .bind(&r.key_id)
+        .bind(r.expires_at)
+        .bind(&r.scopes)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn mark_needs_reauth(
+        &self,
+        id: Uuid,
+        version: i64,
+        owner: Uuid,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "update connect.integration_tokens set status = 'needs_reauth', last_error = $4, \
+               refresh_lease_owner = null, refresh_lease_until = null, version = version + 1 \
+             where id = $1 and version = $2 and refresh_lease_owner = $3",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(owner)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn release_refresh_lease(
+        &self,
+        id: Uuid,
+        owner: Uuid,
+        cooldown_until: Option<OffsetDateTime>,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "update connect.integration_tokens set refresh_lease_owner = null, refresh_lease_until = null, \
+               refresh_cooldown_until = coalesce($3, refresh_cooldown_until), last_error = coalesce($4, last_error) \
+             where id = $1 and refresh_lease_owner = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(cooldown_until)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn claim_idle_connections(
+        &self,
+        idle_since: OffsetDateTime,
+        limit: u32,
+        owner: Uuid,
+        lease: Duration,
+    ) -> StoreResult<Vec<TokenRow>> {
+        let rows: Vec<TokenRowDb> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update connect.integration_tokens \
+             set refresh_lease_owner = $3, refresh_lease_until = now() + make_interval(secs => $4) \
+             where id in ( \
+               select id from connect.integration_tokens \
+               where status = 'connected' and coalesce(last_refreshed_at, created_at) < $1 \
+                 and (refresh_lease_until is null or refresh_lease_until < now()) \
+                 and (refresh_cooldown_until is null or refresh_cooldown_until < now()) \
+               order by coalesce(last_refreshed_at, created_at) \
+               limit $2 for update skip locked) \
+             returning {TOKEN_COLUMNS}"
+        )))
+        .bind(idle_since)
+        .bind(i64::from(limit))
+        .bind(owner)
+        .bind(lease.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(TokenRow::try_from).collect()
     }
 
     pub async fn key_ids_in_use(&self) -> StoreResult<Vec<String>> {

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::postgres::{hash32, provider};
 use super::{
-    Flow, ListFilter, NewConnection, ReturnMode, SealedConnection, StoreError, StoreOptions,
-    StoreResult,
+    Flow, ListFilter, NewConnection, Refreshed, ReturnMode, SealedConnection, StoreError,
+    StoreOptions, StoreResult, TokenRow,
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
@@ -130,6 +130,53 @@ struct SealedRow {
     version: i64,
 }
 
+#[derive(sqlx::FromRow)]
+struct TokenRowDb {
+    id: String,
+    user_id: String,
+    provider: String,
+    status: String,
+    access_token: Vec<u8>,
+    refresh_token: Option<Vec<u8>>,
+    key_id: String,
+    expires_at: i64,
+    version: i64,
+    provider_user_id: String,
+    provider_email: Option<String>,
+    scopes: String,
+    refresh_cooldown_until: Option<i64>,
+}
+
+impl TryFrom<TokenRowDb> for TokenRow {
+    type Error = StoreError;
+
+    fn try_from(r: TokenRowDb) -> StoreResult<Self> {
+        Ok(TokenRow {
+            id: parse_uuid(&r.id)?,
+            user_id: UserId(parse_uuid(&r.user_id)?),
+            provider: provider(&r.provider)?,
+            state: ConnectionState::from_db(&r.status),
+            access_token: r.access_token,
+            refresh_token: r.refresh_token,
+            key_id: r.key_id,
+            expires_at: to_time(r.expires_at)?,
+            version: r.version,
+            provider_user_id: r.provider_user_id,
+            provider_email: r.provider_email,
+            scopes: serde_json::from_str(&r.scopes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            cooldown_until: r.refresh_cooldown_until.map(to_time).transpose()?,
+        })
+    }
+}
+
+/// Whole seconds for SQLite's second-resolution times, rounded up so a lease never ends early.
+fn lease_secs(lease: Duration) -> i64 {
+    i64::try_from(lease.as_secs() + u64::from(lease.subsec_nanos() > 0)).unwrap_or(i64::MAX)
+}
+
+const TOKEN_COLUMNS: &str = "id, user_id, provider, status, access_token, refresh_token, key_id, expires_at, version, provider_user_id, provider_email, scopes, refresh_cooldown_until";
+
 const SUMMARY_COLUMNS: &str = "user_id, provider, status, provider_email, display_name, scopes, \
                                created_at, updated_at, last_refreshed_at";
 
@@ -211,7 +258,7 @@ impl SqliteStore {
                provider_user_id = excluded.provider_user_id, provider_email = excluded.provider_email, \
                display_name = excluded.display_name, scopes = excluded.scopes, status = 'connected', \
                last_refreshed_at = unixepoch(), last_error = null, refresh_lease_owner = null, \
-               refresh_lease_until = null, version = integration_tokens.version + 1, \
+               refresh_lease_until = null, refresh_cooldown_until = null, version = integration_tokens.version + 1, \
                updated_at = unixepoch()",
         )
         .bind(Uuid::new_v4().to_string())
@@ -324,6 +371,147 @@ impl SqliteStore {
                 })
             })
             .collect()
+    }
+
+    pub async fn token_row(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+    ) -> StoreResult<Option<TokenRow>> {
+        let row: Option<TokenRowDb> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {TOKEN_COLUMNS} from integration_tokens where user_id = $1 and provider = $2"
+        )))
+        .bind(user.0.to_string())
+        .bind(provider.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(TokenRow::try_from).transpose()
+    }
+
+    pub async fn claim_refresh_lease(
+        &self,
+        id: Uuid,
+        owner: Uuid,
+        lease: Duration,
+    ) -> StoreResult<Option<TokenRow>> {
+        let row: Option<TokenRowDb> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update integration_tokens \
+             set refresh_lease_owner = $2, refresh_lease_until = unixepoch() + $3 \
+             where id = $1 and status = 'connected' \
+               and (refresh_lease_until is null or refresh_lease_until <= unixepoch()) \
+             returning {TOKEN_COLUMNS}"
+        )))
+        .bind(id.to_string())
+        .bind(owner.to_string())
+        .bind(lease_secs(lease))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(TokenRow::try_from).transpose()
+    }
+
+    pub async fn store_refreshed(
+        &self,
+        id: Uuid,
+        version: i64,
+        owner: Uuid,
+        r: &Refreshed,
+    ) -> StoreResult<bool> {
+        let scopes = r
+            .scopes
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let result = sqlx::query(
+            "update integration_tokens set access_token = $4, refresh_token = $5, key_id = $6, \
+               expires_at = $7, scopes = coalesce($8, scopes), last_refreshed_at = unixepoch(), last_error = null, \
+               refresh_cooldown_until = null, refresh_lease_owner = null, refresh_lease_until = null, \
+               version = version + 1, updated_at = unixepoch() \
+             where id = $1 and version = $2 and refresh_lease_owner = $3",
+        )
+        .bind(id.to_string())
+        .bind(version)
+        .bind(owner.to_string())
+        .bind(&r.access_token)
+        .bind(&r.refresh_token)
+        .bind(&r.key_id)
+        .bind(r.expires_at.unix_timestamp())
+        .bind(scopes)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn mark_needs_reauth(
+        &self,
+        id: Uuid,
+        version: i64,
+        owner: Uuid,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "update integration_tokens set status = 'needs_reauth', last_error = $4, \
+               refresh_lease_owner = null, refresh_lease_until = null, version = version + 1, \
+               updated_at = unixepoch() \
+             where id = $1 and version = $2 and refresh_lease_owner = $3",
+        )
+        .bind(id.to_string())
+        .bind(version)
+        .bind(owner.to_string())
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn release_refresh_lease(
+        &self,
+        id: Uuid,
+        owner: Uuid,
+        cooldown_until: Option<OffsetDateTime>,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "update integration_tokens set refresh_lease_owner = null, refresh_lease_until = null, \
+               refresh_cooldown_until = coalesce($3, refresh_cooldown_until), last_error = coalesce($4, last_error) \
+             where id = $1 and refresh_lease_owner = $2",
+        )
+        .bind(id.to_string())
+        .bind(owner.to_string())
+        .bind(cooldown_until.map(|t| t.unix_timestamp()))
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn claim_idle_connections(
+        &self,
+        idle_since: OffsetDateTime,
+        limit: u32,
+        owner: Uuid,
+        lease: Duration,
+    ) -> StoreResult<Vec<TokenRow>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows: Vec<TokenRowDb> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update integration_tokens \
+             set refresh_lease_owner = $3, refresh_lease_until = unixepoch() + $4 \
+             where id in ( \
+               select id from integration_tokens \
+               where status = 'connected' and coalesce(last_refreshed_at, created_at) < $1 \
+                 and (refresh_lease_until is null or refresh_lease_until <= unixepoch()) \
+                 and (refresh_cooldown_until is null or refresh_cooldown_until <= unixepoch()) \
+               order by coalesce(last_refreshed_at, created_at) limit $2) \
+             returning {TOKEN_COLUMNS}"
+        )))
+        .bind(idle_since.unix_timestamp())
+        .bind(i64::from(limit))
+        .bind(owner.to_string())
+        .bind(lease_secs(lease))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.into_iter().map(TokenRow::try_from).collect()
     }
 
     pub async fn key_ids_in_use(&self) -> StoreResult<Vec<String>> {

@@ -7,6 +7,8 @@ mod api;
 mod connect_flow;
 mod identity;
 mod keys;
+mod n8n_examples;
 mod postgres_rls;
 mod store_contract;
 mod support;
+mod tokens;

@@ -168,7 +168,12 @@ pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
         }),
         db_pool_size: 5,
         migrate_on_start: true,
+        refresh: celeste_connect::config::RefreshSettings {
+            keepalive_idle: None,
+            ..Default::default()
+        },
         demo: false,
+        demo_coop: None,
     }
 }
 
@@ -225,6 +230,32 @@ impl TestApp {
             db,
             service_key,
             stop: Some(stop),
+        }
+    }
+
+    /// Runs one statement against the test database (PostgreSQL or SQLite text), binding the
+    /// user id (as text) and a number.
+    pub async fn exec(&self, pg: &str, sqlite: &str, user: Uuid, n: i64) {
+        if self.db.url.starts_with("postgres") {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&self.db.url)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(pg.to_owned()))
+                .bind(user.to_string())
+                .bind(n)
+                .execute(&mut c)
+                .await
+                .unwrap();
+        } else {
+            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&self.db.url)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sqlite.to_owned()))
+                .bind(user.to_string())
+                .bind(n)
+                .execute(&mut c)
+                .await
+                .unwrap();
         }
     }
 
@@ -353,6 +384,14 @@ pub async fn with_emulator(
     backend: Backend,
     accounts: Vec<provider_emulator::TestAccount>,
 ) -> Connected {
+    with_emulator_adjusted(backend, accounts, |_| {}).await
+}
+
+pub async fn with_emulator_adjusted(
+    backend: Backend,
+    accounts: Vec<provider_emulator::TestAccount>,
+    adjust: impl FnOnce(&mut Settings),
+) -> Connected {
     let emulator = provider_emulator::Emulator::new(provider_emulator::EmulatorConfig {
         accounts,
         ..provider_emulator::EmulatorConfig::default()
@@ -366,6 +405,7 @@ pub async fn with_emulator(
         ms.client_secret = SecretString::from(CLIENT_SECRET.to_owned());
         ms.authority = base.clone();
         ms.graph_url = base.clone();
+        adjust(s);
     })
     .await;
     emulator.add_client(provider_emulator::RegisteredClient {
@@ -470,6 +510,50 @@ impl Connected {
 
     pub fn code_exchanges(&self) -> u64 {
         self.emulator.stats().grant("authorization_code")
+    }
+
+    /// Every request the provider's token endpoint received (also those a fault answered).
+    pub fn token_calls(&self) -> u64 {
+        self.emulator
+            .stats()
+            .endpoint(provider_emulator::endpoint::TOKEN)
+    }
+
+    /// Refresh-token requests the provider received.
+    pub fn refreshes(&self) -> u64 {
+        self.emulator.stats().grant("refresh_token")
+    }
+
+    /// The emulator's base URL (its authority and Graph).
+    pub fn emulator_base(&self) -> Url {
+        self.app
+            .state
+            .settings
+            .microsoft
+            .as_ref()
+            .unwrap()
+            .authority
+            .clone()
+    }
+
+    /// GET the service token endpoint for `user`.
+    pub async fn token(&self, user: Uuid, query: &str) -> reqwest::Response {
+        self.app
+            .get_service(&format!(
+                "/v1/service/users/{user}/integrations/outlook/token{query}"
+            ))
+            .await
+    }
+
+    /// Moves the stored access token's expiry to `secs` from now (negative: expired).
+    pub async fn set_expiry(&self, user: Uuid, secs: i64) {
+        self.app.exec(
+            "update connect.integration_tokens set expires_at = now() + make_interval(secs => $2::float8) where user_id = $1::uuid",
+            "update integration_tokens set expires_at = unixepoch() + cast($2 as integer) where user_id = $1",
+            user,
+            secs,
+        )
+        .await;
     }
 }
 

@@ -1,0 +1,78 @@
+//! The service's own settings page (`/settings`): a card per configured provider, built on the
+//! browser SDK, server-rendered with no build step. In demo mode it offers a demo sign-in; in
+//! production it reads the host app's user token (see the page's own text). No inline script or
+//! style, so the strict CSP holds.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::error::Error;
+use crate::http::browser::PAGE_CSP;
+
+pub struct ProviderCard {
+    pub id: &'static str,
+    pub path_name: &'static str,
+    pub label: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    demo: bool,
+    providers: Vec<ProviderCard>,
+    base_url: String,
+}
+
+/// `GET /settings`.
+pub async fn settings(State(state): State<AppState>) -> Response {
+    let page = SettingsPage {
+        demo: state.settings.demo,
+        providers: state
+            .provider_ids()
+            .into_iter()
+            .map(|p| ProviderCard {
+                id: p.as_str(),
+                path_name: p.path_name(),
+                label: p.label(),
+            })
+            .collect(),
+        base_url: state
+            .settings
+            .public_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned(),
+    };
+    let html = match page.render() {
+        Ok(html) => html,
+        Err(e) => return Error::Internal(format!("settings page: {e}")).into_response(),
+    };
+    let mut response = Html(html).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if let Some(value) = state
+        .settings
+        .demo_coop
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        h.insert("cross-origin-opener-policy", value);
+    }
+    response
+}

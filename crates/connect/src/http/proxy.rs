@@ -1,0 +1,204 @@
+//! The provider API proxy for trusted callers: `ANY /v1/service/users/{user_id}/integrations/
+//! {provider}/proxy/{*path}` forwards to the provider's API base only (Graph for Microsoft) with
+//! the user's fresh token. It forwards the method, query, body and a short list of safe
+//! headers; streams the answer back without hop-by-hop or auth headers; on a 401 refreshes once
+//! and retries; passes 429 and `Retry-After` through. No other host is reachable through it.
+
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use secrecy::ExposeSecret;
+use url::Url;
+
+use crate::app::AppState;
+use crate::broker::tokens::{FreshToken, fresh_token};
+use crate::error::{Error, Result};
+use crate::http::middleware::KeepBody;
+use crate::http::service::target;
+use crate::identity::ServiceCaller;
+
+/// Largest request body the proxy forwards (kept in memory for the one retry).
+pub const PROXY_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Request headers passed to the provider; everything else (cookies, auth, forwarding
+/// headers) stays here.
+const FORWARD_REQUEST: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "content-type",
+    "if-match",
+    "if-none-match",
+    "prefer",
+    "consistencylevel",
+    "client-request-id",
+    "return-client-request-id",
+];
+
+/// Response headers never passed back: hop-by-hop (RFC 9110 §7.6.1), cookies and the
+/// provider's authentication challenges.
+const DROP_RESPONSE: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "set-cookie",
+    "www-authenticate",
+    "content-length",
+];
+
+/// The provider URL for the part of the request path after `/proxy/`, or `None` when it could
+/// leave the API base (dot segments, encoded slashes or dots, backslashes, a scheme, an
+/// authority).
+pub fn upstream_url(api_base: &Url, rest: &str, query: Option<&str>) -> Option<Url> {
+    let lower = rest.to_ascii_lowercase();
+    let first = rest.split('/').next().unwrap_or_default();
+    let suspicious = rest.is_empty()
+        || rest.starts_with('/')
+        || rest.contains("//")
+        || rest.contains('\\')
+        || first.contains(':')
+        || rest.split('/').any(|seg| seg == ".." || seg == ".")
+        || ["%2e", "%2f", "%5c", "%00"]
+            .iter()
+            .any(|bad| lower.contains(bad));
+    if suspicious {
+        return None;
+    }
+    let mut url = api_base.join(rest).ok()?;
+    url.set_query(query);
+    let same_origin = url.origin() == api_base.origin();
+    (same_origin && url.path().starts_with(api_base.path())).then_some(url)
+}
+
+async fn send(
+    state: &AppState,
+    method: &reqwest::Method,
+    url: &Url,
+    headers: &HeaderMap,
+    body: &bytes::Bytes,
+    token: &FreshToken,
+) -> Result<reqwest::Response> {
+    let mut request = state
+        .http
+        .request(method.clone(), url.clone())
+        .bearer_auth(token.access_token.expose_secret())
+        .timeout(Duration::from_secs(60));
+    for (name, value) in headers {
+        if FORWARD_REQUEST.contains(&name.as_str()) {
+            request = request.header(name, value);
+        }
+    }
+    if !body.is_empty() {
+        request = request.body(body.clone());
+    }
+    request
+        .send()
+        .await
+        .map_err(|e| Error::ProviderUnavailable {
+            retry_after_secs: 5,
+            detail: if e.is_timeout() {
+                "proxy timeout".into()
+            } else {
+                "proxy transport error".into()
+            },
+        })
+}
+
+pub async fn proxy(
+    State(state): State<AppState>,
+    caller: ServiceCaller,
+    Path((user_id, provider, _rest)): Path<(String, String, String)>,
+    request: Request,
+) -> Result<Response> {
+    let (user, provider) = target(&user_id, &provider)?;
+    let api_base = state
+        .provider(provider)
+        .ok_or(Error::NotConnected)?
+        .api_base
+        .clone();
+    let (parts, body) = request.into_parts();
+    // The raw (still percent-encoded) path, so the check sees what the provider would see.
+    let raw_path = parts.uri.path();
+    let rest = raw_path
+        .split_once("/proxy/")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let url = upstream_url(&api_base, rest, parts.uri.query()).ok_or_else(|| {
+        Error::InvalidRequest("the path must stay within the provider's API".into())
+    })?;
+    let body = to_bytes(body, PROXY_BODY_LIMIT).await.map_err(|_| {
+        Error::InvalidRequest(format!("the body must be at most {PROXY_BODY_LIMIT} bytes"))
+    })?;
+    let method = parts.method.clone();
+
+    let token = fresh_token(&state, user, provider, Duration::ZERO, None).await?;
+    let mut upstream = send(&state, &method, &url, &parts.headers, &body, &token).await?;
+    if upstream.status() == reqwest::StatusCode::UNAUTHORIZED {
+        // The provider no longer takes this token (revoked, clock skew): refresh once, retry once.
+        let newer =
+            fresh_token(&state, user, provider, Duration::ZERO, Some(token.version)).await?;
+        upstream = send(&state, &method, &url, &parts.headers, &body, &newer).await?;
+    }
+    tracing::info!(service_key = %caller.key_name, user_id = %user, provider = %provider,
+                   method = %method, status = upstream.status().as_u16(), "proxied");
+
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = Response::builder().status(status);
+    if let Some(headers) = response.headers_mut() {
+        for (name, value) in upstream.headers() {
+            if !DROP_RESPONSE.contains(&name.as_str()) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+    let mut response = response
+        .body(Body::from_stream(upstream.bytes_stream()))
+        .map_err(|e| Error::Internal(format!("proxy response: {e}")))?;
+    response.extensions_mut().insert(KeepBody);
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_cannot_leave_the_api_base() {
+        let base = Url::parse("https://graph.microsoft.com/").unwrap();
+        let ok = upstream_url(&base, "v1.0/me/messages", Some("$top=5")).unwrap();
+        assert_eq!(
+            ok.as_str(),
+            "https://graph.microsoft.com/v1.0/me/messages?$top=5"
+        );
+        assert!(upstream_url(&base, "v1.0/users/adele@contoso.com", None).is_some());
+        for bad in [
+            "",
+            "/evil.example/x",
+            "//evil.example/x",
+            "../x",
+            "v1.0/../../x",
+            "v1.0/%2e%2e/x",
+            "v1.0%2f..%2fx",
+            "https:evil.example",
+            "http://evil.example/",
+            "v1.0\\..\\x",
+            "./x",
+        ] {
+            assert!(upstream_url(&base, bad, None).is_none(), "{bad}");
+        }
+        let nested = Url::parse("http://127.0.0.1:8080/emulator/").unwrap();
+        assert_eq!(
+            upstream_url(&nested, "v1.0/me", None).unwrap().as_str(),
+            "http://127.0.0.1:8080/emulator/v1.0/me"
+        );
+    }
+}

@@ -1,0 +1,471 @@
+//! The n8n recipes in `examples/n8n` (security.md §2.3, §8 G1–G3): every workflow file is an n8n
+//! export whose wiring holds together; it reaches Celeste Connect only through the Header Auth
+//! credential (never a pasted key) and never hands that credential to Microsoft; the proxy
+//! recipe reads mail without a token and the token recipe feeds the token to Graph; no workflow
+//! lets n8n save execution data (mail, or a live access token) in its database; the README names
+//! every file. Each check returns the problems it found, and the last test plants a mistake for
+//! each check to prove it can fail. These tests read JSON; they do not run n8n.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+const CREDENTIAL_NAME: &str = "Celeste Connect service key";
+const PROXY_FILE: &str = "latest-emails-via-proxy.json";
+const TOKEN_FILE: &str = "token-then-graph.json";
+const HTTP_REQUEST: &str = "n8n-nodes-base.httpRequest";
+const STICKY_NOTE: &str = "n8n-nodes-base.stickyNote";
+
+/// Text that must never appear in a workflow file: a service key, a JWT (the seed handed n8n the
+/// Supabase service-role JWT), a Supabase secret key.
+const SECRET_MARKERS: &[&str] = &["ccsk_", "Bearer ccsk", "eyJ", "sb_secret_", "service_role"];
+
+struct Workflow {
+    file: String,
+    text: String,
+    json: Value,
+}
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/n8n")
+}
+
+fn workflows() -> Vec<Workflow> {
+    let dir = examples_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let json =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file} is not JSON: {e}"));
+            Workflow { file, text, json }
+        })
+        .collect()
+}
+
+fn workflow(file: &str) -> Workflow {
+    workflows()
+        .into_iter()
+        .find(|wf| wf.file == file)
+        .unwrap_or_else(|| panic!("examples/n8n/{file} is missing"))
+}
+
+fn nodes(wf: &Value) -> &[Value] {
+    wf["nodes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+fn name(node: &Value) -> &str {
+    node["name"].as_str().unwrap_or_default()
+}
+
+fn node_type(node: &Value) -> &str {
+    node["type"].as_str().unwrap_or_default()
+}
+
+fn url(node: &Value) -> &str {
+    node["parameters"]["url"].as_str().unwrap_or_default()
+}
+
+fn http_nodes(wf: &Value) -> impl Iterator<Item = &Value> {
+    nodes(wf).iter().filter(|n| node_type(n) == HTTP_REQUEST)
+}
+
+fn calls_connect(node: &Value) -> bool {
+    url(node).contains("/v1/service/")
+}
+
+fn calls_graph(node: &Value) -> bool {
+    url(node).contains("graph.microsoft.com")
+}
+
+/// `name: value` pairs of a fixed collection such as `queryParameters` or `headerParameters`.
+fn pairs<'a>(node: &'a Value, collection: &str) -> Vec<(&'a str, &'a str)> {
+    node["parameters"][collection]["parameters"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default(),
+                p["value"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The nodes `from` leads to, directly or not, over any output.
+fn downstream<'a>(wf: &'a Value, from: &str) -> BTreeSet<&'a str> {
+    let mut seen = BTreeSet::new();
+    let mut queue = VecDeque::from([from.to_owned()]);
+    while let Some(current) = queue.pop_front() {
+        let outputs = wf["connections"][current.as_str()]["main"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for target in outputs.iter().filter_map(Value::as_array).flatten() {
+            if let Some(next) = target["node"].as_str()
+                && seen.insert(next)
+            {
+                queue.push_back(next.to_owned());
+            }
+        }
+    }
+    seen
+}
+
+/// An n8n export: nodes with the fields n8n reads, unique names and ids, connections between
+/// existing nodes, and every working node reachable from a trigger.
+fn structure_problems(wf: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    if nodes(wf).is_empty() {
+        problems.push("`nodes` is missing or empty".to_owned());
+    }
+    let Some(connections) = wf["connections"].as_object() else {
+        problems.push("`connections` is missing".to_owned());
+        return problems;
+    };
+    let mut names = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    for node in nodes(wf) {
+        let label = name(node);
+        if label.is_empty() || !names.insert(label) {
+            problems.push(format!("node name {label:?} is empty or not unique"));
+        }
+        if !node["id"].as_str().is_some_and(|id| ids.insert(id)) {
+            problems.push(format!("node {label:?}: id missing or not unique"));
+        }
+        if !node_type(node).starts_with("n8n-nodes-base.") {
+            problems.push(format!("node {label:?}: not a built-in node type"));
+        }
+        if !node["typeVersion"].is_number() {
+            problems.push(format!("node {label:?}: no typeVersion"));
+        }
+        let position = node["position"].as_array();
+        if !position.is_some_and(|p| p.len() == 2 && p.iter().all(Value::is_number)) {
+            problems.push(format!("node {label:?}: position is not [x, y]"));
+        }
+        if !node["parameters"].is_object() {
+            problems.push(format!("node {label:?}: no parameters object"));
+        }
+    }
+    for (source, outputs) in connections {
+        if !names.contains(source.as_str()) {
+            problems.push(format!("connection from unknown node {source:?}"));
+        }
+        let targets = outputs["main"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for target in targets.iter().filter_map(Value::as_array).flatten() {
+            let to = target["node"].as_str().unwrap_or_default();
+            if !names.contains(to) {
+                problems.push(format!("connection {source:?} -> unknown node {to:?}"));
+            }
+        }
+    }
+    let mut reached = BTreeSet::new();
+    for trigger in nodes(wf)
+        .iter()
+        .filter(|n| node_type(n).ends_with("Trigger"))
+    {
+        reached.insert(name(trigger));
+        reached.extend(downstream(wf, name(trigger)));
+    }
+    for node in nodes(wf) {
+        if node_type(node) != STICKY_NOTE && !reached.contains(name(node)) {
+            problems.push(format!(
+                "node {:?} is not reachable from a trigger",
+                name(node)
+            ));
+        }
+    }
+    problems
+}
+
+/// Which secret markers the file contains (never the text around them: it could be a key).
+fn secret_problems(text: &str) -> Vec<String> {
+    SECRET_MARKERS
+        .iter()
+        .filter(|marker| text.contains(*marker))
+        .map(|marker| format!("contains {marker:?}"))
+        .collect()
+}
+
+/// Calls to Celeste Connect carry the service key from the Header Auth credential, by name,
+/// and nothing else sets their Authorization header.
+fn connect_call_problems(wf: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for node in http_nodes(wf).filter(|n| calls_connect(n)) {
+        let label = name(node);
+        let params = &node["parameters"];
+        if params["authentication"] != "genericCredentialType"
+            || params["genericAuthType"] != "httpHeaderAuth"
+        {
+            problems.push(format!("{label:?} does not use generic Header Auth"));
+        }
+        if node["credentials"]["httpHeaderAuth"]["name"] != CREDENTIAL_NAME {
+            problems.push(format!(
+                "{label:?} does not name the {CREDENTIAL_NAME:?} credential"
+            ));
+        }
+        if pairs(node, "headerParameters")
+            .iter()
+            .any(|(header, _)| header.eq_ignore_ascii_case("authorization"))
+        {
+            problems.push(format!("{label:?} sets Authorization by hand"));
+        }
+    }
+    problems
+}
+
+/// Calls to Microsoft carry no n8n credential (so never the service key), and every HTTP
+/// Request node calls either the service or Graph, with the node version the recipes target.
+fn other_call_problems(wf: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for node in http_nodes(wf) {
+        let label = name(node);
+        if node["typeVersion"] != json!(4.2) {
+            problems.push(format!("{label:?} is not HTTP Request 4.2"));
+        }
+        if calls_graph(node) {
+            let auth = node["parameters"]["authentication"]
+                .as_str()
+                .unwrap_or("none");
+            if auth != "none" || node.get("credentials").is_some() {
+                problems.push(format!("{label:?} sends an n8n credential to Microsoft"));
+            }
+        } else if !calls_connect(node) {
+            problems.push(format!("{label:?} calls neither the service nor Graph"));
+        }
+    }
+    problems
+}
+
+/// n8n saves no execution data for the workflow: not on success, not on error, not for manual
+/// runs, not node by node.
+fn settings_problems(wf: &Value) -> Vec<String> {
+    let settings = &wf["settings"];
+    [
+        ("saveDataSuccessExecution", json!("none")),
+        ("saveDataErrorExecution", json!("none")),
+        ("saveManualExecutions", json!(false)),
+        ("saveExecutionProgress", json!(false)),
+    ]
+    .into_iter()
+    .filter(|(key, wanted)| settings[*key] != *wanted)
+    .map(|(key, wanted)| format!("settings.{key} is {}, not {wanted}", settings[key]))
+    .collect()
+}
+
+fn assert_none(file: &str, check: &str, problems: Vec<String>) {
+    assert!(
+        problems.is_empty(),
+        "{file}: {check}:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn every_example_is_an_importable_n8n_workflow() {
+    let all = workflows();
+    let files: Vec<&str> = all.iter().map(|wf| wf.file.as_str()).collect();
+    assert!(
+        files.contains(&PROXY_FILE) && files.contains(&TOKEN_FILE),
+        "{files:?}"
+    );
+    for wf in &all {
+        assert!(
+            wf.json["name"].as_str().is_some_and(|n| !n.is_empty()),
+            "{}: no name",
+            wf.file
+        );
+        assert_none(&wf.file, "structure", structure_problems(&wf.json));
+    }
+}
+
+#[test]
+fn workflows_never_embed_a_service_key() {
+    for wf in workflows() {
+        assert_none(&wf.file, "secrets in the file", secret_problems(&wf.text));
+    }
+}
+
+#[test]
+fn connect_is_called_only_with_the_header_auth_credential() {
+    for wf in workflows() {
+        assert!(
+            http_nodes(&wf.json).any(calls_connect),
+            "{}: never calls the service",
+            wf.file
+        );
+        assert_none(
+            &wf.file,
+            "calls to the service",
+            connect_call_problems(&wf.json),
+        );
+    }
+}
+
+#[test]
+fn the_service_key_is_never_sent_to_microsoft() {
+    for wf in workflows() {
+        assert_none(&wf.file, "other calls", other_call_problems(&wf.json));
+    }
+}
+
+#[test]
+fn the_proxy_recipe_reads_mail_through_the_proxy_without_a_token() {
+    let wf = workflow(PROXY_FILE);
+    let proxy = http_nodes(&wf.json)
+        .find(|n| {
+            url(n).contains("/v1/service/users/")
+                && url(n).contains("/integrations/outlook/proxy/v1.0/me/messages")
+        })
+        .unwrap_or_else(|| panic!("{PROXY_FILE}: no call to the proxy's me/messages"));
+    assert!(
+        pairs(proxy, "queryParameters").contains(&("$top", "10")),
+        "asks for the 10 latest emails"
+    );
+    assert!(
+        !http_nodes(&wf.json).any(|n| calls_graph(n) || url(n).contains("/token")),
+        "the proxy recipe must not fetch a token or call Graph itself"
+    );
+    assert!(!wf.text.contains("access_token"), "no node handles a token");
+
+    let after = downstream(&wf.json, name(proxy));
+    let split = nodes(&wf.json)
+        .iter()
+        .find(|n| {
+            node_type(n) == "n8n-nodes-base.splitOut"
+                && n["parameters"]["fieldToSplitOut"] == "value"
+        })
+        .expect("a Split Out node on Graph's `value`");
+    assert!(
+        after.contains(name(split)),
+        "the split follows the proxy call"
+    );
+    let kept: Vec<&str> = downstream(&wf.json, name(split))
+        .into_iter()
+        .filter_map(|n| nodes(&wf.json).iter().find(|node| name(node) == n))
+        .flat_map(|node| {
+            node["parameters"]["assignments"]["assignments"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+        })
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    for field in ["subject", "from", "received"] {
+        assert!(kept.contains(&field), "keeps {field}: {kept:?}");
+    }
+}
+
+#[test]
+fn the_token_recipe_gets_a_token_then_calls_graph_with_it() {
+    let wf = workflow(TOKEN_FILE);
+    let token = http_nodes(&wf.json)
+        .find(|n| {
+            url(n).contains("/v1/service/users/") && url(n).contains("/integrations/outlook/token")
+        })
+        .unwrap_or_else(|| panic!("{TOKEN_FILE}: no call to /token"));
+    let graph = http_nodes(&wf.json)
+        .find(|n| url(n).contains("graph.microsoft.com/v1.0/me/messages"))
+        .unwrap_or_else(|| panic!("{TOKEN_FILE}: no call to Graph's me/messages"));
+    assert!(
+        downstream(&wf.json, name(token)).contains(name(graph)),
+        "Graph is called after the token is fetched"
+    );
+    assert_eq!(graph["parameters"]["sendHeaders"], true);
+    let authorization: Vec<&str> = pairs(graph, "headerParameters")
+        .into_iter()
+        .filter(|(header, _)| header.eq_ignore_ascii_case("authorization"))
+        .map(|(_, value)| value)
+        .collect();
+    assert!(
+        matches!(authorization.as_slice(), [value]
+            if value.starts_with('=') && value.contains("Bearer {{") && value.contains("$json.access_token")),
+        "one Authorization header, an expression over the fetched token: {authorization:?}"
+    );
+}
+
+#[test]
+fn no_workflow_saves_execution_data() {
+    for wf in workflows() {
+        assert_none(&wf.file, "execution saving", settings_problems(&wf.json));
+    }
+}
+
+#[test]
+fn the_readme_names_every_workflow() {
+    let readme = std::fs::read_to_string(examples_dir().join("README.md")).unwrap();
+    for wf in workflows() {
+        assert!(
+            readme.contains(&wf.file),
+            "README.md does not mention {}",
+            wf.file
+        );
+    }
+}
+
+#[test]
+fn each_check_catches_a_planted_mistake() {
+    let proxy = workflow(PROXY_FILE);
+    let token = workflow(TOKEN_FILE);
+
+    let planted = format!("Bearer ccsk_{}", "A".repeat(43));
+    let text = proxy.text.replace(CREDENTIAL_NAME, &planted);
+    assert!(!secret_problems(&text).is_empty(), "a pasted key");
+
+    let mut dangling = proxy.json.clone();
+    dangling["connections"]["Settings"]["main"][0][0]["node"] = json!("Nowhere");
+    assert!(
+        !structure_problems(&dangling).is_empty(),
+        "a connection to no node"
+    );
+
+    let mut no_credential = proxy.json.clone();
+    let http = nodes(&no_credential)
+        .iter()
+        .position(|n| node_type(n) == HTTP_REQUEST)
+        .unwrap();
+    no_credential["nodes"][http]["parameters"]["authentication"] = json!("none");
+    no_credential["nodes"][http]
+        .as_object_mut()
+        .unwrap()
+        .remove("credentials");
+    assert!(
+        !connect_call_problems(&no_credential).is_empty(),
+        "a call without the key"
+    );
+
+    let mut key_to_microsoft = token.json.clone();
+    let graph = nodes(&key_to_microsoft)
+        .iter()
+        .position(calls_graph)
+        .unwrap();
+    key_to_microsoft["nodes"][graph]["credentials"] =
+        json!({"httpHeaderAuth": {"id": null, "name": CREDENTIAL_NAME}});
+    assert!(
+        !other_call_problems(&key_to_microsoft).is_empty(),
+        "the key sent to Graph"
+    );
+
+    let mut saving = token.json.clone();
+    saving["settings"]["saveDataSuccessExecution"] = json!("all");
+    assert!(
+        !settings_problems(&saving).is_empty(),
+        "execution data saved"
+    );
+}
