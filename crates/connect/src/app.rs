@@ -30,6 +30,10 @@ pub struct AppInner {
     /// Providers with credentials configured, in catalog order.
     pub providers: Vec<ProviderEndpoints>,
     pub keyring: Arc<Keyring>,
+    /// Fresh access tokens in memory (see `broker::cache`).
+    pub cache: Arc<crate::broker::cache::TokenCache>,
+    /// Tells background tasks (the cache listener) to stop; dropped with the state.
+    background: tokio::sync::watch::Sender<bool>,
     /// Refreshes in flight in this process, and its lease owner id.
     pub tokens: crate::broker::tokens::TokenBroker,
     /// The one outbound HTTP client: no redirects followed, bounded timeouts.
@@ -114,7 +118,23 @@ impl AppState {
                     .map_err(|e| StartError::Config(format!("Microsoft endpoints: {e}")))?,
             );
         }
+        // On PostgreSQL other replicas write too: the cache is on only while a listener hears
+        // their changes. On SQLite this process is the only writer.
+        let cache = Arc::new(crate::broker::cache::TokenCache::new(
+            matches!(store, Store::Sqlite(_)),
+            settings.token_cache_capacity,
+        ));
+        let (background, stop) = tokio::sync::watch::channel(false);
+        if let (Store::Postgres(pg), true) = (&store, settings.token_cache_capacity > 0) {
+            tokio::spawn(crate::broker::cache::listen(
+                cache.clone(),
+                pg.pool().clone(),
+                stop,
+            ));
+        }
         Ok(AppState(Arc::new(AppInner {
+            cache,
+            background,
             users: UserVerifier::new(&settings.jwt, http.clone()),
             service_keys: ServiceKeys::new(settings.service_keys.clone()),
             providers,
@@ -180,6 +200,7 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let background = self.state.background.clone();
         if let Some(admin) = admin {
             let mut admin_rx = rx.clone();
             let router = self.admin;
@@ -202,6 +223,7 @@ impl App {
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = tx.send(true);
+            let _ = background.send(true);
             let _ = api_rx.wait_for(|stop| *stop).await;
         })
         .await;

@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// Keep-alive: refreshes in flight at once per replica.
     #[arg(long, env = "CONNECT_KEEPALIVE_CONCURRENCY", default_value_t = 4)]
     pub keepalive_concurrency: u32,
+    /// Most fresh access tokens kept in memory per replica (0 turns the cache off). Entries
+    /// are invalidated across replicas at once through PostgreSQL LISTEN/NOTIFY.
+    #[arg(long, env = "CONNECT_TOKEN_CACHE_CAPACITY", default_value_t = 200_000)]
+    pub token_cache_capacity: usize,
     /// Log format: `text` or `json`.
     #[arg(long, env = "CONNECT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -149,6 +153,8 @@ pub struct Settings {
     pub db_pool_size: u32,
     pub migrate_on_start: bool,
     pub refresh: RefreshSettings,
+    /// Most access tokens kept in memory (0: no cache).
+    pub token_cache_capacity: usize,
     /// Demo mode: the demo sign-in and the in-process emulator are mounted.
     pub demo: bool,
     /// Demo mode only: a `Cross-Origin-Opener-Policy` for `/settings` (`CONNECT_DEMO_COOP`),
@@ -466,6 +472,7 @@ impl ServeArgs {
                 keepalive_concurrency: self.keepalive_concurrency.max(1),
                 ..RefreshSettings::default()
             },
+            token_cache_capacity: self.token_cache_capacity,
             demo: false,
             demo_coop: None,
         })
@@ -500,6 +507,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "CONNECT_KEEPALIVE_IDLE_HOURS",
     "CONNECT_KEEPALIVE_INTERVAL_SECS",
     "CONNECT_KEEPALIVE_CONCURRENCY",
+    "CONNECT_TOKEN_CACHE_CAPACITY",
     "CONNECT_DEMO_COOP",
     "MICROSOFT_CLIENT_ID",
     "MICROSOFT_CLIENT_SECRET",

@@ -107,6 +107,7 @@ pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
         db_pool_size: 4,
         migrate_on_start: true,
         refresh: crate::config::RefreshSettings::default(),
+        token_cache_capacity: 10_000,
         demo: true,
         demo_coop: std::env::var("CONNECT_DEMO_COOP")
             .ok()

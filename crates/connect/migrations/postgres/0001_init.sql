@@ -84,6 +84,27 @@ create or replace trigger integration_tokens_touch_updated_at
 -- Which keys are in use (checked at start) and what is left to re-encrypt.
 create index if not exists integration_tokens_key_id on connect.integration_tokens (key_id);
 
+-- Every replica caches fresh access tokens; it is told at once when a connection's tokens or
+-- status change (reconnect, refresh, needs_reauth, disconnect). The payload is the row's
+-- random id, which names no user.
+create or replace function connect.notify_token_change() returns trigger
+language plpgsql set search_path = '' as $$
+begin
+  perform pg_notify('connect_token_changes', coalesce(new.id, old.id)::text);
+  return null;
+end $$;
+revoke all on function connect.notify_token_change() from public;
+
+create or replace trigger integration_tokens_notify_insert_delete
+  after insert or delete on connect.integration_tokens
+  for each row execute function connect.notify_token_change();
+create or replace trigger integration_tokens_notify_update
+  after update on connect.integration_tokens
+  for each row
+  when (old.version is distinct from new.version or old.status is distinct from new.status
+        or old.key_id is distinct from new.key_id)
+  execute function connect.notify_token_change();
+
 create table if not exists connect.oauth_flows (
   state_hash    bytea primary key,             -- sha-256 of the 256-bit state; the state itself is never stored
   user_id       uuid not null,

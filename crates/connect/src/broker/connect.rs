@@ -280,7 +280,8 @@ async fn complete(
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    app.store
+    let stored = app
+        .store
         .upsert_connection(&NewConnection {
             user_id: flow.user_id,
             provider,
@@ -297,5 +298,7 @@ async fn complete(
         .map_err(|e| {
             tracing::error!(error = %e, "storing the connection failed");
             Failure::Internal
-        })
+        });
+    app.cache.invalidate(flow.user_id, provider);
+    stored
 }

@@ -2,6 +2,7 @@
 //! call exactly one function here; functions here call the store, the vault and the providers.
 //! `connect` holds the OAuth connect flow, `rotate` the re-encryption of stored tokens.
 
+pub mod cache;
 pub mod connect;
 pub mod rotate;
 pub mod tokens;
@@ -41,8 +42,13 @@ pub async fn list(
 /// Forgets the user's connection to `provider`. Idempotent. Microsoft has no revocation
 /// endpoint, so for Microsoft this deletes the stored tokens; the user can remove the app's
 /// access at https://myapps.microsoft.com or https://account.live.com/consent/Manage.
-pub async fn disconnect(store: &Store, user: UserId, provider: ProviderId) -> Result<()> {
-    let deleted = store.delete_connection(user, provider).await?;
+pub async fn disconnect(
+    app: &crate::app::AppState,
+    user: UserId,
+    provider: ProviderId,
+) -> Result<()> {
+    let deleted = app.store.delete_connection(user, provider).await?;
+    app.cache.invalidate(user, provider);
     tracing::info!(provider = %provider, deleted, "disconnected");
     Ok(())
 }

@@ -39,6 +39,8 @@ pub struct FreshToken {
     pub provider_email: Option<String>,
     /// The stored row's version this token belongs to.
     pub version: i64,
+    /// The connection's row id (what change notifications name).
+    pub connection_id: Uuid,
 }
 
 impl std::fmt::Debug for FreshToken {
@@ -112,6 +114,11 @@ pub async fn fresh_token(
         return Err(Error::NotConnected);
     }
     let need = min_ttl.max(app.settings.refresh.skew);
+    let cached = app.cache.get(user, provider);
+    if let Some(token) = cached.filter(|t| usable_token(t, need, rejected_version)) {
+        return Ok(token);
+    }
+    let epoch = app.cache.epoch();
     let row = app
         .store
         .token_row(user, provider)
@@ -121,7 +128,9 @@ pub async fn fresh_token(
         return Err(Error::ReauthRequired);
     }
     if usable(&row, need, rejected_version) {
-        return Ok(Arc::new(open(app, &row).map_err(Error::from)?));
+        let token = Arc::new(open(app, &row).map_err(Error::from)?);
+        app.cache.put(user, provider, token.clone(), epoch);
+        return Ok(token);
     }
     let flight = {
         let mut flights = app
@@ -155,6 +164,9 @@ pub async fn fresh_token(
         }
     };
     let outcome = flight.await;
+    if let Ok(token) = &outcome {
+        app.cache.put(user, provider, token.clone(), epoch);
+    }
     {
         let mut flights = app
             .tokens
@@ -172,8 +184,16 @@ pub async fn fresh_token(
 }
 
 fn usable(row: &TokenRow, need: Duration, rejected_version: Option<i64>) -> bool {
-    rejected_version != Some(row.version)
-        && row.expires_at - OffsetDateTime::now_utc()
+    lives(row.version, row.expires_at, need, rejected_version)
+}
+
+fn usable_token(token: &FreshToken, need: Duration, rejected_version: Option<i64>) -> bool {
+    lives(token.version, token.expires_at, need, rejected_version)
+}
+
+fn lives(version: i64, expires_at: OffsetDateTime, need: Duration, rejected: Option<i64>) -> bool {
+    rejected != Some(version)
+        && expires_at - OffsetDateTime::now_utc()
             > time::Duration::try_from(need).unwrap_or(time::Duration::MAX)
 }
 
@@ -192,6 +212,7 @@ fn open(app: &AppState, row: &TokenRow) -> Result<FreshToken, RefreshFailure> {
         provider_user_id: row.provider_user_id.clone(),
         provider_email: row.provider_email.clone(),
         version: row.version,
+        connection_id: row.id,
     })
 }
 
@@ -282,6 +303,7 @@ pub async fn refresh_claimed(app: &AppState, claimed: TokenRow) -> Outcome {
         app.store
             .mark_needs_reauth(claimed.id, claimed.version, owner, "no_refresh_token")
             .await?;
+        app.cache.invalidate(claimed.user_id, provider);
         metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "reauth")
             .increment(1);
         return Err(RefreshFailure::Reauth);
@@ -327,11 +349,12 @@ pub async fn refresh_claimed(app: &AppState, claimed: TokenRow) -> Outcome {
                 expires_at: OffsetDateTime::now_utc() + time::Duration::seconds(expires_in),
                 scopes: scopes.clone(),
             };
-            if app
+            let stored = app
                 .store
                 .store_refreshed(claimed.id, claimed.version, owner, &refreshed)
-                .await?
-            {
+                .await?;
+            app.cache.invalidate(claimed.user_id, provider);
+            if stored {
                 metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "refreshed").increment(1);
                 tracing::info!(user_id = %claimed.user_id, provider = %provider, "token refreshed");
                 return Ok(Arc::new(FreshToken {
@@ -341,6 +364,7 @@ pub async fn refresh_claimed(app: &AppState, claimed: TokenRow) -> Outcome {
                     provider_user_id: claimed.provider_user_id,
                     provider_email: claimed.provider_email,
                     version: claimed.version + 1,
+                    connection_id: claimed.id,
                 }));
             }
             // Our lease ran out and another writer got there first: theirs is the token now.
@@ -360,6 +384,7 @@ pub async fn refresh_claimed(app: &AppState, claimed: TokenRow) -> Outcome {
             app.store
                 .mark_needs_reauth(claimed.id, claimed.version, owner, &reason)
                 .await?;
+            app.cache.invalidate(claimed.user_id, provider);
             metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "reauth").increment(1);
             tracing::info!(user_id = %claimed.user_id, provider = %provider, reason = %reason, "provider refused the grant: needs reauth");
             Err(RefreshFailure::Reauth)

@@ -63,6 +63,6 @@ pub async fn disconnect(
     Path(provider): Path<String>,
 ) -> Result<StatusCode> {
     let provider = configured_provider(&state, &provider)?;
-    broker::disconnect(&state.store, user.id, provider).await?;
+    broker::disconnect(&state, user.id, provider).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,7 +8,7 @@
 //! transaction. Migrations run on a separate connection as the URL's own role (the owner).
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
-use sqlx::{Connection, PgPool, Postgres, Transaction};
+use sqlx::{Connection, FromRow, PgPool, Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -247,16 +247,33 @@ impl PgStore {
         Ok(())
     }
 
+    /// Runs one read as `user` in a single round trip: a multi-statement simple query is one
+    /// implicit transaction, so `SET LOCAL` holds for the `SELECT` and ends with it (also on an
+    /// error). Only values the service formats itself (a UUID, a provider id) enter the text.
+    async fn read_as_user(&self, user: UserId, select: &str) -> StoreResult<Vec<SummaryRow>> {
+        let sql = format!(
+            "set local role authenticated; \
+             set local \"request.jwt.claims\" = '{{\"sub\":\"{user}\",\"role\":\"authenticated\"}}'; \
+             {select}"
+        );
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| SummaryRow::from_row(row).map_err(StoreError::from))
+            .collect()
+    }
+
     pub async fn user_connections(&self, user: UserId) -> StoreResult<Vec<ConnectionSummary>> {
-        let mut tx = self.begin_as_user(user).await?;
-        let rows: Vec<SummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {SUMMARY_COLUMNS} from connect.integration_tokens \
-             where user_id = $1 order by provider"
-        )))
-        .bind(user.0)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let rows = self
+            .read_as_user(
+                user,
+                &format!(
+                    "select {SUMMARY_COLUMNS} from connect.integration_tokens \
+                     where user_id = '{user}' order by provider"
+                ),
+            )
+            .await?;
         rows.into_iter().map(ConnectionSummary::try_from).collect()
     }
 
@@ -265,17 +282,20 @@ impl PgStore {
         user: UserId,
         provider: ProviderId,
     ) -> StoreResult<Option<ConnectionSummary>> {
-        let mut tx = self.begin_as_user(user).await?;
-        let row: Option<SummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {SUMMARY_COLUMNS} from connect.integration_tokens \
-             where user_id = $1 and provider = $2"
-        )))
-        .bind(user.0)
-        .bind(provider.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        row.map(ConnectionSummary::try_from).transpose()
+        let rows = self
+            .read_as_user(
+                user,
+                &format!(
+                    "select {SUMMARY_COLUMNS} from connect.integration_tokens \
+                     where user_id = '{user}' and provider = '{}'",
+                    provider.as_str()
+                ),
+            )
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(ConnectionSummary::try_from)
+            .transpose()
     }
 
     pub async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {

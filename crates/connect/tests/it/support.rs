@@ -172,6 +172,7 @@ pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
             keepalive_idle: None,
             ..Default::default()
         },
+        token_cache_capacity: 10_000,
         demo: false,
         demo_coop: None,
     }
@@ -545,15 +546,20 @@ impl Connected {
             .await
     }
 
-    /// Moves the stored access token's expiry to `secs` from now (negative: expired).
+    /// Moves the stored access token's expiry to `secs` from now (negative: expired), as a
+    /// real write would: a new version (so replicas are told) and no stale cache entry here.
     pub async fn set_expiry(&self, user: Uuid, secs: i64) {
         self.app.exec(
-            "update connect.integration_tokens set expires_at = now() + make_interval(secs => $2::float8) where user_id = $1::uuid",
-            "update integration_tokens set expires_at = unixepoch() + cast($2 as integer) where user_id = $1",
+            "update connect.integration_tokens set expires_at = now() + make_interval(secs => $2::float8), version = version + 1 where user_id = $1::uuid",
+            "update integration_tokens set expires_at = unixepoch() + cast($2 as integer), version = version + 1 where user_id = $1",
             user,
             secs,
         )
         .await;
+        self.app
+            .state
+            .cache
+            .invalidate(UserId(user), ProviderId::Microsoft);
     }
 }
 

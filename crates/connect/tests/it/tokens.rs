@@ -440,7 +440,10 @@ async fn a_refresher_that_died_before_writing_is_recovered_with_one_refresh() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(row.version, 2);
+    assert_eq!(
+        row.version, 3,
+        "connect, the expiry edit, and exactly one refresh write"
+    );
 }
 
 /// Starts `celeste-connect serve` as its own process on the test database and emulator.
