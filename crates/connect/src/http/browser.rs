@@ -172,8 +172,9 @@ fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-fn secure_page_headers(response: &mut Response) {
-    let h = response.headers_mut();
+/// Headers for every page the service renders: never cached, no Referer, strict CSP, not
+/// framed.
+pub fn page_headers(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::REFERRER_POLICY,
@@ -188,8 +189,14 @@ fn secure_page_headers(response: &mut Response) {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+fn secure_page_headers(response: &mut Response) {
+    page_headers(response.headers_mut());
     // The binding is single-use: forget it whatever happened.
-    h.insert(header::SET_COOKIE, binding_cookie("", 0));
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, binding_cookie("", 0));
     response.extensions_mut().insert(KeepBody);
 }
 

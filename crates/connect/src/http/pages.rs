@@ -5,12 +5,12 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::HeaderValue;
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::error::Error;
-use crate::http::browser::PAGE_CSP;
+use crate::http::browser::page_headers;
 
 pub struct ProviderCard {
     pub id: &'static str,
@@ -52,20 +52,7 @@ pub async fn settings(State(state): State<AppState>) -> Response {
     };
     let mut response = Html(html).into_response();
     let h = response.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    page_headers(h);
     if let Some(value) = state
         .settings
         .demo_coop

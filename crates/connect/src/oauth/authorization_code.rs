@@ -2,9 +2,9 @@
 //! code the callback received, plus the verifier, for tokens. The client secret goes in the
 //! form body, URL-encoded, as Microsoft documents. No retry: a code is single-use.
 
-use secrecy::ExposeSecret;
+use std::time::Duration;
 
-use super::{ProviderError, TokenSet};
+use super::{ProviderError, TokenSet, token_request};
 use crate::provider::ProviderEndpoints;
 
 pub async fn exchange(
@@ -14,26 +14,11 @@ pub async fn exchange(
     verifier: &str,
     redirect_uri: &str,
 ) -> Result<TokenSet, ProviderError> {
-    let form = [
+    let grant = [
         ("grant_type", "authorization_code"),
-        ("client_id", provider.client_id.as_str()),
-        ("client_secret", provider.client_secret.expose_secret()),
         ("code", code),
         ("redirect_uri", redirect_uri),
         ("code_verifier", verifier),
-        ("scope", provider.scope.as_str()),
     ];
-    let response = http
-        .post(provider.token_url.clone())
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| ProviderError::from_transport(&e))?;
-    if !response.status().is_success() {
-        return Err(ProviderError::from_response(response).await);
-    }
-    response
-        .json::<TokenSet>()
-        .await
-        .map_err(|_| ProviderError::Malformed("token response".into()))
+    token_request(http, provider, &grant, Duration::from_secs(15)).await
 }

@@ -118,6 +118,37 @@ impl ProviderError {
     }
 }
 
+/// Posts a form to the provider's token endpoint (either grant) and reads the answer. The
+/// client secret travels in the form body, URL-encoded, as Microsoft documents.
+pub(crate) async fn token_request(
+    http: &reqwest::Client,
+    provider: &crate::provider::ProviderEndpoints,
+    grant: &[(&str, &str)],
+    timeout: std::time::Duration,
+) -> Result<TokenSet, ProviderError> {
+    use secrecy::ExposeSecret;
+    let client = [
+        ("client_id", provider.client_id.as_str()),
+        ("client_secret", provider.client_secret.expose_secret()),
+        ("scope", provider.scope.as_str()),
+    ];
+    let form: Vec<(&str, &str)> = grant.iter().copied().chain(client).collect();
+    let response = http
+        .post(provider.token_url.clone())
+        .form(&form)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| ProviderError::from_transport(&e))?;
+    if !response.status().is_success() {
+        return Err(ProviderError::from_response(response).await);
+    }
+    response
+        .json::<TokenSet>()
+        .await
+        .map_err(|_| ProviderError::Malformed("token response".into()))
+}
+
 /// Keeps an error code that came from outside safe to log and echo: lower-case letters, digits
 /// and `_`, at most 40 characters; anything else becomes `provider_error`.
 pub fn sanitize_code(code: &str) -> String {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{ProviderError, TokenSet};
+use super::{ProviderError, TokenSet, token_request};
 use crate::provider::ProviderEndpoints;
 
 pub async fn refresh(
@@ -15,25 +15,9 @@ pub async fn refresh(
     refresh_token: &SecretString,
     timeout: Duration,
 ) -> Result<TokenSet, ProviderError> {
-    let form = [
+    let grant = [
         ("grant_type", "refresh_token"),
-        ("client_id", provider.client_id.as_str()),
-        ("client_secret", provider.client_secret.expose_secret()),
         ("refresh_token", refresh_token.expose_secret()),
-        ("scope", provider.scope.as_str()),
     ];
-    let response = http
-        .post(provider.token_url.clone())
-        .form(&form)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| ProviderError::from_transport(&e))?;
-    if !response.status().is_success() {
-        return Err(ProviderError::from_response(response).await);
-    }
-    response
-        .json::<TokenSet>()
-        .await
-        .map_err(|_| ProviderError::Malformed("token response".into()))
+    token_request(http, provider, &grant, timeout).await
 }

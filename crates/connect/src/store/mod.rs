@@ -25,6 +25,16 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+pub(crate) fn hash32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("hash length".into()))
+}
+
+pub(crate) fn provider(value: &str) -> StoreResult<ProviderId> {
+    ProviderId::from_db(value).ok_or_else(|| StoreError::Corrupt(format!("provider {value:?}")))
+}
+
 /// How to open a store.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreOptions {

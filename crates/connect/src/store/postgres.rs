@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     Flow, ListFilter, NewConnection, Refreshed, ReturnMode, SealedConnection, StoreError,
-    StoreOptions, StoreResult, TokenRow,
+    StoreOptions, StoreResult, TokenRow, hash32, provider,
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
@@ -50,8 +50,7 @@ impl TryFrom<SummaryRow> for ConnectionSummary {
     fn try_from(r: SummaryRow) -> StoreResult<Self> {
         Ok(ConnectionSummary {
             user_id: UserId(r.user_id),
-            provider: ProviderId::from_db(&r.provider)
-                .ok_or_else(|| StoreError::Corrupt(format!("provider {:?}", r.provider)))?,
+            provider: provider(&r.provider)?,
             state: ConnectionState::from_db(&r.status),
             provider_email: r.provider_email,
             display_name: r.display_name,
@@ -85,9 +84,7 @@ impl TryFrom<ListingRow> for ConnectionListing {
         Ok(ConnectionListing {
             id: r.id,
             user_id: r.user_id,
-            provider: ProviderId::from_db(&r.provider)
-                .ok_or_else(|| StoreError::Corrupt(format!("provider {:?}", r.provider)))?
-                .as_str(),
+            provider: provider(&r.provider)?.as_str(),
             status: ConnectionState::from_db(&r.status),
             provider_email: r.provider_email,
             display_name: r.display_name,
@@ -122,16 +119,6 @@ struct SealedRow {
     refresh_token: Option<Vec<u8>>,
     key_id: String,
     version: i64,
-}
-
-pub(crate) fn hash32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
-    bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("hash length".into()))
-}
-
-pub(crate) fn provider(value: &str) -> StoreResult<ProviderId> {
-    ProviderId::from_db(value).ok_or_else(|| StoreError::Corrupt(format!("provider {value:?}")))
 }
 
 #[derive(sqlx::FromRow)]

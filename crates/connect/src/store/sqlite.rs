@@ -10,10 +10,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::postgres::{hash32, provider};
 use super::{
     Flow, ListFilter, NewConnection, Refreshed, ReturnMode, SealedConnection, StoreError,
-    StoreOptions, StoreResult, TokenRow,
+    StoreOptions, StoreResult, TokenRow, hash32, provider,
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
@@ -50,8 +49,7 @@ impl TryFrom<SummaryRow> for ConnectionSummary {
             user_id: UserId(
                 Uuid::parse_str(&r.user_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             ),
-            provider: ProviderId::from_db(&r.provider)
-                .ok_or_else(|| StoreError::Corrupt(format!("provider {:?}", r.provider)))?,
+            provider: provider(&r.provider)?,
             state: ConnectionState::from_db(&r.status),
             provider_email: r.provider_email,
             display_name: r.display_name,
@@ -90,9 +88,7 @@ impl TryFrom<ListingRow> for ConnectionListing {
         Ok(ConnectionListing {
             id: parse_uuid(&r.id)?,
             user_id: parse_uuid(&r.user_id)?,
-            provider: ProviderId::from_db(&r.provider)
-                .ok_or_else(|| StoreError::Corrupt(format!("provider {:?}", r.provider)))?
-                .as_str(),
+            provider: provider(&r.provider)?.as_str(),
             status: ConnectionState::from_db(&r.status),
             provider_email: r.provider_email,
             display_name: r.display_name,
