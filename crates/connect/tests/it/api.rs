@@ -382,3 +382,44 @@ async fn metrics_are_served_on_the_admin_listener_only() {
     let public = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(public.status(), 404);
 }
+
+#[tokio::test]
+async fn malformed_json_gets_a_json_error_and_changes_nothing() {
+    let db = crate::support::TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::start_with(db, |s| s.demo = true).await;
+    let session = app.url("/demo/session");
+    for (content_type, body, status) in [
+        ("application/json", "{\"user\": ", 400),
+        ("application/json", "{\"user\": 42}", 422),
+        (
+            "application/json",
+            "{\"user\": \"ok\", \"role\": \"admin\"}",
+            422,
+        ),
+        ("application/json", "{\"user\": \"\"}", 400),
+        ("text/plain", "{\"user\": \"alice\"}", 415),
+    ] {
+        let response = app
+            .http
+            .post(&session)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{body}");
+        let code = error_code(response).await;
+        assert!(
+            ["invalid_request", "unsupported_media_type"].contains(&code.as_str()),
+            "{code}"
+        );
+    }
+    let ok = app
+        .http
+        .post(&session)
+        .json(&serde_json::json!({"user": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "a well-formed request still works");
+}

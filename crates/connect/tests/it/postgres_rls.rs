@@ -429,3 +429,27 @@ async fn login_role_without_set_role_reads_nothing_and_the_service_still_works()
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_migration_file_itself_applies_twice_without_error_or_change() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut conn = owner(&db).await;
+    let catalog = "select count(*) from pg_policy p join pg_class c on c.oid = p.polrelid \
+                   join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'connect'";
+    let before: i64 = sqlx::query_scalar(catalog)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let sql = include_str!("../../migrations/postgres/0001_init.sql");
+    for _ in 0..2 {
+        sqlx::raw_sql(sql)
+            .execute(&mut conn)
+            .await
+            .expect("the file re-applies cleanly");
+    }
+    let after: i64 = sqlx::query_scalar(catalog)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((before, after), (3, 3), "same policies, none duplicated");
+}
