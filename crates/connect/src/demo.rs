@@ -75,6 +75,13 @@ fn random_secret() -> anyhow::Result<String> {
 pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    // The folder holds the database and the demo's keys: this user only.
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        data_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .with_context(|| format!("restricting {}", data_dir.display()))?;
     let jwt_secret = secret_file(&data_dir.join("jwt.secret"), random_secret)?;
     let keys = secret_file(&data_dir.join("encryption.keys"), || {
         Ok(generate_entry("demo1")?.expose_secret().to_owned())
