@@ -146,6 +146,30 @@ drop policy if exists service_all on connect.oauth_flows;
 create policy service_all on connect.oauth_flows
   for all to connect_service using (true) with check (true);
 
+-- The service's user-scoped read, in one prepared round trip: it switches to `authenticated` with
+-- the caller's claims for the rest of the statement's transaction (a statement on its own is its
+-- own transaction, so nothing survives it), then reads under row-level security. SECURITY
+-- INVOKER: it runs with the caller's (connect_service's) rights until it drops to
+-- `authenticated`. `p_provider` null reads every provider.
+create or replace function connect.read_own_connections(p_user uuid, p_provider text)
+returns table (user_id uuid, provider text, status text, provider_email text, display_name text,
+               scopes text[], created_at timestamptz, updated_at timestamptz,
+               last_refreshed_at timestamptz)
+language plpgsql volatile security invoker set search_path = '' as $$
+begin
+  perform set_config('role', 'authenticated', true);
+  perform set_config('request.jwt.claims',
+                     json_build_object('sub', p_user, 'role', 'authenticated')::text, true);
+  return query
+    select t.user_id, t.provider, t.status, t.provider_email, t.display_name, t.scopes,
+           t.created_at, t.updated_at, t.last_refreshed_at
+    from connect.integration_tokens t
+    where t.user_id = p_user and (p_provider is null or t.provider = p_provider)
+    order by t.provider;
+end $$;
+revoke all on function connect.read_own_connections(uuid, text) from public, anon, authenticated;
+grant execute on function connect.read_own_connections(uuid, text) to connect_service;
+
 -- The seed's helper, made safe: it answers for the caller only (no user id argument), returns a
 -- boolean, and runs as connect_service so RLS still applies to it.
 create or replace function public.user_has_integration(provider text) returns boolean

@@ -242,7 +242,7 @@ async fn refresh_flight(
     let deadline =
         Instant::now() + settings.lease + settings.provider_timeout + Duration::from_secs(5);
     let started = Instant::now();
-    let mut pause = Duration::from_millis(20);
+    let mut pause = Duration::from_millis(10);
     loop {
         let row = app
             .store
@@ -283,7 +283,7 @@ async fn refresh_flight(
             None => {
                 // Another replica holds the lease: wait for its write.
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(200));
+                pause = (pause * 2).min(Duration::from_millis(50));
             }
         }
     }

@@ -8,7 +8,7 @@
 //! transaction. Migrations run on a separate connection as the URL's own role (the owner).
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
-use sqlx::{Connection, FromRow, PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgPool, Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -162,9 +162,6 @@ impl TryFrom<TokenRowDb> for TokenRow {
 
 const TOKEN_COLUMNS: &str = "id, user_id, provider, status, access_token, refresh_token, key_id, expires_at, version, provider_user_id, provider_email, scopes, refresh_cooldown_until";
 
-const SUMMARY_COLUMNS: &str = "user_id, provider, status, provider_email, display_name, scopes, \
-                               created_at, updated_at, last_refreshed_at";
-
 impl PgStore {
     pub async fn connect(url: &str, options: StoreOptions) -> StoreResult<Self> {
         if options.migrate {
@@ -234,34 +231,25 @@ impl PgStore {
         Ok(())
     }
 
-    /// Runs one read as `user` in a single round trip: a multi-statement simple query is one
-    /// implicit transaction, so `SET LOCAL` holds for the `SELECT` and ends with it (also on an
-    /// error). Only values the service formats itself (a UUID, a provider id) enter the text.
-    async fn read_as_user(&self, user: UserId, select: &str) -> StoreResult<Vec<SummaryRow>> {
-        let sql = format!(
-            "set local role authenticated; \
-             set local \"request.jwt.claims\" = '{{\"sub\":\"{user}\",\"role\":\"authenticated\"}}'; \
-             {select}"
-        );
-        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| SummaryRow::from_row(row).map_err(StoreError::from))
-            .collect()
+    /// Reads the caller's rows in one prepared round trip through
+    /// `connect.read_own_connections`, which drops to role `authenticated` with the caller's
+    /// claims for that statement only, so row-level security decides what it sees.
+    async fn read_as_user(
+        &self,
+        user: UserId,
+        provider: Option<ProviderId>,
+    ) -> StoreResult<Vec<ConnectionSummary>> {
+        let rows: Vec<SummaryRow> =
+            sqlx::query_as("select * from connect.read_own_connections($1, $2)")
+                .bind(user.0)
+                .bind(provider.map(ProviderId::as_str))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(ConnectionSummary::try_from).collect()
     }
 
     pub async fn user_connections(&self, user: UserId) -> StoreResult<Vec<ConnectionSummary>> {
-        let rows = self
-            .read_as_user(
-                user,
-                &format!(
-                    "select {SUMMARY_COLUMNS} from connect.integration_tokens \
-                     where user_id = '{user}' order by provider"
-                ),
-            )
-            .await?;
-        rows.into_iter().map(ConnectionSummary::try_from).collect()
+        self.read_as_user(user, None).await
     }
 
     pub async fn user_connection(
@@ -269,20 +257,11 @@ impl PgStore {
         user: UserId,
         provider: ProviderId,
     ) -> StoreResult<Option<ConnectionSummary>> {
-        let rows = self
-            .read_as_user(
-                user,
-                &format!(
-                    "select {SUMMARY_COLUMNS} from connect.integration_tokens \
-                     where user_id = '{user}' and provider = '{}'",
-                    provider.as_str()
-                ),
-            )
-            .await?;
-        rows.into_iter()
-            .next()
-            .map(ConnectionSummary::try_from)
-            .transpose()
+        Ok(self
+            .read_as_user(user, Some(provider))
+            .await?
+            .into_iter()
+            .next())
     }
 
     pub async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {

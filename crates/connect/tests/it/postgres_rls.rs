@@ -116,6 +116,22 @@ async fn signed_in_user_reads_only_own_non_secret_columns() {
             "{sql}"
         );
     }
+    // The service's read function is the service's: a user cannot call it with someone's id.
+    let other = format!("select * from connect.read_own_connections('{bob}', null)");
+    assert_eq!(
+        as_role(&mut conn, "authenticated", Some(alice), &other)
+            .await
+            .err()
+            .as_deref(),
+        Some("42501")
+    );
+    assert_eq!(
+        as_role(&mut conn, "anon", None, &other)
+            .await
+            .err()
+            .as_deref(),
+        Some("42501")
+    );
     // Without claims, nothing matches (fails closed).
     let none = as_role(
         &mut conn,
@@ -126,7 +142,6 @@ async fn signed_in_user_reads_only_own_non_secret_columns() {
     .await
     .unwrap();
     assert!(none.is_empty());
-    let _ = bob;
 }
 
 #[tokio::test]
