@@ -34,13 +34,17 @@ revoke all on schema connect from public;
 grant usage on schema connect to connect_service, authenticated;
 
 -- The caller's user id, from the claims the service sets per transaction (PostgREST's setting,
--- so it answers like Supabase's auth.uid() without depending on the auth schema).
+-- so it answers like Supabase's auth.uid() without depending on the auth schema). Row-level
+-- security evaluates it on every read, so it must stay inlinable: no SET clause (that would make
+-- PostgreSQL re-plan its body per statement); instead every function, operator and type in it
+-- is schema-qualified, so no search_path can redirect it.
 create or replace function connect.current_user_id() returns uuid
-language sql stable set search_path = '' as $$
+language sql stable as $$
   select nullif(coalesce(
-    nullif(current_setting('request.jwt.claim.sub', true), ''),
-    nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
-  ), '')::uuid
+    nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
+    nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::pg_catalog.jsonb
+      operator(pg_catalog.->>) 'sub'
+  ), '')::pg_catalog.uuid
 $$;
 revoke all on function connect.current_user_id() from public;
 grant execute on function connect.current_user_id() to connect_service, authenticated;
