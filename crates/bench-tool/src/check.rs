@@ -1,0 +1,78 @@
+//! `check`: before load is measured, proves the scenario measures the real thing. For sampled
+//! seeded users, the service key's token call answers 200 with an access token carrying the
+//! seed's marker (so it was decrypted, not made up), and the user's own status call answers
+//! 200 `connected`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// The service's base URL.
+    #[arg(long)]
+    base: String,
+    /// A service key the service accepts.
+    #[arg(long, env = "BENCH_SERVICE_KEY", hide_env_values = true)]
+    service_key: String,
+    /// `users.txt` from `seed`.
+    #[arg(long)]
+    users: PathBuf,
+    /// `jwts.txt` from `seed` (aligned with `users.txt`).
+    #[arg(long)]
+    jwts: PathBuf,
+    /// Every access token must start with this.
+    #[arg(long, default_value = "BENCHTOK-at-")]
+    prefix: String,
+    /// How many users to check.
+    #[arg(long, default_value_t = 20)]
+    sample: usize,
+}
+
+pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
+    let users = std::fs::read_to_string(&args.users)?;
+    let jwts = std::fs::read_to_string(&args.jwts)?;
+    let pairs: Vec<(&str, &str)> = users.lines().zip(jwts.lines()).collect();
+    if pairs.is_empty() {
+        bail!("no users in {}", args.users.display());
+    }
+    let step = (pairs.len() / args.sample.max(1)).max(1);
+    let http = reqwest::Client::new();
+    let base = args.base.trim_end_matches('/');
+    let mut checked = 0;
+    for (user, jwt) in pairs.iter().step_by(step).take(args.sample) {
+        let response = http
+            .get(format!(
+                "{base}/v1/service/users/{user}/integrations/outlook/token"
+            ))
+            .bearer_auth(&args.service_key)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await.context("token answer")?;
+        let token = body["access_token"].as_str().unwrap_or_default();
+        if status != 200 || !token.starts_with(&args.prefix) {
+            bail!(
+                "token call for {user}: {status}, error {:?}; expected 200 and a token starting with {:?}",
+                body["error"],
+                args.prefix
+            );
+        }
+        let response = http
+            .get(format!("{base}/v1/integrations/outlook/status"))
+            .bearer_auth(jwt)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await.context("status answer")?;
+        if status != 200 || body["status"] != "connected" {
+            bail!("status call for {user}: {status} {body}");
+        }
+        checked += 1;
+    }
+    println!(
+        "checked {checked} users: token calls answer the seeded tokens, status calls answer connected"
+    );
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! `bench-tool`: the helper binary `bench/run` drives. It owns the parts of the benchmark that
+//! are easier and more exact in Rust than in bash: seeding connections through the service's
+//! own migrations and vault (`seed`), sanity checks of a running service (`check`), the real
+//! OAuth connect flow against the provider emulator (`connect`), the refresh storm (`storm`),
+//! cold starts (`cold`), load runs with RSS sampling (`load`, `rss`), and the `RESULTS.md`
+//! report (`note`, `report`). It is not part of the service and is never deployed.
+
+mod check;
+mod cold;
+mod flow;
+mod load;
+mod record;
+mod report;
+mod seed;
+mod stats;
+mod storm;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bench-tool",
+    about = "Benchmark helper for Celeste Connect (bench/run)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the service's migrations and insert N connections sealed by the service's vault;
+    /// write sample user ids and ready-made user JWTs.
+    Seed(seed::SeedArgs),
+    /// Check that a running service answers token and status calls for seeded users.
+    Check(check::CheckArgs),
+    /// Connect users through the real OAuth flow against the emulator.
+    Connect(flow::ConnectArgs),
+    /// Fire concurrent token fetches of one expired connection at several service processes.
+    Storm(storm::StormArgs),
+    /// Time process start to the first 200 from `/v1/ready`, several runs.
+    Cold(cold::ColdArgs),
+    /// Run a load generator command, sample the service's RSS meanwhile, record the figures.
+    Load(load::LoadArgs),
+    /// Record a process's current RSS under a label.
+    Rss(load::RssArgs),
+    /// Record a key/value fact about the run (machine, commit, commands).
+    Note(report::NoteArgs),
+    /// Write RESULTS.md from the recorded figures.
+    Report(report::ReportArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Seed(args) => seed::run(args).await,
+        Command::Check(args) => check::run(args).await,
+        Command::Connect(args) => flow::run(args).await,
+        Command::Storm(args) => storm::run(args).await,
+        Command::Cold(args) => cold::run(args).await,
+        Command::Load(args) => load::run(args).await,
+        Command::Rss(args) => load::rss(args),
+        Command::Note(args) => report::note(args),
+        Command::Report(args) => report::run(args),
+    }
+}

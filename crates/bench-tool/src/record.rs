@@ -1,0 +1,96 @@
+//! The results file: one JSON record per line, appended by every subcommand that measures
+//! something and read back by `report`. Owns the record shapes and nothing else.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// One line of the results file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// A fact about the run: machine, commit, settings, a command line.
+    Meta { key: String, value: String },
+    /// One load-generator run of one scenario.
+    Load(LoadRecord),
+    /// A process's resident memory at one moment.
+    Rss { label: String, kb: u64 },
+    /// The refresh storm.
+    Storm(StormRecord),
+    /// Cold starts of one backend.
+    Cold { backend: String, runs_ms: Vec<f64> },
+    /// A seeding pass.
+    Seed {
+        label: String,
+        backend: String,
+        count: u64,
+        seconds: f64,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoadRecord {
+    pub scenario: String,
+    pub run: u32,
+    pub warmup: bool,
+    pub connections: u32,
+    pub seconds: f64,
+    pub requests: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Answers that were not 2xx/3xx.
+    pub non2xx: u64,
+    /// Connect, read, write and timeout errors of the load generator.
+    pub socket_errors: u64,
+    /// Highest VmRSS sampled during the run (kB), when a process was watched.
+    pub rss_peak_kb: Option<u64>,
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StormRecord {
+    /// `storm` for the measured storm; `baseline` for the same fetches of a fresh token.
+    #[serde(default)]
+    pub label: String,
+    pub requests: usize,
+    pub processes: usize,
+    pub emulator_latency_ms: u64,
+    pub ok: usize,
+    pub distinct_tokens: usize,
+    pub token_changed: Option<bool>,
+    pub refresh_grants: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Appends one record to the results file.
+pub fn append(path: &Path, record: &Record) -> anyhow::Result<()> {
+    let mut line = serde_json::to_string(record)?;
+    line.push('\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.write_all(line.as_bytes())?;
+    Ok(())
+}
+
+/// Reads every record of the results file.
+pub fn read_all(path: &Path) -> anyhow::Result<Vec<Record>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{} line {}", path.display(), i + 1))
+        })
+        .collect()
+}

@@ -1,0 +1,376 @@
+//! `seed`: N connections "through the service's own code path". The service's migrations
+//! (`Store::migrate`) create the schema; every access and refresh token is sealed by the
+//! service's vault (`Keyring::seal`) at the place the connect flow seals it
+//! (`broker::connect::token_place`), so the service opens them exactly as it opens tokens it
+//! stored itself. Rows are bulk-inserted: PostgreSQL with `UNNEST` batches on a few
+//! connections, SQLite with multi-row inserts in large transactions. It also writes a sample of
+//! user ids and one ready-made HS256 user JWT per sampled user, for the load generator.
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use celeste_connect::broker::connect::token_place;
+use celeste_connect::model::UserId;
+use celeste_connect::provider::ProviderId;
+use celeste_connect::store::Store;
+use celeste_connect::vault::Keyring;
+use futures::{StreamExt, TryStreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand::RngCore;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::record::{self, Record};
+
+/// Graph permissions as the emulator (and Microsoft) report them for the service's request.
+pub const SCOPES: [&str; 3] = [
+    "https://graph.microsoft.com/Mail.Read",
+    "https://graph.microsoft.com/User.Read",
+    "https://graph.microsoft.com/MailboxSettings.Read",
+];
+
+/// SQLite allows 32 766 bound values per statement; 12 columns × 1 000 rows stays well below.
+const SQLITE_ROWS_PER_STATEMENT: usize = 1_000;
+
+#[derive(clap::Args)]
+pub struct SeedArgs {
+    /// `postgres://…` (as the schema owner) or `sqlite://path`.
+    #[arg(long)]
+    database_url: String,
+    /// Connections to insert.
+    #[arg(long)]
+    count: u64,
+    /// `id:base64key,…`, as CONNECT_ENCRYPTION_KEYS; the first key seals.
+    #[arg(long)]
+    encryption_keys: String,
+    /// The HS256 secret the service verifies user JWTs with (CONNECT_JWT_SECRET).
+    #[arg(long)]
+    jwt_secret: String,
+    /// Where `users.txt` and `jwts.txt` (aligned, one per line) go.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// How many users (spread evenly over all N) get a line in `users.txt`/`jwts.txt`.
+    #[arg(long, default_value_t = 20_000)]
+    sample: u64,
+    /// Length of each plaintext access token (Microsoft's are 1–2.5 KB).
+    #[arg(long, default_value_t = 1_200)]
+    access_token_len: usize,
+    /// Length of each plaintext refresh token.
+    #[arg(long, default_value_t = 600)]
+    refresh_token_len: usize,
+    /// Every token starts with `{marker}-at-` or `{marker}-rt-`.
+    #[arg(long, default_value = "BENCHTOK")]
+    marker: String,
+    /// Rows per insert batch.
+    #[arg(long, default_value_t = 5_000)]
+    batch: usize,
+    /// Results file to record the seeding time in.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Label of the seeding pass in the results.
+    #[arg(long, default_value = "seed")]
+    label: String,
+}
+
+/// One generated connection, tokens already sealed.
+struct Row {
+    user: Uuid,
+    access_token: Vec<u8>,
+    refresh_token: Vec<u8>,
+    provider_user_id: String,
+    email: String,
+    display_name: String,
+}
+
+struct Generator {
+    keyring: Keyring,
+    marker: String,
+    access_len: usize,
+    refresh_len: usize,
+    stride: u64,
+    sample: u64,
+}
+
+impl Generator {
+    fn token(&self, kind: &str, len: usize, rng: &mut impl RngCore) -> String {
+        let mut raw = vec![0u8; len.div_ceil(4) * 3];
+        rng.fill_bytes(&mut raw);
+        let mut token = format!("{}-{kind}-{}", self.marker, URL_SAFE_NO_PAD.encode(&raw));
+        token.truncate(len.max(self.marker.len() + 4));
+        token
+    }
+
+    /// Rows `start..start+len` and the sampled users among them.
+    fn batch(&self, start: u64, len: u64) -> anyhow::Result<(Vec<Row>, Vec<Uuid>)> {
+        let mut rng = rand::rng();
+        let mut rows = Vec::with_capacity(usize::try_from(len)?);
+        let mut sampled = Vec::new();
+        for index in start..start + len {
+            let user = Uuid::new_v4();
+            let id = UserId(user);
+            let access = self.token("at", self.access_len, &mut rng);
+            let refresh = self.token("rt", self.refresh_len, &mut rng);
+            let access_token = self
+                .keyring
+                .seal(
+                    &token_place("access_token", id, ProviderId::Microsoft),
+                    access.as_bytes(),
+                )
+                .map_err(|e| anyhow::anyhow!("sealing: {e}"))?;
+            let refresh_token = self
+                .keyring
+                .seal(
+                    &token_place("refresh_token", id, ProviderId::Microsoft),
+                    refresh.as_bytes(),
+                )
+                .map_err(|e| anyhow::anyhow!("sealing: {e}"))?;
+            if index % self.stride == 0 && index / self.stride < self.sample {
+                sampled.push(user);
+            }
+            rows.push(Row {
+                user,
+                access_token,
+                refresh_token,
+                provider_user_id: Uuid::new_v4().to_string(),
+                email: format!("user{index}@contoso.example"),
+                display_name: format!("Bench User {index}"),
+            });
+        }
+        Ok((rows, sampled))
+    }
+}
+
+pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let keyring = Keyring::parse(&args.encryption_keys)
+        .map_err(|e| anyhow::anyhow!("--encryption-keys: {e}"))?;
+    let key_id = keyring.active_key_id().to_owned();
+    let sample = args.sample.min(args.count);
+    let generator = Generator {
+        keyring,
+        marker: args.marker.clone(),
+        access_len: args.access_token_len,
+        refresh_len: args.refresh_token_len,
+        stride: (args.count / sample.max(1)).max(1),
+        sample,
+    };
+    let expires_at = OffsetDateTime::now_utc() + time::Duration::hours(1);
+
+    Store::migrate(&args.database_url)
+        .await
+        .context("applying the service's migrations")?;
+
+    let batch = u64::try_from(args.batch.max(1))?;
+    let batches: Vec<(u64, u64)> = (0..args.count.div_ceil(batch))
+        .map(|b| (b * batch, batch.min(args.count - b * batch)))
+        .collect();
+    let backend;
+    let mut sampled: Vec<Uuid> = if args.database_url.starts_with("postgres") {
+        backend = "postgres";
+        seed_postgres(&args, &generator, &batches, &key_id, expires_at).await?
+    } else if args.database_url.starts_with("sqlite:") {
+        backend = "sqlite";
+        seed_sqlite(&args, &generator, &batches, &key_id, expires_at).await?
+    } else {
+        bail!("--database-url must be postgres://… or sqlite://…");
+    };
+    sampled.truncate(usize::try_from(sample)?);
+    write_samples(&args, &sampled)?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "seeded {} {backend} connections in {seconds:.1} s ({:.0} rows/s); {} sample users in {}",
+        args.count,
+        args.count as f64 / seconds.max(1e-9),
+        sampled.len(),
+        args.out_dir.display()
+    );
+    if let Some(results) = &args.results {
+        record::append(
+            results,
+            &Record::Seed {
+                label: args.label.clone(),
+                backend: backend.to_owned(),
+                count: args.count,
+                seconds,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+async fn seed_postgres(
+    args: &SeedArgs,
+    generator: &Generator,
+    batches: &[(u64, u64)],
+    key_id: &str,
+    expires_at: OffsetDateTime,
+) -> anyhow::Result<Vec<Uuid>> {
+    let pool = PgPoolOptions::new()
+        .max_connections(3)
+        .connect(&args.database_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    // The schema owner inserts (as a superuser or owner, row-level security does not get in
+    // the way); the service later reads as `connect_service`, like any row it wrote itself.
+    sqlx::raw_sql("set synchronous_commit = off")
+        .execute(&pool)
+        .await?;
+    let scopes: Vec<String> = SCOPES.iter().map(|s| (*s).to_owned()).collect();
+    let sampled: Vec<Vec<Uuid>> = futures::stream::iter(batches.iter().copied())
+        .map(|(start, len)| {
+            let pool = &pool;
+            let scopes = &scopes;
+            async move {
+                let (rows, sampled) = generator.batch(start, len)?;
+                let mut users = Vec::with_capacity(rows.len());
+                let mut access = Vec::with_capacity(rows.len());
+                let mut refresh = Vec::with_capacity(rows.len());
+                let mut provider_ids = Vec::with_capacity(rows.len());
+                let mut emails = Vec::with_capacity(rows.len());
+                let mut names = Vec::with_capacity(rows.len());
+                for row in rows {
+                    users.push(row.user);
+                    access.push(row.access_token);
+                    refresh.push(row.refresh_token);
+                    provider_ids.push(row.provider_user_id);
+                    emails.push(row.email);
+                    names.push(row.display_name);
+                }
+                sqlx::query(
+                    "insert into connect.integration_tokens \
+                       (user_id, provider, access_token, refresh_token, key_id, expires_at, \
+                        provider_user_id, provider_email, display_name, scopes, status, \
+                        last_refreshed_at) \
+                     select t.u, 'microsoft', t.a, t.r, $4, $5, t.p, t.e, t.d, $9, 'connected', now() \
+                     from unnest($1::uuid[], $2::bytea[], $3::bytea[], $6::text[], $7::text[], \
+                                 $8::text[]) as t(u, a, r, p, e, d)",
+                )
+                .bind(users)
+                .bind(access)
+                .bind(refresh)
+                .bind(key_id)
+                .bind(expires_at)
+                .bind(provider_ids)
+                .bind(emails)
+                .bind(names)
+                .bind(scopes)
+                .execute(pool)
+                .await
+                .context("inserting a batch")?;
+                anyhow::Ok(sampled)
+            }
+        })
+        .buffered(3)
+        .try_collect()
+        .await?;
+    // Fresh statistics, hint bits and visibility map, as a long-lived table would have.
+    sqlx::raw_sql("vacuum (analyze) connect.integration_tokens")
+        .execute(&pool)
+        .await
+        .context("vacuum analyze")?;
+    pool.close().await;
+    Ok(sampled.into_iter().flatten().collect())
+}
+
+async fn seed_sqlite(
+    args: &SeedArgs,
+    generator: &Generator,
+    batches: &[(u64, u64)],
+    key_id: &str,
+    expires_at: OffsetDateTime,
+) -> anyhow::Result<Vec<Uuid>> {
+    let options = SqliteConnectOptions::from_str(&args.database_url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Off);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .context("opening SQLite")?;
+    let scopes = serde_json::to_string(&SCOPES)?;
+    let expires = expires_at.unix_timestamp();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let mut sampled = Vec::new();
+    for &(start, len) in batches {
+        let (rows, batch_sampled) = generator.batch(start, len)?;
+        sampled.extend(batch_sampled);
+        let mut tx = pool.begin().await?;
+        for chunk in rows.chunks(SQLITE_ROWS_PER_STATEMENT) {
+            let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "insert into integration_tokens (id, user_id, provider, access_token, \
+                 refresh_token, key_id, expires_at, provider_user_id, provider_email, \
+                 display_name, scopes, status, last_refreshed_at) ",
+            );
+            builder.push_values(chunk, |mut b, row| {
+                b.push_bind(Uuid::new_v4().to_string())
+                    .push_bind(row.user.to_string())
+                    .push_bind("microsoft")
+                    .push_bind(row.access_token.as_slice())
+                    .push_bind(row.refresh_token.as_slice())
+                    .push_bind(key_id)
+                    .push_bind(expires)
+                    .push_bind(row.provider_user_id.as_str())
+                    .push_bind(row.email.as_str())
+                    .push_bind(row.display_name.as_str())
+                    .push_bind(scopes.as_str())
+                    .push_bind("connected")
+                    .push_bind(now);
+            });
+            builder
+                .build()
+                .execute(&mut *tx)
+                .await
+                .context("inserting a batch")?;
+        }
+        tx.commit().await?;
+    }
+    sqlx::raw_sql("analyze; pragma wal_checkpoint(truncate)")
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(sampled)
+}
+
+fn write_samples(args: &SeedArgs, users: &[Uuid]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out_dir)?;
+    let key = EncodingKey::from_secret(args.jwt_secret.as_bytes());
+    let header = Header::new(Algorithm::HS256);
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let mut user_file = BufWriter::new(std::fs::File::create(args.out_dir.join("users.txt"))?);
+    let mut jwt_file = BufWriter::new(std::fs::File::create(args.out_dir.join("jwts.txt"))?);
+    for user in users {
+        writeln!(user_file, "{user}")?;
+        writeln!(jwt_file, "{}", user_jwt(&header, &key, *user, now)?)?;
+    }
+    user_file.flush()?;
+    jwt_file.flush()?;
+    Ok(())
+}
+
+/// A Supabase-style access token for `user`, valid for a day.
+pub fn user_jwt(
+    header: &Header,
+    key: &EncodingKey,
+    user: Uuid,
+    now: i64,
+) -> anyhow::Result<String> {
+    let claims = serde_json::json!({
+        "sub": user,
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iat": now,
+        "exp": now + 86_400,
+        "email": format!("{user}@bench.example"),
+        "is_anonymous": false,
+    });
+    Ok(jsonwebtoken::encode(header, &claims, key)?)
+}
