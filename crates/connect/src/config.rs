@@ -130,7 +130,7 @@ pub struct ServeArgs {
     pub keepalive_concurrency: u32,
     /// Most fresh access tokens kept in memory per replica (0 turns the cache off). Entries
     /// are invalidated across replicas at once through PostgreSQL LISTEN/NOTIFY.
-    #[arg(long, env = "CONNECT_TOKEN_CACHE_CAPACITY", default_value_t = 200_000)]
+    #[arg(long, env = "CONNECT_TOKEN_CACHE_CAPACITY", default_value_t = 50_000)]
     pub token_cache_capacity: usize,
     /// Log format: `text` or `json`.
     #[arg(long, env = "CONNECT_LOG_FORMAT", default_value = "text")]
