@@ -126,6 +126,22 @@ struct SealedRow {
     version: i64,
 }
 
+impl TryFrom<SealedRow> for SealedConnection {
+    type Error = StoreError;
+
+    fn try_from(r: SealedRow) -> StoreResult<Self> {
+        Ok(SealedConnection {
+            id: parse_uuid(&r.id)?,
+            user_id: UserId(parse_uuid(&r.user_id)?),
+            provider: provider(&r.provider)?,
+            access_token: r.access_token,
+            refresh_token: r.refresh_token,
+            key_id: r.key_id,
+            version: r.version,
+        })
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct TokenRowDb {
     id: String,
@@ -354,19 +370,7 @@ impl SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(SealedConnection {
-                    id: parse_uuid(&r.id)?,
-                    user_id: UserId(parse_uuid(&r.user_id)?),
-                    provider: provider(&r.provider)?,
-                    access_token: r.access_token,
-                    refresh_token: r.refresh_token,
-                    key_id: r.key_id,
-                    version: r.version,
-                })
-            })
-            .collect()
+        rows.into_iter().map(SealedConnection::try_from).collect()
     }
 
     pub async fn token_row(
@@ -531,18 +535,7 @@ impl SqliteStore {
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(SealedConnection {
-                id: parse_uuid(&r.id)?,
-                user_id: UserId(parse_uuid(&r.user_id)?),
-                provider: provider(&r.provider)?,
-                access_token: r.access_token,
-                refresh_token: r.refresh_token,
-                key_id: r.key_id,
-                version: r.version,
-            })
-        })
-        .transpose()
+        row.map(SealedConnection::try_from).transpose()
     }
 
     pub async fn reseal_connection(
