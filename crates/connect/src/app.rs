@@ -105,6 +105,7 @@ impl AppState {
             settings.database_url.expose_secret(),
             StoreOptions {
                 pool_size: settings.db_pool_size,
+                read_pool_size: settings.db_read_pool_size,
                 migrate: settings.migrate_on_start,
             },
         )

@@ -101,9 +101,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MICROSOFT_GRAPH_URL", default_value = microsoft::DEFAULT_GRAPH_URL)]
     pub microsoft_graph_url: Url,
 
-    /// PostgreSQL pool size per process.
+    /// PostgreSQL connections per process for the service's own work.
     #[arg(long, env = "CONNECT_DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: u32,
+    /// PostgreSQL connections per process for signed-in users' reads (status, connection
+    /// lists), kept apart so that each such read is one round trip.
+    #[arg(long, env = "CONNECT_DB_READ_POOL_SIZE", default_value_t = 4)]
+    pub db_read_pool_size: u32,
     /// Apply migrations on start. Turn off when DATABASE_URL names a login role without DDL
     /// rights, and run `celeste-connect migrate` with the owner's URL instead.
     #[arg(long, env = "CONNECT_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
@@ -151,6 +155,7 @@ pub struct Settings {
     pub keyring: Arc<Keyring>,
     pub microsoft: Option<MicrosoftSettings>,
     pub db_pool_size: u32,
+    pub db_read_pool_size: u32,
     pub migrate_on_start: bool,
     pub refresh: RefreshSettings,
     /// Most access tokens kept in memory (0: no cache).
@@ -461,6 +466,7 @@ impl ServeArgs {
             keyring: Arc::new(keyring),
             microsoft,
             db_pool_size: self.db_pool_size.max(1),
+            db_read_pool_size: self.db_read_pool_size.max(1),
             migrate_on_start: self.migrate_on_start,
             refresh: RefreshSettings {
                 skew: Duration::from_secs(self.refresh_skew_secs),
@@ -499,6 +505,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "CONNECT_ENCRYPTION_KEYS",
     "CONNECT_ENCRYPTION_KEYS_FILE",
     "CONNECT_DB_POOL_SIZE",
+    "CONNECT_DB_READ_POOL_SIZE",
     "CONNECT_MIGRATE_ON_START",
     "CONNECT_LOG_FORMAT",
     "CONNECT_REFRESH_SKEW_SECS",

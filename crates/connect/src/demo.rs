@@ -112,6 +112,7 @@ pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
             graph_url: public_url.join("emulator/")?,
         }),
         db_pool_size: 4,
+        db_read_pool_size: 1,
         migrate_on_start: true,
         refresh: crate::config::RefreshSettings::default(),
         token_cache_capacity: 10_000,

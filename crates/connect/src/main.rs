@@ -156,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &database_url,
                 celeste_connect::store::StoreOptions {
                     pool_size: 2,
+                    read_pool_size: 1,
                     migrate: true,
                 },
             )

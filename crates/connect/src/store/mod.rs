@@ -38,7 +38,10 @@ pub(crate) fn provider(value: &str) -> StoreResult<ProviderId> {
 /// How to open a store.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreOptions {
+    /// Connections for the service's own work (PostgreSQL; SQLite uses at most 8).
     pub pool_size: u32,
+    /// Connections for signed-in users' reads (PostgreSQL only): status and connection lists.
+    pub read_pool_size: u32,
     pub migrate: bool,
 }
 
@@ -46,6 +49,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             pool_size: 10,
+            read_pool_size: 4,
             migrate: true,
         }
     }
@@ -201,6 +205,7 @@ impl Store {
                 url,
                 StoreOptions {
                     pool_size: 1,
+                    read_pool_size: 1,
                     migrate: true,
                 },
             )

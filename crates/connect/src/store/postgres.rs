@@ -26,9 +26,83 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 /// The role the service's pooled connections run as.
 pub const SERVICE_ROLE: &str = "connect_service";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    user_reads: UserReads,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every service connection runs right after it is opened.
+const SESSION_SETUP: &str = "set role connect_service; \
+                             set statement_timeout = '15s'; \
+                             set lock_timeout = '5s'; \
+                             set idle_in_transaction_session_timeout = '30s'";
+
+/// A connection idle at least this long is pinged before it is handed out; busier ones are not.
+const IDLE_PING_AFTER: Duration = Duration::from_secs(5);
+
+type UserReads = deadpool::managed::Pool<UserReadConnections>;
+
+/// The connections for signed-in users' reads (status, connection lists): the one statement
+/// such a request sends. They are handed out and taken back without a round trip of their own
+/// (sqlx's pool pings each connection it takes back), so the read is exactly one round trip;
+/// only a connection idle for [`IDLE_PING_AFTER`] is pinged first. A connection whose statement
+/// failed is dropped, not reused.
+struct UserReadConnections {
+    connect: PgConnectOptions,
+}
+
+impl deadpool::managed::Manager for UserReadConnections {
+    type Type = PgConnection;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<PgConnection, sqlx::Error> {
+        let mut conn = PgConnection::connect_with(&self.connect).await?;
+        sqlx::raw_sql(SESSION_SETUP).execute(&mut conn).await?;
+        Ok(conn)
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut PgConnection,
+        metrics: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<sqlx::Error> {
+        if metrics.last_used() >= IDLE_PING_AFTER {
+            conn.ping().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `e` means the connection itself is gone (closed socket, broken protocol, or the
+/// server ending the session: SQLSTATE classes 08 and 57P), not that the statement failed.
+fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}
+
+fn pool_error(e: deadpool::managed::PoolError<sqlx::Error>) -> StoreError {
+    use deadpool::managed::PoolError;
+    StoreError::Database(match e {
+        PoolError::Backend(e) => e,
+        PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
+        PoolError::Closed | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
+            sqlx::Error::PoolClosed
+        }
+    })
 }
 
 #[derive(sqlx::FromRow)]
@@ -190,20 +264,22 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    sqlx::raw_sql(
-                        "set role connect_service; \
-                         set statement_timeout = '15s'; \
-                         set lock_timeout = '5s'; \
-                         set idle_in_transaction_session_timeout = '30s'",
-                    )
-                    .execute(&mut *conn)
-                    .await?;
+                    sqlx::raw_sql(SESSION_SETUP).execute(&mut *conn).await?;
                     Ok(())
                 })
             })
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
-        Ok(Self { pool })
+        let connect = connect.application_name("celeste-connect-reads");
+        let user_reads = UserReads::builder(UserReadConnections { connect })
+            .max_size(options.read_pool_size.max(1) as usize)
+            .runtime(deadpool::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Database(sqlx::Error::Configuration(e.into())))?;
+        Ok(Self { pool, user_reads })
     }
 
     /// Applies the embedded migrations as the URL's role; the bookkeeping table lives in
@@ -255,13 +331,30 @@ impl PgStore {
         user: UserId,
         provider: Option<ProviderId>,
     ) -> StoreResult<Vec<ConnectionSummary>> {
-        let rows: Vec<SummaryRow> =
-            sqlx::query_as("select * from connect.read_own_connections($1, $2)")
-                .bind(user.0)
-                .bind(provider.map(ProviderId::as_str))
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter().map(ConnectionSummary::try_from).collect()
+        // A connection the database closed while it sat idle (a restart, a terminated backend)
+        // fails at its first use; the read is retried on another, at most once per pooled
+        // connection plus one newly opened.
+        let mut attempts = self.user_reads.status().max_size + 1;
+        loop {
+            let mut conn = self.user_reads.get().await.map_err(pool_error)?;
+            let result: Result<Vec<SummaryRow>, sqlx::Error> =
+                sqlx::query_as("select * from connect.read_own_connections($1, $2)")
+                    .bind(user.0)
+                    .bind(provider.map(ProviderId::as_str))
+                    .fetch_all(&mut *conn)
+                    .await;
+            match result {
+                Ok(rows) => return rows.into_iter().map(ConnectionSummary::try_from).collect(),
+                Err(e) => {
+                    drop(deadpool::managed::Object::take(conn));
+                    attempts -= 1;
+                    if !connection_lost(&e) || attempts == 0 {
+                        return Err(e.into());
+                    }
+                    tracing::info!(error = %e, "user-read connection was closed; retrying the read");
+                }
+            }
+        }
     }
 
     pub async fn user_connections(&self, user: UserId) -> StoreResult<Vec<ConnectionSummary>> {
@@ -584,6 +677,14 @@ impl PgStore {
     }
 
     pub async fn close(&self) {
+        self.user_reads.close();
         self.pool.close().await;
+    }
+
+    /// A connection of the user-read pool, for tests that inspect what it carries.
+    pub async fn user_read_connection(
+        &self,
+    ) -> StoreResult<impl std::ops::DerefMut<Target = PgConnection>> {
+        self.user_reads.get().await.map_err(pool_error)
     }
 }

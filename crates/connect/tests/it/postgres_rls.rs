@@ -27,6 +27,7 @@ async fn two_users() -> (TestDb, Uuid, Uuid) {
         &db.url,
         StoreOptions {
             pool_size: 2,
+            read_pool_size: 2,
             migrate: false,
         },
     )
@@ -317,6 +318,7 @@ async fn service_runs_as_a_role_that_is_not_superuser_owner_or_bypassrls() {
         &db.url,
         StoreOptions {
             pool_size: 2,
+            read_pool_size: 2,
             migrate: false,
         },
     )
@@ -353,6 +355,7 @@ async fn pooled_connection_keeps_no_user_identity_after_success_error_or_panic()
         &db.url,
         StoreOptions {
             pool_size: 1,
+            read_pool_size: 1,
             migrate: false,
         },
     )
@@ -370,12 +373,30 @@ async fn pooled_connection_keeps_no_user_identity_after_success_error_or_panic()
         .unwrap()
     };
     let clean = ("connect_service".to_owned(), String::new());
+    // The user-read pool's one connection, which served the reads below.
+    let read_identity = || async {
+        let mut conn = pg.user_read_connection().await.unwrap();
+        sqlx::query_as::<_, (String, String)>(
+            "select current_user::text, coalesce(current_setting('request.jwt.claims', true), '')",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+    };
 
-    // 1. A user-scoped read that succeeds.
+    // 1. User-scoped reads that succeed (one provider, then all).
     assert_eq!(
         store.user_connections(UserId(alice)).await.unwrap().len(),
         1
     );
+    assert!(
+        store
+            .user_connection(UserId(alice), ProviderId::Microsoft)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(read_identity().await, clean);
     assert_eq!(identity().await, clean);
 
     // 2. A user-scoped transaction that fails midway and is dropped.
@@ -399,7 +420,71 @@ async fn pooled_connection_keeps_no_user_identity_after_success_error_or_panic()
     .await;
     assert!(joined.is_err());
     assert_eq!(identity().await, clean);
-    let _ = ProviderId::Microsoft;
+    assert_eq!(read_identity().await, clean);
+}
+
+#[tokio::test]
+async fn user_reads_survive_their_connections_being_closed_by_the_server() {
+    // What a database restart does to idle pooled connections: the server closes them. The next
+    // reads must not fail because of it.
+    let (db, alice, bob) = two_users().await;
+    let store = Store::connect(
+        &db.url,
+        StoreOptions {
+            pool_size: 1,
+            read_pool_size: 2,
+            migrate: false,
+        },
+    )
+    .await
+    .unwrap();
+    // Two reads at once: both user-read connections are open and back in the pool.
+    let (a, b) = tokio::join!(
+        store.user_connections(UserId(alice)),
+        store.user_connections(UserId(bob))
+    );
+    assert_eq!((a.unwrap().len(), b.unwrap().len()), (1, 1));
+
+    let mut admin = owner(&db).await;
+    let readers = "select count(*) from pg_stat_activity \
+                   where datname = current_database() and application_name = 'celeste-connect-reads'";
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>(readers)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap(),
+        2
+    );
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "select pg_terminate_backend(pid) from pg_stat_activity \
+         where datname = current_database() and application_name = 'celeste-connect-reads'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true, true]);
+    // Wait until the server has really closed both.
+    for _ in 0..100 {
+        if sqlx::query_scalar::<_, i64>(readers)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap()
+            == 0
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    for user in [alice, bob, alice] {
+        let rows = store
+            .user_connections(UserId(user))
+            .await
+            .expect("read after the kill");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].user_id, UserId(user));
+    }
+    store.close().await;
 }
 
 #[tokio::test]
@@ -429,6 +514,7 @@ async fn login_role_without_set_role_reads_nothing_and_the_service_still_works()
         &login_url,
         StoreOptions {
             pool_size: 1,
+            read_pool_size: 1,
             migrate: false,
         },
     )

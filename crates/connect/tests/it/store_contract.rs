@@ -12,6 +12,7 @@ async fn open(db: &TestDb) -> Store {
         &db.url,
         StoreOptions {
             pool_size: 3,
+            read_pool_size: 3,
             migrate: true,
         },
     )

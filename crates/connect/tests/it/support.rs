@@ -167,6 +167,7 @@ pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
             graph_url: Url::parse("http://127.0.0.1:9/").unwrap(),
         }),
         db_pool_size: 5,
+        db_read_pool_size: 2,
         migrate_on_start: true,
         refresh: celeste_connect::config::RefreshSettings {
             keepalive_idle: None,
