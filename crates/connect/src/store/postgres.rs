@@ -2,10 +2,12 @@
 //!
 //! Every pooled connection switches to the NOLOGIN role `connect_service` right after it is
 //! opened, so the service runs with exactly the privileges the migration grants, whatever role
-//! `DATABASE_URL` names. Queries on behalf of a user run in a transaction that also sets
-//! `role = authenticated` and `request.jwt.claims` locally, as PostgREST does, so row-level
-//! security filters them even if a `WHERE user_id` were forgotten; both settings end with the
-//! transaction. Migrations run on a separate connection as the URL's own role (the owner).
+//! `DATABASE_URL` names. Queries on behalf of a user set `role = authenticated` and
+//! `request.jwt.claims` locally, as PostgREST does, so row-level security filters them even if a
+//! `WHERE user_id` were forgotten; both settings end with the statement's transaction. The
+//! signed-in users' reads (one statement, `connect.read_own_connections`) use a small pool of
+//! their own (`UserReadConnections`). Migrations run on a separate connection as the URL's
+//! own role (the owner).
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres, Transaction};
