@@ -115,22 +115,19 @@ impl Generator {
         for index in start..start + len {
             let user = Uuid::new_v4();
             let id = UserId(user);
-            let access = self.token("at", self.access_len, &mut rng);
-            let refresh = self.token("rt", self.refresh_len, &mut rng);
-            let access_token = self
-                .keyring
-                .seal(
-                    &token_place("access_token", id, ProviderId::Microsoft),
-                    access.as_bytes(),
-                )
-                .map_err(|e| anyhow::anyhow!("sealing: {e}"))?;
-            let refresh_token = self
-                .keyring
-                .seal(
-                    &token_place("refresh_token", id, ProviderId::Microsoft),
-                    refresh.as_bytes(),
-                )
-                .map_err(|e| anyhow::anyhow!("sealing: {e}"))?;
+            let seal = |column: &'static str, plaintext: String| {
+                self.keyring
+                    .seal(
+                        &token_place(column, id, ProviderId::Microsoft),
+                        plaintext.as_bytes(),
+                    )
+                    .map_err(|e| anyhow::anyhow!("sealing: {e}"))
+            };
+            let access_token = seal("access_token", self.token("at", self.access_len, &mut rng))?;
+            let refresh_token = seal(
+                "refresh_token",
+                self.token("rt", self.refresh_len, &mut rng),
+            )?;
             if index % self.stride == 0 && index / self.stride < self.sample {
                 sampled.push(user);
             }
