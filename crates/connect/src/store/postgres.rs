@@ -25,6 +25,11 @@ use crate::provider::ProviderId;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// The checksum of every embedded migration, in order (what identifies a schema version).
+pub fn migration_checksums() -> impl Iterator<Item = &'static [u8]> {
+    MIGRATOR.iter().map(|m| m.checksum.as_ref())
+}
+
 /// The role the service's pooled connections run as.
 pub const SERVICE_ROLE: &str = "connect_service";
 

@@ -5,7 +5,9 @@
 
 mod api;
 mod cache;
+mod cluster;
 mod connect_flow;
+mod faults;
 mod identity;
 mod keys;
 mod n8n_examples;

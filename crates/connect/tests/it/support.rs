@@ -52,42 +52,160 @@ async fn admin() -> sqlx::PgConnection {
         .expect("PostgreSQL must be running (CONNECT_TEST_DATABASE_URL); .ci/run starts it")
 }
 
-/// A fresh, migrated database of its own.
+/// Every database this test process creates is named `cc_t_<unix seconds>_<process tag>_<n>`,
+/// so runs sharing one server (two `cargo test`s, or nextest's process per test) never touch
+/// each other's databases: each drops its own when the test ends, and databases left by a run
+/// that died are dropped by later runs once their timestamp is [`STALE_AFTER_SECS`] old.
+static RUN_PREFIX: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    format!("cc_t_{now}_{}", &Uuid::new_v4().simple().to_string()[..8])
+});
+static NEXT_DB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+const STALE_AFTER_SECS: i64 = 6 * 3600;
+
+/// The migrated template every test database is copied from, one per migration content (so
+/// concurrent runs of the same code share it and runs of different code do not collide).
+fn template_name() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in celeste_connect::store::postgres::migration_checksums() {
+        file.hash(&mut hasher);
+    }
+    format!("cc_tpl_{:016x}", hasher.finish())
+}
+
+/// Drops databases of earlier runs that are older than [`STALE_AFTER_SECS`] (by the timestamp
+/// in their name); never a database of a run that may still be going.
+async fn drop_stale(conn: &mut sqlx::PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("select datname from pg_database where datname like 'cc\\_t\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for name in names {
+        let created = name
+            .strip_prefix("cc_t_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|ts| ts.parse::<i64>().ok());
+        // Names without a timestamp come from older versions of this harness.
+        if created.is_none_or(|ts| now - ts > STALE_AFTER_SECS) {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "drop database if exists \"{name}\" with (force)"
+            )))
+            .execute(&mut *conn)
+            .await;
+        }
+    }
+}
+
+/// A fresh, migrated database of its own (dropped by [`TestDb`] when the test ends).
 pub async fn new_pg_database() -> String {
     let template = TEMPLATE
         .get_or_init(|| async {
             let mut conn = admin().await;
-            // Leftovers of earlier runs.
-            let stale: Vec<String> = sqlx::query_scalar(
-                "select datname from pg_database where datname like 'cc\\_t\\_%' or datname like 'cc\\_tpl\\_%'",
-            )
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-            for db in stale {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists \"{db}\" with (force)")))
-                    .execute(&mut conn)
-                    .await;
-            }
-            let name = format!("cc_tpl_{}", Uuid::new_v4().simple());
-            sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
+            drop_stale(&mut conn).await;
+            let name = template_name();
+            // One creator per template across processes; the others wait and reuse it.
+            sqlx::query("select pg_advisory_lock(hashtext($1))")
+                .bind(&name)
                 .execute(&mut conn)
                 .await
                 .unwrap();
-            Store::migrate(&url_for(&name)).await.expect("migrations apply to a fresh database");
+            let exists: bool =
+                sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+                    .bind(&name)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            if !exists {
+                // Named like a test database, so a run that dies here leaves nothing for good.
+                let building = &format!("{}_tpl", *RUN_PREFIX);
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "create database \"{building}\""
+                )))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+                Store::migrate(&url_for(building))
+                    .await
+                    .expect("migrations apply to a fresh database");
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "alter database \"{building}\" rename to \"{name}\""
+                )))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            }
+            sqlx::query("select pg_advisory_unlock(hashtext($1))")
+                .bind(&name)
+                .execute(&mut conn)
+                .await
+                .unwrap();
             name
         })
         .await;
     let _serial = CREATE.lock().await;
-    let name = format!("cc_t_{}", Uuid::new_v4().simple());
+    let n = NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("{}_{n}", *RUN_PREFIX);
     let mut conn = admin().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "create database \"{name}\" template \"{template}\""
-    )))
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    // Another process copying the same template at this instant makes PostgreSQL refuse
+    // ("source database is being accessed by other users"): try again briefly.
+    let mut tries = 0;
+    loop {
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "create database \"{name}\" template \"{template}\""
+        )))
+        .execute(&mut conn)
+        .await;
+        match created {
+            Ok(_) => break,
+            Err(e) if tries < 100 && e.to_string().contains("being accessed by other users") => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("create database {name}: {e}"),
+        }
+    }
     url_for(&name)
+}
+
+/// Drops a test database, from a thread of its own (drops run outside async code).
+fn drop_database_soon(url: &str) {
+    let Some(name) = url.rsplit('/').next().map(str::to_owned) else {
+        return;
+    };
+    if !name.starts_with("cc_t_") {
+        return;
+    }
+    let admin = admin_url();
+    let dropper = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "drop database if exists \"{name}\" with (force)"
+                )))
+                .execute(&mut conn)
+                .await;
+            }
+        });
+    });
+    let _ = dropper.join();
+}
+
+/// Drops its PostgreSQL database when the last [`TestDb`] clone naming it goes.
+struct DropDatabase(String);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        drop_database_soon(&self.0);
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,21 +221,27 @@ pub const BACKENDS: [Backend; 2] = [Backend::Postgres, Backend::Sqlite];
 pub struct TestDb {
     pub url: String,
     _dir: Option<Arc<tempfile::TempDir>>,
+    _drop: Option<Arc<DropDatabase>>,
 }
 
 impl TestDb {
     pub async fn new(backend: Backend) -> Self {
         match backend {
-            Backend::Postgres => TestDb {
-                url: new_pg_database().await,
-                _dir: None,
-            },
+            Backend::Postgres => {
+                let url = new_pg_database().await;
+                TestDb {
+                    _drop: Some(Arc::new(DropDatabase(url.clone()))),
+                    url,
+                    _dir: None,
+                }
+            }
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}", dir.path().join("connect.db").display());
                 TestDb {
                     url,
                     _dir: Some(Arc::new(dir)),
+                    _drop: None,
                 }
             }
         }
