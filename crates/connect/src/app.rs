@@ -214,7 +214,10 @@ impl App {
             });
         }
         if self.state.settings.refresh.keepalive_idle.is_some() {
-            tokio::spawn(crate::refresher::run(self.state.clone(), rx.clone()));
+            self.state
+                .tokens
+                .tasks
+                .spawn(crate::refresher::run(self.state.clone(), rx.clone()));
         }
         let mut api_rx = rx;
         let served = axum::serve(
@@ -228,7 +231,32 @@ impl App {
             let _ = api_rx.wait_for(|stop| *stop).await;
         })
         .await;
+        self.state.finish_refreshes().await;
         self.state.store.close().await;
         Ok(served?)
+    }
+}
+
+impl AppState {
+    /// After the HTTP drain: lets the refreshes under way (and a keep-alive pass) finish, up to
+    /// one provider timeout and a little more, then gives back every refresh lease this process
+    /// still holds, so callers on other replicas need not wait for them to expire.
+    pub async fn finish_refreshes(&self) {
+        let tasks = &self.tokens.tasks;
+        tasks.close();
+        let deadline = self.settings.refresh.provider_timeout + Duration::from_secs(2);
+        if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                running = tasks.len(),
+                "refreshes still running at shutdown; giving their leases back"
+            );
+        }
+        match self.store.release_leases_of(self.tokens.owner).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "refresh leases given back at shutdown"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not give refresh leases back at shutdown; they expire on their own")
+            }
+        }
     }
 }

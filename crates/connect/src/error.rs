@@ -49,6 +49,10 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The `Retry-After` of a `storage_unavailable` answer: the database is probed about four times
+/// a second, so a client may come back soon.
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 1;
+
 /// What a failed response says, attached to the response for the middleware to render.
 #[derive(Clone, Debug)]
 pub struct ApiError {
@@ -142,6 +146,14 @@ impl Error {
                 ),
                 Some(*retry_after_secs),
             ),
+            Error::Storage(e) if e.is_unavailable() => (
+                S::SERVICE_UNAVAILABLE,
+                ApiError::new(
+                    "storage_unavailable",
+                    "The service's database is not reachable; nothing was lost, retry later.",
+                ),
+                Some(STORAGE_RETRY_AFTER_SECS),
+            ),
             Error::Storage(_) | Error::Internal(_) => with(
                 S::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -178,6 +190,17 @@ mod tests {
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!api.message.contains("SELECT"));
         assert!(api.detail.unwrap().contains("SELECT"));
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_with_retry_after_not_a_500() {
+        let response = Error::Storage(crate::store::StoreError::Unavailable).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let api = response.extensions().get::<ApiError>().cloned().unwrap();
+        assert_eq!(api.code, "storage_unavailable");
+        let refused = Error::Storage(crate::store::StoreError::Corrupt("x".into())).into_response();
+        assert_eq!(refused.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

@@ -24,15 +24,32 @@ pub struct Pass {
     pub back_off: Option<Duration>,
 }
 
-/// Claims and refreshes one batch of idle connections.
-pub async fn run_once(app: &AppState) -> Result<Pass> {
+/// How many rows one pass claims: as many as `concurrency` workers refresh within one lease
+/// when every provider call takes its whole timeout (with a second of margin each), at least
+/// one per worker.
+pub fn batch_size(concurrency: u32, lease: Duration, provider_timeout: Duration) -> u32 {
+    let per_call = provider_timeout + Duration::from_secs(1);
+    let rounds = (lease.as_millis() / per_call.as_millis().max(1)).max(1);
+    concurrency
+        .max(1)
+        .saturating_mul(u32::try_from(rounds).unwrap_or(u32::MAX))
+}
+
+/// Claims and refreshes one batch of idle connections; stops starting new ones once
+/// `shutdown` turns true.
+pub async fn run_once(app: &AppState, shutdown: &watch::Receiver<bool>) -> Result<Pass> {
     let settings = &app.settings.refresh;
     let Some(idle) = settings.keepalive_idle else {
         return Ok(Pass::default());
     };
     let idle_since =
         OffsetDateTime::now_utc() - time::Duration::try_from(idle).unwrap_or(time::Duration::MAX);
-    let batch = settings.keepalive_concurrency.saturating_mul(8);
+    let batch = batch_size(
+        settings.keepalive_concurrency,
+        settings.lease,
+        settings.provider_timeout,
+    );
+    let claimed_at = std::time::Instant::now();
     let rows = app
         .store
         .claim_idle_connections(idle_since, batch, app.tokens.owner, settings.lease)
@@ -42,18 +59,35 @@ pub async fn run_once(app: &AppState) -> Result<Pass> {
         ..Pass::default()
     };
     metrics::gauge!("keepalive_backlog").set(rows.len() as f64);
+    tracing::debug!(claimed = rows.len(), batch, "keep-alive claimed");
     let permits = Arc::new(Semaphore::new(settings.keepalive_concurrency as usize));
     let mut tasks = JoinSet::new();
+    let mut not_started = Vec::new();
     for row in rows {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
+        // Start only what can finish under the lease, and nothing once shutting down.
+        let lease_left = settings.lease.saturating_sub(claimed_at.elapsed());
+        if *shutdown.borrow() || lease_left < settings.provider_timeout + Duration::from_secs(1) {
+            not_started.push(row);
+            continue;
+        }
         let app = app.clone();
         tasks.spawn(async move {
-            let outcome = refresh_claimed(&app, row).await;
+            let outcome = refresh_claimed(&app, row, None).await;
             drop(permit);
             outcome
         });
+    }
+    for row in not_started {
+        if let Err(e) = app
+            .store
+            .release_refresh_lease(row.id, app.tokens.owner, None, None)
+            .await
+        {
+            tracing::warn!(error = %e, "could not give back a keep-alive lease; it expires on its own");
+        }
     }
     while let Some(done) = tasks.join_next().await {
         match done {
@@ -77,7 +111,7 @@ pub async fn run(app: AppState, mut shutdown: watch::Receiver<bool>) {
             () = tokio::time::sleep(pause) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        pause = match run_once(&app).await {
+        pause = match run_once(&app, &shutdown).await {
             Ok(pass) => {
                 if pass.claimed > 0 {
                     tracing::info!(
@@ -104,4 +138,20 @@ pub async fn run(app: AppState, mut shutdown: watch::Receiver<bool>) {
 fn jittered(interval: Duration) -> Duration {
     let spread = (interval.as_millis() / 10).max(1) as u64;
     interval + Duration::from_millis(rand::random_range(0..spread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_fits_in_one_lease_even_when_every_call_times_out() {
+        let s = Duration::from_secs;
+        // Defaults: 4 workers, 30 s lease, 10 s provider timeout: two rounds of 11 s.
+        assert_eq!(batch_size(4, s(30), s(10)), 8);
+        assert_eq!(batch_size(1, s(3), s(1)), 1);
+        // A lease shorter than one call still lets each worker take one row.
+        assert_eq!(batch_size(4, s(5), s(10)), 4);
+        assert_eq!(batch_size(0, s(30), s(10)), 2);
+    }
 }

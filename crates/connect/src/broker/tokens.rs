@@ -8,9 +8,17 @@
 //! 4. a compare-and-swap write on `version` storing the new access and refresh tokens together
 //!    (the old refresh token, re-sealed, when the provider sent none).
 //!
-//! Callers in other replicas wait for the version to change. `invalid_grant` becomes one
-//! transition to `needs_reauth`; timeouts, 5xx and 429 keep everything, start a cooldown, and
+//! Callers in other replicas serve the stored token while it is valid for at least
+//! [`SERVE_WHILE_LEASED`] (or the caller's `min_ttl`, if longer), and otherwise wait for the
+//! version to change, so a replica that died holding a lease stalls nobody who has a usable
+//! token. `invalid_grant` becomes one transition to `needs_reauth`; timeouts, 5xx and 429 keep
+//! everything, start a cooldown (checked by the claim itself, so no replica skips it), and
 //! answer with the current token while it is valid, else 503 with `Retry-After`.
+//!
+//! While the database cannot be reached, a token still valid in memory is served (nobody can
+//! change the row then; see `cache`), and everything else answers `storage_unavailable`.
+//! Writes after the provider answered are retried while the database is unreachable; the
+//! lease is released on every path, and all leases of the process at shutdown.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,6 +28,8 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::connect::token_place;
@@ -28,7 +38,12 @@ use crate::error::Error;
 use crate::model::{ConnectionState, UserId};
 use crate::oauth::{ProviderError, refresh_token};
 use crate::provider::ProviderId;
-use crate::store::{Refreshed, TokenRow};
+use crate::store::{Refreshed, StoreError, StoreResult, TokenRow};
+
+/// While another replica holds the refresh lease, the stored token is served if it lives at
+/// least this long (or the caller's `min_ttl`); the same floor applies to tokens served from
+/// memory while the database is unreachable.
+pub const SERVE_WHILE_LEASED: Duration = Duration::from_secs(30);
 
 /// A usable access token and what callers need to know about it. `Debug` shows no token.
 pub struct FreshToken {
@@ -57,7 +72,11 @@ impl std::fmt::Debug for FreshToken {
 pub enum RefreshFailure {
     NotConnected,
     Reauth,
-    Unavailable { retry_after_secs: u64 },
+    Unavailable {
+        retry_after_secs: u64,
+    },
+    /// The database could not be reached.
+    Storage,
     Internal(String),
 }
 
@@ -70,14 +89,19 @@ impl From<RefreshFailure> for Error {
                 retry_after_secs,
                 detail: "refresh not possible now".into(),
             },
+            RefreshFailure::Storage => Error::Storage(StoreError::Unavailable),
             RefreshFailure::Internal(detail) => Error::Internal(detail),
         }
     }
 }
 
-impl From<crate::store::StoreError> for RefreshFailure {
-    fn from(e: crate::store::StoreError) -> Self {
-        RefreshFailure::Internal(e.to_string())
+impl From<StoreError> for RefreshFailure {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            RefreshFailure::Storage
+        } else {
+            RefreshFailure::Internal(e.to_string())
+        }
     }
 }
 
@@ -89,6 +113,8 @@ pub struct TokenBroker {
     /// Names this process in `refresh_lease_owner`.
     pub owner: Uuid,
     flights: Mutex<HashMap<(UserId, ProviderId), Flight>>,
+    /// Every refresh task and keep-alive pass, so shutdown can wait for them.
+    pub tasks: TaskTracker,
 }
 
 impl Default for TokenBroker {
@@ -96,8 +122,25 @@ impl Default for TokenBroker {
         Self {
             owner: Uuid::new_v4(),
             flights: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
         }
     }
+}
+
+/// A token from memory while the database cannot be reached, if one lives long enough.
+fn served_during_outage(
+    app: &AppState,
+    user: UserId,
+    provider: ProviderId,
+    min_ttl: Duration,
+    rejected_version: Option<i64>,
+) -> Option<Arc<FreshToken>> {
+    let token = app
+        .cache
+        .get_during_outage(user, provider)
+        .filter(|t| usable_token(t, min_ttl.max(SERVE_WHILE_LEASED), rejected_version))?;
+    metrics::counter!("token_served_during_outage_total").increment(1);
+    Some(token)
 }
 
 /// A token for `user` and `provider` valid for at least `min_ttl` (and the configured skew).
@@ -119,11 +162,19 @@ pub async fn fresh_token(
         return Ok(token);
     }
     let epoch = app.cache.epoch();
-    let row = app
-        .store
-        .token_row(user, provider)
-        .await?
-        .ok_or(Error::NotConnected)?;
+    let row = match app.store.token_row(user, provider).await {
+        Ok(row) => row,
+        Err(e) if e.is_unavailable() => {
+            return served_during_outage(app, user, provider, min_ttl, rejected_version)
+                .ok_or(Error::Storage(e));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !app.cache.is_enabled() {
+        app.cache
+            .confirm_read(user, provider, row.as_ref().map(|r| r.version));
+    }
+    let row = row.ok_or(Error::NotConnected)?;
     if row.state == ConnectionState::NeedsReauth {
         return Err(Error::ReauthRequired);
     }
@@ -143,14 +194,19 @@ pub async fn fresh_token(
             Some(running) => running.clone(),
             None => {
                 // A task, so the refresh completes (and releases its lease) even if every
-                // caller gives up waiting.
-                let task = tokio::spawn(refresh_flight(
-                    app.clone(),
-                    user,
-                    provider,
-                    need,
-                    rejected_version,
-                ));
+                // caller gives up waiting; tracked, so shutdown waits for it; in the span of
+                // the request that started it, so its log lines carry that request's id.
+                let task = app.tokens.tasks.spawn(
+                    refresh_flight(
+                        app.clone(),
+                        user,
+                        provider,
+                        need,
+                        min_ttl.max(SERVE_WHILE_LEASED),
+                        rejected_version,
+                    )
+                    .instrument(tracing::Span::current()),
+                );
                 let flight = async move {
                     task.await.unwrap_or_else(|e| {
                         Err(RefreshFailure::Internal(format!("refresh task: {e}")))
@@ -180,7 +236,13 @@ pub async fn fresh_token(
             flights.remove(&(user, provider));
         }
     }
-    outcome.map_err(Error::from)
+    match outcome {
+        Err(RefreshFailure::Storage) => {
+            served_during_outage(app, user, provider, min_ttl, rejected_version)
+                .ok_or(Error::Storage(StoreError::Unavailable))
+        }
+        other => other.map_err(Error::from),
+    }
 }
 
 fn usable(row: &TokenRow, need: Duration, rejected_version: Option<i64>) -> bool {
@@ -231,11 +293,14 @@ fn fallback(
     })
 }
 
+/// `need`: how long the token must live to be served without a refresh; `enough_while_leased`:
+/// how long it must live to be served while another replica holds the lease.
 async fn refresh_flight(
     app: AppState,
     user: UserId,
     provider: ProviderId,
     need: Duration,
+    enough_while_leased: Duration,
     rejected_version: Option<i64>,
 ) -> Outcome {
     let settings = &app.settings.refresh;
@@ -270,12 +335,16 @@ async fn refresh_flight(
             Some(claimed) => {
                 // Someone may have refreshed between our read and the claim.
                 if usable(&claimed, need, rejected_version) {
-                    app.store
-                        .release_refresh_lease(claimed.id, app.tokens.owner, None, None)
-                        .await?;
+                    release(&app, &claimed, None, None).await;
                     return open(&app, &claimed).map(Arc::new);
                 }
-                return refresh_claimed(&app, claimed).await;
+                return refresh_claimed(&app, claimed, rejected_version).await;
+            }
+            // Another replica holds the lease (maybe one that died): no need to wait for it
+            // while the stored token still works.
+            None if usable(&row, enough_while_leased, rejected_version) => {
+                metrics::counter!("token_served_while_leased_total").increment(1);
+                return open(&app, &row).map(Arc::new);
             }
             None if Instant::now() > deadline => {
                 return fallback(&app, &row, Duration::from_secs(5), rejected_version);
@@ -289,24 +358,89 @@ async fn refresh_flight(
     }
 }
 
+/// Runs a write that must land after the provider answered, trying again while the database
+/// is unreachable (a restart takes seconds); other errors are final.
+async fn write_with_retries<T, F, Fut>(what: &str, mut write: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    const PAUSES_MS: [u64; 4] = [250, 500, 1000, 2000];
+    let mut pauses = PAUSES_MS.iter();
+    loop {
+        match write().await {
+            Err(e) if e.is_unavailable() => match pauses.next() {
+                Some(&ms) => {
+                    tracing::warn!(error = %e, what, "database unreachable after the provider answered; retrying the write");
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}
+
+/// Gives the lease back (with a cooldown, when given). The caller's answer does not depend on
+/// it: while the database is unreachable it is given back in the background, as soon as the
+/// database answers (until the lease would have expired anyway).
+async fn release(
+    app: &AppState,
+    claimed: &TokenRow,
+    cooldown_until: Option<OffsetDateTime>,
+    reason: Option<&str>,
+) {
+    let owner = app.tokens.owner;
+    let id = claimed.id;
+    let first = app
+        .store
+        .release_refresh_lease(id, owner, cooldown_until, reason)
+        .await;
+    match first {
+        Ok(()) => {}
+        Err(e) if e.is_unavailable() => {
+            let app = app.clone();
+            let reason = reason.map(str::to_owned);
+            let until = Instant::now() + app.settings.refresh.lease;
+            app.tokens.tasks.clone().spawn(async move {
+                while Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let released = app
+                        .store
+                        .release_refresh_lease(id, owner, cooldown_until, reason.as_deref())
+                        .await;
+                    match released {
+                        Err(e) if e.is_unavailable() => continue,
+                        Err(e) => {
+                            tracing::error!(error = %e, connection_id = %id, "could not release the refresh lease");
+                            return;
+                        }
+                        Ok(()) => return,
+                    }
+                }
+            });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, connection_id = %id, "could not release the refresh lease; it expires on its own");
+        }
+    }
+}
+
 /// Refreshes a connection whose lease this process holds, and stores the outcome.
-pub async fn refresh_claimed(app: &AppState, claimed: TokenRow) -> Outcome {
+/// `rejected_version`: the version of a token the provider refused (not to be served again).
+pub async fn refresh_claimed(
+    app: &AppState,
+    claimed: TokenRow,
+    rejected_version: Option<i64>,
+) -> Outcome {
     let owner = app.tokens.owner;
     let provider = claimed.provider;
     let Some(endpoints) = app.provider(provider) else {
-        app.store
-            .release_refresh_lease(claimed.id, owner, None, None)
-            .await?;
+        release(app, &claimed, None, None).await;
         return Err(RefreshFailure::NotConnected);
     };
     let Some(sealed_refresh) = claimed.refresh_token.as_deref() else {
-        app.store
-            .mark_needs_reauth(claimed.id, claimed.version, owner, "no_refresh_token")
-            .await?;
-        app.cache.invalidate(claimed.user_id, provider);
-        metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "reauth")
-            .increment(1);
-        return Err(RefreshFailure::Reauth);
+        return needs_reauth(app, &claimed, "no_refresh_token").await;
     };
     let place = |column| token_place(column, claimed.user_id, provider);
     let refresh = match app
@@ -315,9 +449,7 @@ pub async fn refresh_claimed(app: &AppState, claimed: TokenRow) -> Outcome {
     {
         Ok(token) => token,
         Err(e) => {
-            app.store
-                .release_refresh_lease(claimed.id, owner, None, None)
-                .await?;
+            release(app, &claimed, None, None).await;
             return Err(RefreshFailure::Internal(format!(
                 "connection {}: {e}",
                 claimed.id
@@ -349,45 +481,57 @@ pub async fn refresh_claimed(app: &AppState, claimed: TokenRow) -> Outcome {
                 expires_at: OffsetDateTime::now_utc() + time::Duration::seconds(expires_in),
                 scopes: scopes.clone(),
             };
-            let stored = app
-                .store
-                .store_refreshed(claimed.id, claimed.version, owner, &refreshed)
-                .await?;
-            app.cache.invalidate(claimed.user_id, provider);
-            if stored {
-                metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "refreshed").increment(1);
-                tracing::info!(user_id = %claimed.user_id, provider = %provider, "token refreshed");
-                return Ok(Arc::new(FreshToken {
-                    access_token: tokens.access_token,
+            let stored = write_with_retries("store the refreshed tokens", || {
+                app.store
+                    .store_refreshed(claimed.id, claimed.version, owner, &refreshed)
+            })
+            .await;
+            let token = |version| {
+                Arc::new(FreshToken {
+                    access_token: tokens.access_token.clone(),
                     expires_at: refreshed.expires_at,
-                    scopes: scopes.unwrap_or(claimed.scopes),
-                    provider_user_id: claimed.provider_user_id,
-                    provider_email: claimed.provider_email,
-                    version: claimed.version + 1,
+                    scopes: scopes.clone().unwrap_or_else(|| claimed.scopes.clone()),
+                    provider_user_id: claimed.provider_user_id.clone(),
+                    provider_email: claimed.provider_email.clone(),
+                    version,
                     connection_id: claimed.id,
-                }));
+                })
+            };
+            match stored {
+                Ok(true) => {
+                    // Our own write: older entries go, and the new token may be cached (the
+                    // notification of this write will not drop it).
+                    app.cache.observe(claimed.id, Some(claimed.version + 1));
+                    metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "refreshed").increment(1);
+                    tracing::info!(user_id = %claimed.user_id, provider = %provider, "token refreshed");
+                    Ok(token(claimed.version + 1))
+                }
+                Ok(false) => {
+                    // Our lease ran out and another writer got there first: theirs is the token now.
+                    metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "lost_lease").increment(1);
+                    tracing::warn!(user_id = %claimed.user_id, provider = %provider, "refresh lease lost before the write");
+                    let row = app
+                        .store
+                        .token_row(claimed.user_id, provider)
+                        .await?
+                        .ok_or(RefreshFailure::NotConnected)?;
+                    fallback(app, &row, Duration::from_secs(1), rejected_version)
+                }
+                Err(e) => {
+                    // The provider issued a token we could not store. It works all the same, so
+                    // the caller gets it (under the stored version: what the database still
+                    // holds); the stored refresh token stays the one we used.
+                    metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "not_stored").increment(1);
+                    tracing::error!(error = %e, user_id = %claimed.user_id, provider = %provider, "refreshed token could not be stored");
+                    release(app, &claimed, None, None).await;
+                    Ok(token(claimed.version))
+                }
             }
-            // Our lease ran out and another writer got there first: theirs is the token now.
-            metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "lost_lease").increment(1);
-            tracing::warn!(user_id = %claimed.user_id, provider = %provider, "refresh lease lost before the write");
-            let row = app
-                .store
-                .token_row(claimed.user_id, provider)
-                .await?
-                .ok_or(RefreshFailure::NotConnected)?;
-            fallback(app, &row, Duration::from_secs(1), None)
         }
         Err(ProviderError::Refused { error, codes, .. })
             if crate::provider::means_reauth(provider, &error, &codes) =>
         {
-            let reason = format!("{error} {codes:?}");
-            app.store
-                .mark_needs_reauth(claimed.id, claimed.version, owner, &reason)
-                .await?;
-            app.cache.invalidate(claimed.user_id, provider);
-            metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "reauth").increment(1);
-            tracing::info!(user_id = %claimed.user_id, provider = %provider, reason = %reason, "provider refused the grant: needs reauth");
-            Err(RefreshFailure::Reauth)
+            needs_reauth(app, &claimed, &format!("{error} {codes:?}")).await
         }
         Err(e) => {
             let retry_after = match &e {
@@ -407,12 +551,30 @@ pub async fn refresh_claimed(app: &AppState, claimed: TokenRow) -> Outcome {
                 }
                 ProviderError::Malformed(what) => format!("malformed {what}"),
             };
-            app.store
-                .release_refresh_lease(claimed.id, owner, Some(until), Some(&reason))
-                .await?;
+            release(app, &claimed, Some(until), Some(&reason)).await;
             metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "unavailable").increment(1);
             tracing::warn!(user_id = %claimed.user_id, provider = %provider, reason = %reason, cooldown_secs = cooldown.as_secs(), "refresh failed; cooling down");
-            fallback(app, &claimed, cooldown, None)
+            fallback(app, &claimed, cooldown, rejected_version)
         }
     }
+}
+
+/// The provider refused the grant (or there is none): one transition to `needs_reauth`.
+async fn needs_reauth(app: &AppState, claimed: &TokenRow, reason: &str) -> Outcome {
+    let owner = app.tokens.owner;
+    let provider = claimed.provider;
+    let marked = write_with_retries("mark the connection needs_reauth", || {
+        app.store
+            .mark_needs_reauth(claimed.id, claimed.version, owner, reason)
+    })
+    .await;
+    if let Err(e) = marked {
+        tracing::error!(error = %e, connection_id = %claimed.id, "could not mark the connection needs_reauth");
+        release(app, claimed, None, None).await;
+    }
+    app.cache.invalidate(claimed.user_id, provider);
+    metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "reauth")
+        .increment(1);
+    tracing::info!(user_id = %claimed.user_id, provider = %provider, reason = %reason, "provider refused the grant: needs reauth");
+    Err(RefreshFailure::Reauth)
 }

@@ -35,13 +35,19 @@ pub struct Readiness {
     database: &'static str,
 }
 
-/// Readiness: the database answers. Answers 503 while it does not.
+/// How long readiness waits for the database before it answers 503.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness: the database answers. Answers 503 while it does not, within [`READY_TIMEOUT`].
 #[utoipa::path(get, path = "/v1/ready", tag = "ops", responses(
     (status = 200, body = Readiness),
     (status = 503, description = "The database is not reachable."),
 ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
+    let pinged = tokio::time::timeout(READY_TIMEOUT, state.store.ping())
+        .await
+        .unwrap_or(Err(crate::store::StoreError::Unavailable));
+    match pinged {
         Ok(()) => Json(Readiness {
             status: "ready",
             database: state.store.backend(),
@@ -50,6 +56,10 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         Err(e) => {
             tracing::warn!(error = %e, "not ready: database");
             let mut response = StatusCode::SERVICE_UNAVAILABLE.into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(crate::error::STORAGE_RETRY_AFTER_SECS),
+            );
             response
                 .extensions_mut()
                 .insert(crate::error::ApiError::new(

@@ -6,6 +6,10 @@
 pub mod postgres;
 pub mod sqlite;
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use time::OffsetDateTime;
 
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
@@ -21,6 +25,97 @@ pub enum StoreError {
     Corrupt(String),
     #[error("DATABASE_URL must start with postgres://, postgresql:// or sqlite:")]
     UnsupportedUrl,
+    /// The database did not answer a moment ago; not tried again yet (see [`Health`]).
+    #[error("the database is unreachable")]
+    Unavailable,
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (as opposed to refusing a statement): the
+    /// connection was lost or refused, no connection could be had in time, or the server is
+    /// shutting down or starting up (SQLSTATE classes 08 and 57P).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable => true,
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// Whether the database is reachable, as the last statements found. While it is not, callers
+/// fail at once with [`StoreError::Unavailable`] instead of each waiting for a connection, and
+/// one statement every [`Health::PROBE_EVERY`] goes through to find out whether it is back.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Milliseconds since `origin` at which the next probe may go; 0 while healthy.
+    next_probe_ms: AtomicU64,
+    origin: OnceLock<Instant>,
+}
+
+impl Health {
+    pub const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+    fn now_ms(&self) -> u64 {
+        let origin = *self.origin.get_or_init(Instant::now);
+        u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.next_probe_ms.load(Ordering::Acquire) != 0
+    }
+
+    /// Lets a statement through while healthy, and one per [`Self::PROBE_EVERY`] while down.
+    pub fn admit(&self) -> StoreResult<()> {
+        let next = self.next_probe_ms.load(Ordering::Acquire);
+        if next == 0 {
+            return Ok(());
+        }
+        let now = self.now_ms().max(1);
+        let after = now.saturating_add(Self::PROBE_EVERY.as_millis() as u64);
+        if now >= next
+            && self
+                .next_probe_ms
+                .compare_exchange(next, after, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable)
+    }
+
+    /// Records what a statement found.
+    pub fn observe<T>(&self, result: &StoreResult<T>) {
+        match result {
+            Ok(_) => {
+                if self.next_probe_ms.swap(0, Ordering::AcqRel) != 0 {
+                    tracing::info!("database reachable again");
+                    metrics::gauge!("database_up").set(1.0);
+                }
+            }
+            Err(StoreError::Unavailable) => {}
+            Err(e) if e.is_unavailable() => {
+                let after = self
+                    .now_ms()
+                    .saturating_add(Self::PROBE_EVERY.as_millis() as u64);
+                if self.next_probe_ms.swap(after, Ordering::AcqRel) == 0 {
+                    tracing::warn!(error = %e, "database unreachable; failing fast until it answers");
+                    metrics::gauge!("database_up").set(0.0);
+                }
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -171,10 +266,17 @@ pub enum Store {
     Sqlite(sqlite::SqliteStore),
 }
 
+/// Calls the backend. On PostgreSQL the call passes [`Health`] first (failing fast while the
+/// database is known to be unreachable) and reports what it found.
 macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
-            Store::Postgres($s) => $call,
+            Store::Postgres($s) => {
+                $s.health().admit()?;
+                let result = $call;
+                $s.health().observe(&result);
+                result
+            }
             Store::Sqlite($s) => $call,
         }
     };
@@ -367,7 +469,23 @@ impl Store {
         dispatch!(self, s => s.reseal_connection(old, access_token, refresh_token, key_id).await)
     }
 
+    /// Gives back every refresh lease `owner` holds (a process shutting down).
+    pub async fn release_leases_of(&self, owner: uuid::Uuid) -> StoreResult<u64> {
+        dispatch!(self, s => s.release_leases_of(owner).await)
+    }
+
+    /// Whether the database is known to be unreachable right now.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Store::Postgres(s) => s.health().is_down(),
+            Store::Sqlite(_) => false,
+        }
+    }
+
     pub async fn close(&self) {
-        dispatch!(self, s => s.close().await)
+        match self {
+            Store::Postgres(s) => s.close().await,
+            Store::Sqlite(s) => s.close().await,
+        }
     }
 }

@@ -37,6 +37,7 @@ pub const SERVICE_ROLE: &str = "connect_service";
 pub struct PgStore {
     pool: PgPool,
     user_reads: UserReads,
+    health: std::sync::Arc<super::Health>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -52,6 +53,11 @@ const SESSION_SETUP: &str = "set role connect_service; \
                              set statement_timeout = '15s'; \
                              set lock_timeout = '5s'; \
                              set idle_in_transaction_session_timeout = '30s'";
+
+/// Longest wait for a pooled connection. While the database is down every wait runs this long
+/// (the pool keeps trying to connect), so it bounds how long the first requests of an outage
+/// take before they answer `storage_unavailable`; later ones fail at once (`Health`).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// A connection idle at least this long is pinged before it is handed out; busier ones are not.
 const IDLE_PING_AFTER: Duration = Duration::from_secs(5);
@@ -268,7 +274,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.pool_size)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     sqlx::raw_sql(SESSION_SETUP).execute(&mut *conn).await?;
@@ -281,12 +287,21 @@ impl PgStore {
         let user_reads = UserReads::builder(UserReadConnections { connect })
             .max_size(options.read_pool_size.max(1) as usize)
             .runtime(deadpool::Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
+            .wait_timeout(Some(ACQUIRE_TIMEOUT))
+            .create_timeout(Some(ACQUIRE_TIMEOUT))
+            .recycle_timeout(Some(ACQUIRE_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Database(sqlx::Error::Configuration(e.into())))?;
-        Ok(Self { pool, user_reads })
+        Ok(Self {
+            pool,
+            user_reads,
+            health: Default::default(),
+        })
+    }
+
+    /// Whether the database answered the last statements (see [`super::Health`]).
+    pub fn health(&self) -> &super::Health {
+        &self.health
     }
 
     /// Applies the embedded migrations as the URL's role; the bookkeeping table lives in
@@ -530,6 +545,7 @@ impl PgStore {
              set refresh_lease_owner = $2, refresh_lease_until = now() + make_interval(secs => $3) \
              where id = $1 and status = 'connected' \
                and (refresh_lease_until is null or refresh_lease_until < now()) \
+               and (refresh_cooldown_until is null or refresh_cooldown_until <= now()) \
              returning {TOKEN_COLUMNS}"
         )))
         .bind(id)
@@ -681,6 +697,17 @@ impl PgStore {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn release_leases_of(&self, owner: Uuid) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "update connect.integration_tokens set refresh_lease_owner = null, refresh_lease_until = null \
+             where refresh_lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
     }
 
     pub async fn close(&self) {

@@ -399,6 +399,7 @@ impl SqliteStore {
              set refresh_lease_owner = $2, refresh_lease_until = unixepoch() + $3 \
              where id = $1 and status = 'connected' \
                and (refresh_lease_until is null or refresh_lease_until <= unixepoch()) \
+               and (refresh_cooldown_until is null or refresh_cooldown_until <= unixepoch()) \
              returning {TOKEN_COLUMNS}"
         )))
         .bind(id.to_string())
@@ -558,6 +559,17 @@ impl SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn release_leases_of(&self, owner: Uuid) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "update integration_tokens set refresh_lease_owner = null, refresh_lease_until = null \
+             where refresh_lease_owner = $1",
+        )
+        .bind(owner.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
     }
 
     pub async fn close(&self) {

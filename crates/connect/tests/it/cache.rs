@@ -26,7 +26,7 @@ async fn token(c: &Connected, user: Uuid) -> (u16, String) {
 }
 
 /// Waits (bounded) until `check` holds; the cache listener works asynchronously.
-async fn eventually(what: &str, check: impl Fn() -> bool) {
+pub async fn eventually(what: &str, check: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");

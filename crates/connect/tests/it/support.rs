@@ -225,6 +225,15 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A database the caller owns and migrates (a throwaway cluster's, say).
+    pub fn at(url: String) -> Self {
+        TestDb {
+            url,
+            _dir: None,
+            _drop: None,
+        }
+    }
+
     pub async fn new(backend: Backend) -> Self {
         match backend {
             Backend::Postgres => {
@@ -313,6 +322,7 @@ pub struct TestApp {
     pub db: TestDb,
     pub service_key: String,
     stop: Option<oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<Result<(), celeste_connect::app::StartError>>>,
 }
 
 impl Drop for TestApp {
@@ -342,7 +352,7 @@ impl TestApp {
         let app = App::build(settings).await.expect("the service starts");
         let state = app.state.clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.serve(listener, Some(admin), async move {
+        let serving = tokio::spawn(app.serve(listener, Some(admin), async move {
             let _ = stopped.await;
         }));
         TestApp {
@@ -356,6 +366,17 @@ impl TestApp {
             db,
             service_key,
             stop: Some(stop),
+            serving: Some(serving),
+        }
+    }
+
+    /// Shuts the service down as SIGTERM would, and waits until `serve` has returned.
+    pub async fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            serving.await.unwrap().unwrap();
         }
     }
 
@@ -518,6 +539,15 @@ pub async fn with_emulator_adjusted(
     accounts: Vec<provider_emulator::TestAccount>,
     adjust: impl FnOnce(&mut Settings),
 ) -> Connected {
+    with_emulator_on(TestDb::new(backend).await, accounts, adjust).await
+}
+
+/// [`with_emulator_adjusted`] on a database of the caller's.
+pub async fn with_emulator_on(
+    db: TestDb,
+    accounts: Vec<provider_emulator::TestAccount>,
+    adjust: impl FnOnce(&mut Settings),
+) -> Connected {
     let emulator = provider_emulator::Emulator::new(provider_emulator::EmulatorConfig {
         accounts,
         ..provider_emulator::EmulatorConfig::default()
@@ -526,7 +556,7 @@ pub async fn with_emulator_adjusted(
     let base = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
     let router = emulator.router();
     tokio::spawn(async move { axum::serve(listener, router).await });
-    let app = TestApp::start_with(TestDb::new(backend).await, |s| {
+    let app = TestApp::start_with(db, |s| {
         let ms = s.microsoft.as_mut().unwrap();
         ms.client_secret = SecretString::from(CLIENT_SECRET.to_owned());
         ms.authority = base.clone();
