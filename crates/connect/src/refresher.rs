@@ -69,7 +69,7 @@ pub async fn run_once(app: &AppState, shutdown: &watch::Receiver<bool>) -> Resul
         };
         // Start only what can finish under the lease, and nothing once shutting down.
         let lease_left = settings.lease.saturating_sub(claimed_at.elapsed());
-        if *shutdown.borrow() || lease_left < settings.provider_timeout + Duration::from_secs(1) {
+        if *shutdown.borrow() || lease_left < settings.provider_timeout {
             not_started.push(row);
             continue;
         }

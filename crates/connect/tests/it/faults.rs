@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::cache::eventually;
 use crate::cluster::Cluster;
 use crate::support::{
-    BACKENDS, Backend, Connected, TestDb, error_code, user_token, with_emulator, with_emulator_on,
+    BACKENDS, Backend, Connected, TestDb, error_code, user_token, with_emulator,
+    with_emulator_adjusted, with_emulator_on,
 };
 
 #[tokio::test]
@@ -420,4 +421,67 @@ async fn a_refresh_whose_write_meets_a_long_database_outage_still_answers_with_t
     }
     c.emulator.set_faults(Faults::default());
     assert_eq!(c.token(user, "").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_keep_alive_pass_never_refreshes_a_row_whose_lease_ran_out() {
+    let c = with_emulator_adjusted(Backend::Postgres, demo_accounts(), |s| {
+        s.refresh.keepalive_idle = Some(Duration::from_secs(3600));
+        s.refresh.keepalive_concurrency = 1;
+        s.refresh.lease = Duration::from_secs(2);
+        s.refresh.provider_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let users: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    for user in &users {
+        assert_eq!(c.connect(*user, ADELE).await.status(), 200);
+        c.app
+            .exec(
+                "update connect.integration_tokens set last_refreshed_at = now() - interval '2 hours' where user_id = $1::uuid and $2 = $2",
+                "",
+                *user,
+                0,
+            )
+            .await;
+    }
+    c.emulator.set_faults(Faults {
+        latency_ms: 900,
+        latency_target: LatencyTarget::Token,
+        ..Faults::default()
+    });
+    let mut settings = c.app.state.settings.clone();
+    settings.migrate_on_start = false;
+    let replica = celeste_connect::app::AppState::build(settings)
+        .await
+        .unwrap();
+    let (_running, running) = tokio::sync::watch::channel(false);
+    // One replica's pass; the other starts its own once the first one's lease has run out.
+    let first = celeste_connect::refresher::run_once(&c.app.state, &running);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        let mut passes = 0;
+        while celeste_connect::refresher::run_once(&replica, &running)
+            .await
+            .unwrap()
+            .claimed
+            > 0
+        {
+            passes += 1;
+        }
+        passes
+    };
+    let (first, _) = tokio::join!(first, second);
+    first.unwrap();
+    let (_running2, running2) = tokio::sync::watch::channel(false);
+    while celeste_connect::refresher::run_once(&c.app.state, &running2)
+        .await
+        .unwrap()
+        .claimed
+        > 0
+    {}
+    assert_eq!(
+        c.refreshes(),
+        4,
+        "each idle connection refreshed exactly once"
+    );
 }
