@@ -2,11 +2,13 @@
 //! are easier and more exact in Rust than in bash: seeding connections through the service's
 //! own migrations and vault (`seed`), sanity checks of a running service (`check`), the real
 //! OAuth connect flow against the provider emulator (`connect`), the refresh storm (`storm`),
+//! a database outage under load (`outage`), a replica killed mid-refresh (`replica-kill`),
 //! cold starts (`cold`), load runs with RSS sampling (`load`, `rss`), and the `RESULTS.md`
 //! report (`note`, `report`). It is not part of the service and is never deployed.
 
 mod check;
 mod cold;
+mod faults;
 mod flow;
 mod load;
 mod record;
@@ -38,6 +40,10 @@ enum Command {
     Connect(flow::ConnectArgs),
     /// Fire concurrent token fetches of one expired connection at several service processes.
     Storm(storm::StormArgs),
+    /// Token and status load across a database stop and start.
+    Outage(faults::OutageArgs),
+    /// Kill a process holding a refresh lease; time a caller on another process.
+    ReplicaKill(faults::ReplicaKillArgs),
     /// Time process start to the first 200 from `/v1/ready`, several runs.
     Cold(cold::ColdArgs),
     /// Run a load generator command, sample the service's RSS meanwhile, record the figures.
@@ -57,6 +63,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Check(args) => check::run(args).await,
         Command::Connect(args) => flow::run(args).await,
         Command::Storm(args) => storm::run(args).await,
+        Command::Outage(args) => faults::outage(args).await,
+        Command::ReplicaKill(args) => faults::replica_kill(args).await,
         Command::Cold(args) => cold::run(args).await,
         Command::Load(args) => load::run(args).await,
         Command::Rss(args) => load::rss(args),

@@ -21,6 +21,10 @@ pub enum Record {
     Storm(StormRecord),
     /// Cold starts of one backend.
     Cold { backend: String, runs_ms: Vec<f64> },
+    /// Token and status answers across a database outage.
+    Outage(OutageRecord),
+    /// A caller's wait after a replica was killed holding a refresh lease.
+    ReplicaKill(ReplicaKillRecord),
     /// A seeding pass.
     Seed {
         label: String,
@@ -50,6 +54,36 @@ pub struct LoadRecord {
     /// Highest VmRSS sampled during the run (kB), when a process was watched.
     pub rss_peak_kb: Option<u64>,
     pub command: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutageRecord {
+    pub outage_secs: u64,
+    pub concurrency: usize,
+    pub kinds: Vec<OutageKind>,
+}
+
+/// Answers of one kind (`token` or `status`) by HTTP status ("0": no answer), by when they
+/// were sent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutageKind {
+    pub kind: String,
+    pub before: std::collections::BTreeMap<String, u64>,
+    pub during: std::collections::BTreeMap<String, u64>,
+    pub after: std::collections::BTreeMap<String, u64>,
+    pub during_p50_ms: f64,
+    pub during_max_ms: f64,
+    /// From the database accepting connections again to the last non-200 answer's end.
+    pub recovered_after_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplicaKillRecord {
+    pub label: String,
+    pub expires_in_secs: i64,
+    pub status: u16,
+    pub got_token: bool,
+    pub wait_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -174,6 +174,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let mut baseline: Option<&StormRecord> = None;
     let mut colds: Vec<(&str, &[f64])> = Vec::new();
     let mut seeds: Vec<(&str, &str, u64, f64)> = Vec::new();
+    let mut outages: Vec<&record::OutageRecord> = Vec::new();
+    let mut kills: Vec<&record::ReplicaKillRecord> = Vec::new();
     for r in &records {
         match r {
             Record::Meta { key, value } => meta.push((key.clone(), value.clone())),
@@ -183,6 +185,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             Record::Storm(s) if s.label == "baseline" => baseline = Some(s),
             Record::Storm(s) => storms.push(s),
             Record::Cold { backend, runs_ms } => colds.push((backend, runs_ms)),
+            Record::Outage(o) => outages.push(o),
+            Record::ReplicaKill(k) => kills.push(k),
             Record::Seed {
                 label,
                 backend,
@@ -499,6 +503,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         )?;
     }
 
+    if !outages.is_empty() || !kills.is_empty() {
+        write_faults(&mut md, &outages, &kills)?;
+    }
+
     if !colds.is_empty() {
         writeln!(md, "## Cold start\n")?;
         writeln!(
@@ -580,5 +588,77 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 
     std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// `status: count` pairs, in status order.
+fn counts(map: &BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "—".into();
+    }
+    map.iter()
+        .map(|(status, n)| format!("{n} × {status}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn write_faults(
+    md: &mut String,
+    outages: &[&record::OutageRecord],
+    kills: &[&record::ReplicaKillRecord],
+) -> std::fmt::Result {
+    writeln!(md, "## Faults\n")?;
+    for o in outages {
+        writeln!(
+            md,
+            "**Database outage under load.** {} callers (half token fetches for random seeded \
+             users, half status reads) against one process; PostgreSQL stopped with \
+             `pg_ctl stop -m fast`, started again {} s later. Answers by when they were sent \
+             (status 0: no answer).\n",
+            o.concurrency, o.outage_secs
+        )?;
+        writeln!(
+            md,
+            "| | before | during the outage | after | p50 / max ms during | every answer 200 again after the database was back |\n|---|---|---|---|---|---:|"
+        )?;
+        for k in &o.kinds {
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {:.1} / {:.1} | {:.0} ms |",
+                k.kind,
+                counts(&k.before),
+                counts(&k.during),
+                counts(&k.after),
+                k.during_p50_ms,
+                k.during_max_ms,
+                k.recovered_after_ms
+            )?;
+        }
+        writeln!(md)?;
+    }
+    if !kills.is_empty() {
+        writeln!(
+            md,
+            "**A replica killed mid-refresh.** One process starts a refresh (emulator +500 ms per \
+             token call) and is killed with SIGKILL while it holds the lease; a caller then asks \
+             another process for the same token.\n"
+        )?;
+        writeln!(
+            md,
+            "| case | stored token expires in | answer | wait |\n|---|---:|---|---:|"
+        )?;
+        for k in kills {
+            writeln!(
+                md,
+                "| {} | {} s | {}{} | {:.1} ms |",
+                k.label,
+                k.expires_in_secs,
+                k.status,
+                if k.got_token { " with a token" } else { "" },
+                k.wait_ms
+            )?;
+        }
+        writeln!(md)?;
+    }
     Ok(())
 }
