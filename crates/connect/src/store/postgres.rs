@@ -25,9 +25,9 @@ use crate::provider::ProviderId;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
-/// The checksum of every embedded migration, in order (what identifies a schema version).
-pub fn migration_checksums() -> impl Iterator<Item = &'static [u8]> {
-    MIGRATOR.iter().map(|m| m.checksum.as_ref())
+/// The version and checksum of every embedded migration, in order (what identifies a schema).
+pub fn migration_checksums() -> impl Iterator<Item = (i64, &'static [u8])> {
+    MIGRATOR.iter().map(|m| (m.version, m.checksum.as_ref()))
 }
 
 /// The role the service's pooled connections run as.

@@ -485,3 +485,72 @@ async fn a_keep_alive_pass_never_refreshes_a_row_whose_lease_ran_out() {
         "each idle connection refreshed exactly once"
     );
 }
+
+#[tokio::test]
+async fn a_replica_killed_mid_refresh_stalls_no_caller_while_the_stored_token_works() {
+    let c = with_emulator(Backend::Postgres, demo_accounts()).await;
+    let user = Uuid::new_v4();
+    assert_eq!(c.connect(user, ADELE).await.status(), 200);
+    let stored: Value = c.token(user, "").await.json().await.unwrap();
+    let (key, entry) = celeste_connect::identity::service_key::generate("victim").unwrap();
+    let mut victim = crate::tokens::spawn_service(&c, &entry);
+    c.emulator.set_faults(Faults {
+        latency_ms: 3000,
+        latency_target: LatencyTarget::Token,
+        ..Faults::default()
+    });
+    c.set_expiry(user, 120).await;
+    // The victim starts a refresh and dies holding its lease.
+    let request = c
+        .app
+        .http
+        .get(format!(
+            "{}/v1/service/users/{user}/integrations/outlook/token",
+            victim.base
+        ))
+        .bearer_auth(&key)
+        .send();
+    let pending = tokio::spawn(request);
+    wait_for_lease(&c, user, true).await;
+    victim.child.kill().unwrap();
+    let _ = victim.child.wait();
+    pending.abort();
+    let started = Instant::now();
+    let response = c.token(user, "").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["access_token"], stored["access_token"]);
+}
+
+#[tokio::test]
+async fn a_database_crash_and_restart_is_recovered_without_restarting_the_service() {
+    let cluster = Cluster::start("postgres");
+    let c = on_cluster(&cluster, |_| {}).await;
+    let user = Uuid::new_v4();
+    assert_eq!(c.connect(user, ADELE).await.status(), 200);
+    cluster.stop_server("immediate");
+    let down = c.app.get_as(user, "/v1/integrations/outlook/status").await;
+    assert_eq!(down.status(), 503);
+    cluster.start_server();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = c.app.get_as(user, "/v1/integrations/outlook/status").await;
+        let token = c.token(user, "").await;
+        if status.status() == 200 && token.status() == 200 {
+            let body: Value = status.json().await.unwrap();
+            assert_eq!(body["status"], "connected", "nothing lost");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after a crash restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually("the listener is back", || c.app.state.cache.is_enabled()).await;
+}

@@ -447,9 +447,9 @@ async fn a_refresher_that_died_before_writing_is_recovered_with_one_refresh() {
 }
 
 /// Starts `celeste-connect serve` as its own process on the test database and emulator.
-struct ServiceProcess {
-    child: std::process::Child,
-    base: String,
+pub struct ServiceProcess {
+    pub child: std::process::Child,
+    pub base: String,
     /// Kept open so the process never writes to a closed pipe.
     _stdout: std::io::BufReader<std::process::ChildStdout>,
 }
@@ -461,7 +461,7 @@ impl Drop for ServiceProcess {
     }
 }
 
-fn spawn_service(c: &Connected, service_key_entry: &str) -> ServiceProcess {
+pub fn spawn_service(c: &Connected, service_key_entry: &str) -> ServiceProcess {
     use std::io::BufRead;
     let emulator = c.emulator_base().to_string();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_celeste-connect"))
