@@ -668,6 +668,37 @@ async fn assert_service_roles_borrow_nothing(conn: &mut PgConnection) {
     assert!(outside.is_empty(), "{outside:?}");
 }
 
+/// Everything the migrations decide about schema `connect` and `public.user_has_integration`:
+/// owners, privileges (with their grantors), row-level security, policies, default privileges
+/// and function bodies, one line each, sorted.
+pub(crate) async fn migrated_catalog(conn: &mut PgConnection) -> Vec<String> {
+    sqlx::query_scalar(
+        "select 'schema ' || nspname || ' ' || pg_get_userbyid(nspowner) || ' ' || coalesce(nspacl::text, '') \
+           from pg_namespace where nspname = 'connect' \
+         union all select 'relation ' || c.oid::regclass::text || ' ' || pg_get_userbyid(c.relowner) || ' ' \
+           || coalesce(c.relacl::text, '') || ' rls=' || c.relrowsecurity || ' forced=' || c.relforcerowsecurity \
+           from pg_class c where c.relnamespace = 'connect'::regnamespace and c.relkind in ('r', 'v', 'S') \
+         union all select 'column ' || a.attrelid::regclass::text || '.' || a.attname || ' ' || a.attacl::text \
+           from pg_attribute a join pg_class c on c.oid = a.attrelid \
+           where c.relnamespace = 'connect'::regnamespace and a.attacl is not null \
+         union all select 'function ' || p.oid::regprocedure::text || ' ' || pg_get_userbyid(p.proowner) || ' ' \
+           || coalesce(p.proacl::text, '') || ' definer=' || p.prosecdef || ' ' || md5(p.prosrc) \
+           || ' ' || coalesce(p.proconfig::text, '') \
+           from pg_proc p where p.pronamespace = 'connect'::regnamespace \
+              or p.oid = 'public.user_has_integration(text)'::regprocedure \
+         union all select 'policy ' || p.polrelid::regclass::text || ' ' || p.polname || ' ' || p.polcmd::text \
+           || ' ' || p.polroles::regrole[]::text || ' ' || coalesce(pg_get_expr(p.polqual, p.polrelid), '') \
+           || ' ' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') \
+           from pg_policy p join pg_class c on c.oid = p.polrelid where c.relnamespace = 'connect'::regnamespace \
+         union all select 'default ' || pg_get_userbyid(d.defaclrole) || ' ' || d.defaclobjtype::text || ' ' \
+           || d.defaclacl::text from pg_default_acl d where d.defaclnamespace = 'connect'::regnamespace \
+         order by 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn service_roles_are_members_of_nothing_but_their_own_and_own_almost_nothing() {
     for backend in POSTGRES_BACKENDS {
@@ -715,6 +746,15 @@ async fn an_installation_of_the_first_release_migrates_to_the_same_roles_and_gra
         .await
         .expect("the current migrations apply over the first release");
     assert_service_roles_borrow_nothing(&mut conn).await;
+    // The same schema, grants and policies as an installation that never ran the first release.
+    cluster.exec("postgres", "create database fresh").await;
+    let fresh_url = cluster.url("postgres", "fresh");
+    Store::migrate(&fresh_url).await.unwrap();
+    let mut fresh = PgConnection::connect(&fresh_url).await.unwrap();
+    assert_eq!(
+        migrated_catalog(&mut conn).await,
+        migrated_catalog(&mut fresh).await
+    );
     let applied: Vec<(i64, Vec<u8>)> =
         sqlx::query_as("select version, checksum from connect._sqlx_migrations order by version")
             .fetch_all(&mut conn)

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
+use crate::postgres_rls::migrated_catalog;
 use crate::supabase_shape::{self, OWNER};
 use crate::support::{Backend, TestDb, seed_connection, test_keyring, url_as};
 
@@ -264,6 +265,31 @@ async fn data_api_requests_reach_nothing_of_another_user_with_connect_not_expose
 #[tokio::test]
 async fn data_api_requests_reach_nothing_of_another_user_with_connect_exposed_as_the_guide_says() {
     nobody_reaches_alices_connection(true).await;
+}
+
+#[tokio::test]
+async fn taking_back_the_guides_grants_as_docs_say_restores_the_migrated_privileges() {
+    let db = TestDb::new(Backend::Supabase).await;
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    let migrated = migrated_catalog(&mut conn).await;
+    sqlx::raw_sql(EXPOSE_AS_THE_GUIDE_SAYS)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_ne!(migrated_catalog(&mut conn).await, migrated);
+    // The SQL docs/supabase.md gives, as it is there.
+    let docs = include_str!("../../../../docs/supabase.md");
+    let take_back = docs
+        .split("If you exposed it already, take the grants back")
+        .nth(1)
+        .and_then(|rest| rest.split("```sql").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("docs/supabase.md gives the SQL that takes the grants back");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(take_back.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(migrated_catalog(&mut conn).await, migrated);
 }
 
 #[tokio::test]
