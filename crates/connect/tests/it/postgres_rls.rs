@@ -701,11 +701,12 @@ pub(crate) async fn migrated_catalog(conn: &mut PgConnection) -> Vec<String> {
 
 #[tokio::test]
 async fn service_roles_are_members_of_nothing_but_their_own_and_own_almost_nothing() {
-    for backend in POSTGRES_BACKENDS {
-        let db = TestDb::new(backend).await;
-        let mut conn = owner(&db).await;
-        assert_service_roles_borrow_nothing(&mut conn).await;
-    }
+    // On the Supabase-shaped cluster, which this process owns. Role memberships are cluster-wide,
+    // and a shared server may meanwhile be used by a run of older code that grants them; plain
+    // PostgreSQL is checked on a cluster of its own below, fresh and upgraded.
+    let db = TestDb::new(Backend::Supabase).await;
+    let mut conn = owner(&db).await;
+    assert_service_roles_borrow_nothing(&mut conn).await;
 }
 
 #[tokio::test]
@@ -751,6 +752,7 @@ async fn an_installation_of_the_first_release_migrates_to_the_same_roles_and_gra
     let fresh_url = cluster.url("postgres", "fresh");
     Store::migrate(&fresh_url).await.unwrap();
     let mut fresh = PgConnection::connect(&fresh_url).await.unwrap();
+    assert_service_roles_borrow_nothing(&mut fresh).await;
     assert_eq!(
         migrated_catalog(&mut conn).await,
         migrated_catalog(&mut fresh).await
