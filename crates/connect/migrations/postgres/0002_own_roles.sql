@@ -90,7 +90,8 @@ grant execute on function connect.current_user_id() to connect_service, connect_
 -- granted EXECUTE (Supabase's custom-schema guide grants ALL ROUTINES to anon and
 -- authenticated). It then switches to connect_user_reader with that user's claims for the rest
 -- of the statement's transaction (a statement on its own is its own transaction, so nothing
--- survives it) and reads under row-level security. `p_provider` null reads every provider.
+-- survives it) and reads under row-level security; a second call in the same transaction is
+-- refused, since by then it runs as connect_user_reader. `p_provider` null reads every provider.
 create or replace function connect.read_own_connections(p_user uuid, p_provider text)
 returns table (user_id uuid, provider text, status text, provider_email text, display_name text,
                scopes text[], created_at timestamptz, updated_at timestamptz,
