@@ -24,7 +24,7 @@ use super::{
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
 
-pub use super::postgres_migrate::{MigrationError, migration_checksums};
+pub use super::postgres_migrate::{Advice, MigrationError, migration_checksums};
 
 /// The role the service's pooled connections run as.
 pub const SERVICE_ROLE: &str = "connect_service";

@@ -98,8 +98,19 @@ async fn prepare(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     let Some(init) = MIGRATOR.iter().find(|m| m.version == 1) else {
         return Ok(());
     };
-    if bookkeeping {
-        let accepted = sqlx::query(
+    if !bookkeeping {
+        return Ok(());
+    }
+    // Read first, so a start that has nothing to accept writes nothing.
+    let released: bool = sqlx::query_scalar(
+        "select exists (select 1 from connect._sqlx_migrations \
+                        where version = 1 and checksum = decode($1, 'hex'))",
+    )
+    .bind(FIRST_RELEASE_OF_0001_SHA384)
+    .fetch_one(&mut *conn)
+    .await?;
+    if released {
+        sqlx::query(
             "update connect._sqlx_migrations set checksum = $1 \
              where version = 1 and checksum = decode($2, 'hex')",
         )
@@ -107,9 +118,7 @@ async fn prepare(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         .bind(FIRST_RELEASE_OF_0001_SHA384)
         .execute(&mut *conn)
         .await?;
-        if accepted.rows_affected() == 1 {
-            tracing::info!("0001_init.sql as first released is applied; 0002 brings it up to date");
-        }
+        tracing::info!("0001_init.sql as first released is applied; 0002 brings it up to date");
     }
     Ok(())
 }
