@@ -85,6 +85,27 @@ create policy own_rows_read on connect.integration_tokens
 revoke all on function connect.current_user_id() from public, anon, authenticated;
 grant execute on function connect.current_user_id() to connect_service, connect_user_reader;
 
+-- TRUNCATE is not governed by row-level security, and Supabase's custom-schema guide grants it
+-- (with ALL) to anon and authenticated: only the tables' owner (and superusers) may empty them.
+create or replace function connect.refuse_truncate() returns trigger
+language plpgsql set search_path = '' as $$
+begin
+  if not pg_catalog.pg_has_role(current_user,
+                                (select c.relowner from pg_catalog.pg_class c where c.oid = tg_relid),
+                                'member') then
+    raise exception 'only the owner of %.% may truncate it', tg_table_schema, tg_table_name
+      using errcode = 'insufficient_privilege';
+  end if;
+  return null;
+end $$;
+revoke all on function connect.refuse_truncate() from public;
+create or replace trigger integration_tokens_refuse_truncate
+  before truncate on connect.integration_tokens
+  for each statement execute function connect.refuse_truncate();
+create or replace trigger oauth_flows_refuse_truncate
+  before truncate on connect.oauth_flows
+  for each statement execute function connect.refuse_truncate();
+
 -- The service's user-scoped read, in one prepared round trip. It takes the user id as an
 -- argument, so only connect_service (which verified that id) may call it, whoever else was
 -- granted EXECUTE (Supabase's custom-schema guide grants ALL ROUTINES to anon and
