@@ -7,9 +7,14 @@
 --   anon, authenticated  Supabase's client roles (created here only on plain PostgreSQL).
 --   connect_service      NOLOGIN role every pooled connection of the service switches to. Not
 --                        superuser, not owner, not BYPASSRLS; NOINHERIT, so it holds exactly the
---                        privileges granted below. Member of `authenticated` so user-scoped
---                        transactions can `SET LOCAL ROLE authenticated`.
+--                        privileges granted below.
 -- The role that runs this file (the one DATABASE_URL names) owns the objects.
+--
+-- 0002_own_roles.sql replaces what this file grants to `authenticated` and the functions that
+-- relied on it. Two statements of the first release are gone from this file because Supabase's
+-- `postgres` (not a superuser) cannot run them: `grant authenticated to connect_service` and
+-- `alter function public.user_has_integration(text) owner to connect_service`; the migrator
+-- accepts the first release's checksum of this file (docs/decisions.md, "Migrations").
 
 do $$
 declare
@@ -26,7 +31,6 @@ begin
   end loop;
 end $$;
 
-grant authenticated to connect_service;
 grant connect_service to current_user;
 
 create schema if not exists connect;
@@ -174,8 +178,8 @@ end $$;
 revoke all on function connect.read_own_connections(uuid, text) from public, anon, authenticated;
 grant execute on function connect.read_own_connections(uuid, text) to connect_service;
 
--- The seed's helper, made safe: it answers for the caller only (no user id argument), returns a
--- boolean, and runs as connect_service so RLS still applies to it.
+-- The seed's helper, made safe: it answers for the caller only (no user id argument) and returns
+-- a boolean. (0002 makes it a SECURITY INVOKER wrapper.)
 create or replace function public.user_has_integration(provider text) returns boolean
 language sql stable security definer set search_path = '' as $$
   select exists (
@@ -185,6 +189,5 @@ language sql stable security definer set search_path = '' as $$
       and t.status = 'connected'
   )
 $$;
-alter function public.user_has_integration(text) owner to connect_service;
 revoke all on function public.user_has_integration(text) from public, anon;
 grant execute on function public.user_has_integration(text) to authenticated;

@@ -4,6 +4,7 @@
 //! cases need. The store sees only ciphertext for tokens and knows nothing of HTTP.
 
 pub mod postgres;
+mod postgres_migrate;
 pub mod sqlite;
 
 use std::sync::OnceLock;
@@ -21,6 +22,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Migration(#[from] postgres_migrate::MigrationError),
     #[error("row does not decode: {0}")]
     Corrupt(String),
     #[error("DATABASE_URL must start with postgres://, postgresql:// or sqlite:")]

@@ -1,13 +1,14 @@
 //! PostgreSQL (and Supabase) implementation of the store.
 //!
 //! Every pooled connection switches to the NOLOGIN role `connect_service` right after it is
-//! opened, so the service runs with exactly the privileges the migration grants, whatever role
-//! `DATABASE_URL` names. Queries on behalf of a user set `role = authenticated` and
-//! `request.jwt.claims` locally, as PostgREST does, so row-level security filters them even if a
-//! `WHERE user_id` were forgotten; both settings end with the statement's transaction. The
-//! signed-in users' reads (one statement, `connect.read_own_connections`) use a small pool of
-//! their own (`UserReadConnections`). Migrations run on a separate connection as the URL's
-//! own role (the owner).
+//! opened, so the service runs with exactly the privileges the migrations grant, whatever role
+//! `DATABASE_URL` names. Queries on behalf of a user switch to `connect_user_reader` (the
+//! service's own read-only role, never Supabase's `authenticated`) and set `request.jwt.claims`
+//! locally, as PostgREST does, so row-level security filters them even if a `WHERE user_id` were
+//! forgotten; both settings end with the statement's transaction. The signed-in users' reads
+//! (one statement, `connect.read_own_connections`) use a small pool of their own
+//! (`UserReadConnections`). Migrations (`postgres_migrate`) run on a separate connection as the
+//! URL's own role (the owner).
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres, Transaction};
@@ -23,15 +24,14 @@ use super::{
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
-
-/// The version and checksum of every embedded migration, in order (what identifies a schema).
-pub fn migration_checksums() -> impl Iterator<Item = (i64, &'static [u8])> {
-    MIGRATOR.iter().map(|m| (m.version, m.checksum.as_ref()))
-}
+pub use super::postgres_migrate::{Advice, MigrationError, migration_checksums};
 
 /// The role the service's pooled connections run as.
 pub const SERVICE_ROLE: &str = "connect_service";
+
+/// The role a signed-in user's reads run as, under row-level security with that user's claims.
+/// A role of the service's own: it can read nothing outside schema `connect`.
+pub const USER_READ_ROLE: &str = "connect_user_reader";
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -304,23 +304,9 @@ impl PgStore {
         &self.health
     }
 
-    /// Applies the embedded migrations as the URL's role; the bookkeeping table lives in
-    /// schema `connect`, not in Supabase's exposed `public`.
+    /// Applies the embedded migrations as the URL's role; see `postgres_migrate`.
     pub async fn migrate(url: &str) -> StoreResult<()> {
-        let options = PgConnectOptions::from_str(url)?.application_name("celeste-connect-migrate");
-        let mut conn = PgConnection::connect_with(&options).await?;
-        sqlx::raw_sql("create schema if not exists connect; set search_path = connect")
-            .execute(&mut conn)
-            .await?;
-        MIGRATOR.run(&mut conn).await?;
-        sqlx::raw_sql(
-            "revoke all on connect._sqlx_migrations from public, anon, authenticated; \
-             alter table connect._sqlx_migrations enable row level security",
-        )
-        .execute(&mut conn)
-        .await?;
-        conn.close().await?;
-        Ok(())
+        super::postgres_migrate::migrate(url).await
     }
 
     /// The pool, for operations and tests that inspect connections directly.
@@ -328,15 +314,18 @@ impl PgStore {
         &self.pool
     }
 
-    /// Opens a transaction acting as `user`: role `authenticated`, claims naming only the
+    /// Opens a transaction acting as `user`: role `connect_user_reader`, claims naming only the
     /// user. Row-level security applies to everything run in it.
     pub async fn begin_as_user(&self, user: UserId) -> StoreResult<Transaction<'static, Postgres>> {
         let mut tx = self.pool.begin().await?;
         let claims = serde_json::json!({ "sub": user.0, "role": "authenticated" }).to_string();
-        sqlx::query("select set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)")
-            .bind(claims)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
+        )
+        .bind(USER_READ_ROLE)
+        .bind(claims)
+        .execute(&mut *tx)
+        .await?;
         Ok(tx)
     }
 
@@ -346,8 +335,8 @@ impl PgStore {
     }
 
     /// Reads the caller's rows in one prepared round trip through
-    /// `connect.read_own_connections`, which drops to role `authenticated` with the caller's
-    /// claims for that statement only, so row-level security decides what it sees.
+    /// `connect.read_own_connections`, which drops to role `connect_user_reader` with the
+    /// caller's claims for that statement only, so row-level security decides what it sees.
     async fn read_as_user(
         &self,
         user: UserId,

@@ -4,11 +4,11 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::support::{BACKENDS, Backend, TestApp, error_code, user_token};
+use crate::support::{ALL_BACKENDS, Backend, TestApp, error_code, user_token};
 
 #[tokio::test]
 async fn health_ready_and_openapi_answer() {
-    for backend in BACKENDS {
+    for backend in ALL_BACKENDS {
         let app = TestApp::start(backend).await;
         let health: Value = app
             .http
@@ -25,7 +25,7 @@ async fn health_ready_and_openapi_answer() {
         let ready: Value = ready.json().await.unwrap();
         assert_eq!(
             ready["database"],
-            if backend == Backend::Postgres {
+            if backend.is_postgres() {
                 "postgres"
             } else {
                 "sqlite"
@@ -61,7 +61,7 @@ async fn health_ready_and_openapi_answer() {
 
 #[tokio::test]
 async fn status_list_and_disconnect_follow_the_connection() {
-    for backend in BACKENDS {
+    for backend in ALL_BACKENDS {
         let app = TestApp::start(backend).await;
         let user = Uuid::new_v4();
         let status: Value = app
@@ -132,7 +132,7 @@ async fn status_list_and_disconnect_follow_the_connection() {
 
 #[tokio::test]
 async fn a_user_never_sees_or_deletes_another_users_connection() {
-    for backend in BACKENDS {
+    for backend in ALL_BACKENDS {
         let app = TestApp::start(backend).await;
         let (alice, mallory) = (Uuid::new_v4(), Uuid::new_v4());
         app.seed_connection(alice, "alice@contoso.example").await;

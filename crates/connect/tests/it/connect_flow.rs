@@ -439,7 +439,7 @@ async fn tokens_are_sealed_at_rest_and_open_only_in_their_own_place() {
 
         // A dump of the whole database holds no token (every emulator token contains TOKMARK).
         let dump = match backend {
-            Backend::Postgres => {
+            Backend::Postgres | Backend::Supabase => {
                 let out = std::process::Command::new("pg_dump")
                     .arg("--data-only")
                     .arg(&c.app.db.url)

@@ -13,5 +13,7 @@ mod keys;
 mod n8n_examples;
 mod postgres_rls;
 mod store_contract;
+mod supabase;
+mod supabase_shape;
 mod support;
 mod tokens;

@@ -5,7 +5,7 @@ use celeste_connect::provider::ProviderId;
 use celeste_connect::store::{ListFilter, Store, StoreOptions};
 use uuid::Uuid;
 
-use crate::support::{BACKENDS, TestDb, seed_connection};
+use crate::support::{ALL_BACKENDS, TestDb, seed_connection};
 
 async fn open(db: &TestDb) -> Store {
     Store::connect(
@@ -22,7 +22,7 @@ async fn open(db: &TestDb) -> Store {
 
 #[tokio::test]
 async fn connection_lifecycle_behaves_the_same_on_both_backends() {
-    for backend in BACKENDS {
+    for backend in ALL_BACKENDS {
         let db = TestDb::new(backend).await;
         let store = open(&db).await;
         let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
@@ -99,7 +99,7 @@ async fn connection_lifecycle_behaves_the_same_on_both_backends() {
 
 #[tokio::test]
 async fn listing_pages_through_every_connection_once() {
-    for backend in BACKENDS {
+    for backend in ALL_BACKENDS {
         let db = TestDb::new(backend).await;
         let store = open(&db).await;
         let mut users: Vec<Uuid> = (0..7).map(|_| Uuid::new_v4()).collect();
@@ -142,7 +142,7 @@ async fn listing_pages_through_every_connection_once() {
 
 #[tokio::test]
 async fn migrations_apply_twice_without_change() {
-    for backend in BACKENDS {
+    for backend in ALL_BACKENDS {
         let db = TestDb::new(backend).await;
         Store::migrate(&db.url).await.unwrap();
         Store::migrate(&db.url).await.unwrap();

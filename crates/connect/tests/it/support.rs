@@ -170,15 +170,15 @@ pub async fn new_pg_database() -> String {
     url_for(&name)
 }
 
-/// Drops a test database, from a thread of its own (drops run outside async code).
-fn drop_database_soon(url: &str) {
+/// Drops a test database, from a thread of its own (drops run outside async code), connecting
+/// to the server as `admin` (a superuser URL).
+fn drop_database_soon(url: &str, admin: String) {
     let Some(name) = url.rsplit('/').next().map(str::to_owned) else {
         return;
     };
     if !name.starts_with("cc_t_") {
         return;
     }
-    let admin = admin_url();
     let dropper = std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -199,12 +199,13 @@ fn drop_database_soon(url: &str) {
     let _ = dropper.join();
 }
 
-/// Drops its PostgreSQL database when the last [`TestDb`] clone naming it goes.
-struct DropDatabase(String);
+/// Drops its PostgreSQL database when the last [`TestDb`] clone naming it goes (the second
+/// field is the server's superuser URL).
+struct DropDatabase(String, String);
 
 impl Drop for DropDatabase {
     fn drop(&mut self) {
-        drop_database_soon(&self.0);
+        drop_database_soon(&self.0, std::mem::take(&mut self.1));
     }
 }
 
@@ -212,9 +213,25 @@ impl Drop for DropDatabase {
 pub enum Backend {
     Postgres,
     Sqlite,
+    /// A database shaped as Supabase builds one ([`crate::supabase_shape`]), migrated and used
+    /// as Supabase's `postgres` role, which is not a superuser there.
+    Supabase,
+}
+
+impl Backend {
+    /// PostgreSQL, plain or as Supabase shapes it.
+    pub fn is_postgres(self) -> bool {
+        matches!(self, Backend::Postgres | Backend::Supabase)
+    }
 }
 
 pub const BACKENDS: [Backend; 2] = [Backend::Postgres, Backend::Sqlite];
+
+/// Every backend, Supabase's shape included.
+pub const ALL_BACKENDS: [Backend; 3] = [Backend::Postgres, Backend::Supabase, Backend::Sqlite];
+
+/// Both kinds of PostgreSQL database.
+pub const POSTGRES_BACKENDS: [Backend; 2] = [Backend::Postgres, Backend::Supabase];
 
 /// A database for one test; the SQLite folder lives as long as any clone of this value.
 #[derive(Clone)]
@@ -239,7 +256,15 @@ impl TestDb {
             Backend::Postgres => {
                 let url = new_pg_database().await;
                 TestDb {
-                    _drop: Some(Arc::new(DropDatabase(url.clone()))),
+                    _drop: Some(Arc::new(DropDatabase(url.clone(), admin_url()))),
+                    url,
+                    _dir: None,
+                }
+            }
+            Backend::Supabase => {
+                let (url, admin) = crate::supabase_shape::new_database().await;
+                TestDb {
+                    _drop: Some(Arc::new(DropDatabase(url.clone(), admin))),
                     url,
                     _dir: None,
                 }
