@@ -269,6 +269,10 @@ pub enum Store {
     Sqlite(sqlite::SqliteStore),
 }
 
+/// How many more times a statement waits for a pooled connection when the pool timed out but
+/// the database can be reached (a burst of load, not an outage): about 1.5 s each.
+const BUSY_POOL_WAITS: u32 = 6;
+
 /// Calls the backend. On PostgreSQL the call passes [`Health`] first (failing fast while the
 /// database is known to be unreachable) and reports what it found.
 macro_rules! dispatch {
@@ -276,7 +280,18 @@ macro_rules! dispatch {
         match $self {
             Store::Postgres($s) => {
                 $s.health().admit()?;
-                let result = $call;
+                let mut result = $call;
+                // No connection in time: a busy pool waits longer (the statement never ran, so
+                // running it again is safe); only a database we cannot reach is an outage.
+                let mut waits = 0;
+                while waits < BUSY_POOL_WAITS
+                    && matches!(result, Err(StoreError::Database(sqlx::Error::PoolTimedOut)))
+                    && $s.reachable().await
+                {
+                    metrics::counter!("database_pool_busy_total").increment(1);
+                    waits += 1;
+                    result = $call;
+                }
                 $s.health().observe(&result);
                 result
             }

@@ -36,6 +36,8 @@ pub const USER_READ_ROLE: &str = "connect_user_reader";
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// How to open one connection of our own, to tell a busy pool from a database that is gone.
+    probe: PgConnectOptions,
     user_reads: UserReads,
     health: std::sync::Arc<super::Health>,
 }
@@ -283,6 +285,7 @@ impl PgStore {
             })
             .connect_with(connect.clone())
             .await?;
+        let probe = connect.clone().application_name("celeste-connect-probe");
         let connect = connect.application_name("celeste-connect-reads");
         let user_reads = UserReads::builder(UserReadConnections { connect })
             .max_size(options.read_pool_size.max(1) as usize)
@@ -294,9 +297,27 @@ impl PgStore {
             .map_err(|e| StoreError::Database(sqlx::Error::Configuration(e.into())))?;
         Ok(Self {
             pool,
+            probe,
             user_reads,
             health: Default::default(),
         })
+    }
+
+    /// Whether a new connection to the database can be opened right now (within 1 s). A pool
+    /// that timed out while this holds is busy, not cut off from its database.
+    pub async fn reachable(&self) -> bool {
+        let opened = tokio::time::timeout(
+            Duration::from_secs(1),
+            PgConnection::connect_with(&self.probe),
+        )
+        .await;
+        match opened {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether the database answered the last statements (see [`super::Health`]).

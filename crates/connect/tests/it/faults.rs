@@ -554,3 +554,29 @@ async fn a_database_crash_and_restart_is_recovered_without_restarting_the_servic
     }
     eventually("the listener is back", || c.app.state.cache.is_enabled()).await;
 }
+
+#[tokio::test]
+async fn a_busy_pool_is_waited_for_not_taken_for_an_outage() {
+    let c = with_emulator_adjusted(Backend::Postgres, demo_accounts(), |s| {
+        s.db_pool_size = 1;
+        s.token_cache_capacity = 0;
+    })
+    .await;
+    let user = Uuid::new_v4();
+    assert_eq!(c.connect(user, ADELE).await.status(), 200);
+    let celeste_connect::store::Store::Postgres(pg) = c.app.store() else {
+        unreachable!()
+    };
+    // Someone holds the only connection for longer than one wait for it.
+    let held = pg.pool().acquire().await.unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        drop(held);
+    });
+    let started = Instant::now();
+    let response = c.token(user, "").await;
+    assert_eq!(response.status(), 200, "waited {:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_millis(2000));
+    release.await.unwrap();
+    assert!(!c.app.store().is_unreachable(), "no outage was declared");
+}
