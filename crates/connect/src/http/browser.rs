@@ -69,9 +69,12 @@ fn app_origin(state: &AppState, headers: &HeaderMap) -> Result<String> {
     }
 }
 
+/// The browser-binding cookie: `__Host-` (Secure, `Path=/`, no `Domain`: only this host can
+/// set it) and no longer-lived than the flow it binds. Browsers accept `Secure` cookies from
+/// `http://localhost` and `http://127.0.0.1`, so the demo works without TLS.
 fn binding_cookie(value: &str, max_age: i64) -> HeaderValue {
     let cookie = format!(
-        "{BINDING_COOKIE}={value}; Path=/v1/integrations/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"
+        "{BINDING_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"
     );
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -191,12 +194,16 @@ pub fn page_headers(h: &mut HeaderMap) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
-fn secure_page_headers(response: &mut Response) {
+/// Page headers for a callback answer. `flow_found`: the state named one of our flows, so its
+/// binding is spent and the cookie is cleared; a state that matched nothing (anyone can send
+/// one) leaves the cookie alone, so it cannot cut short the flow this browser has pending.
+fn secure_page_headers(response: &mut Response, flow_found: bool) {
     page_headers(response.headers_mut());
-    // The binding is single-use: forget it whatever happened.
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, binding_cookie("", 0));
+    if flow_found {
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, binding_cookie("", 0));
+    }
     response.extensions_mut().insert(KeepBody);
 }
 
@@ -228,6 +235,7 @@ fn render(state: &AppState, finished: Finished) -> Response {
     let settings_url = &state.settings.app_settings_url;
     let provider = finished.provider;
     let reason = finished.result.err().map(Failure::code).unwrap_or("");
+    let flow_found = finished.app_origin.is_some();
     let mut response =
         if finished.return_mode == ReturnMode::Redirect && finished.app_origin.is_some() {
             let mut target = settings_url.clone();
@@ -249,6 +257,17 @@ fn render(state: &AppState, finished: Finished) -> Response {
         } else {
             let success = finished.result.is_ok();
             let prefix = provider.as_str().to_ascii_uppercase();
+            // Only the flow's own outcome is announced to the app's pages: a state that matched
+            // no flow came from anyone, and must neither close the user's popup nor end the
+            // connect the app is waiting for.
+            let message_type = if flow_found {
+                format!(
+                    "{prefix}_AUTH_{}",
+                    if success { "SUCCESS" } else { "ERROR" }
+                )
+            } else {
+                String::new()
+            };
             let page = CallbackPage {
                 base_path: state.settings.public_url.path(),
                 success,
@@ -261,10 +280,7 @@ fn render(state: &AppState, finished: Finished) -> Response {
                     Ok(()) => "Your account is connected. This window closes by itself.",
                     Err(failure) => sentence(failure),
                 },
-                message_type: format!(
-                    "{prefix}_AUTH_{}",
-                    if success { "SUCCESS" } else { "ERROR" }
-                ),
+                message_type,
                 provider: provider.as_str(),
                 reason,
                 app_origin: finished.app_origin.as_deref().unwrap_or(""),
@@ -282,6 +298,6 @@ fn render(state: &AppState, finished: Finished) -> Response {
                 Err(e) => return Error::Internal(format!("callback page: {e}")).into_response(),
             }
         };
-    secure_page_headers(&mut response);
+    secure_page_headers(&mut response, flow_found);
     response
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -22,14 +22,37 @@ pub struct KeepBody;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// Longest request method the service reads. Real methods are short (`PROPPATCH` is the
+/// longest in RFC 4918); anything longer is refused before it reaches a log line or a handler.
+pub const MAX_METHOD_LEN: usize = 16;
+
+/// The method as a metrics and log label: one of a fixed set, so requests cannot grow the
+/// label space (each new label value is a time series the recorder keeps for good).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 pub async fn request_context(mut request: Request, next: Next) -> Response {
     let request_id = uuid::Uuid::new_v4().simple().to_string();
+    // Route labels come from the router's own templates only, never from the request path.
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().clone();
+    let method = method_label(request.method());
+    let method_too_long = request.method().as_str().len() > MAX_METHOD_LEN;
     request
         .extensions_mut()
         .insert(RequestId(request_id.clone()));
@@ -42,7 +65,12 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         service_key = tracing::field::Empty,
     );
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = if method_too_long {
+        Error::InvalidRequest("The request method is not one this service knows.".into())
+            .into_response()
+    } else {
+        next.run(request).instrument(span.clone()).await
+    };
     let status = response.status();
     let elapsed = started.elapsed();
 
@@ -91,7 +119,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
-    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status.as_u16().to_string()).increment(1);
+    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status.as_u16().to_string()).increment(1);
     metrics::histogram!("http_request_duration_seconds", "route" => route)
         .record(elapsed.as_secs_f64());
     response

@@ -1,0 +1,259 @@
+//! What attacking the running service found (issue 11), each kept as the behaviour a user or an
+//! operator would notice: fixed metrics labels whatever the request, a callback from nowhere
+//! that cannot end the user's pending connect, proxy answers without the upstream's hop-by-hop
+//! headers, and provider numbers that cannot overflow a clock.
+
+use celeste_connect::broker::connect::token_place;
+use celeste_connect::model::UserId;
+use celeste_connect::provider::ProviderId;
+use celeste_connect::store::NewConnection;
+use provider_emulator::{Faults, HttpFault, demo_accounts};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use url::Url;
+use uuid::Uuid;
+
+use crate::support::{Backend, TestApp, TestDb, error_code, test_keyring, with_emulator};
+
+const ADELE: &str = "5f0a2c3e-8d41-4b7a-9c55-1e2f3a4b5c6d";
+
+async fn admin_metrics(app: &TestApp) -> String {
+    app.http
+        .get(format!("{}/metrics", app.admin_base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_with_odd_methods_and_paths_add_no_metrics_labels() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let marker = format!("ZQ{}", &Uuid::new_v4().simple().to_string()[..10]).to_uppercase();
+
+    // A short unknown method is answered as usual, under the label `other`.
+    let short = reqwest::Method::from_bytes(marker.as_bytes()).unwrap();
+    let response = app
+        .http
+        .request(short, app.url("/v1/integrations"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error());
+
+    // Long methods are refused with the JSON envelope before any handler runs.
+    for n in 0..20 {
+        let long = format!("{marker}{}{n}", "X".repeat(1000));
+        let method = reqwest::Method::from_bytes(long.as_bytes()).unwrap();
+        let response = app
+            .http
+            .request(method, app.url("/v1/integrations"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        assert_eq!(error_code(response).await, "invalid_request");
+    }
+    // Paths no route matches are one label, not one per path.
+    let path_marker = format!("/p{}", Uuid::new_v4().simple());
+    let response = app.http.get(app.url(&path_marker)).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+
+    let metrics = admin_metrics(&app).await;
+    assert!(!metrics.contains(&marker), "no method string as a label");
+    assert!(
+        !metrics.contains(&path_marker),
+        "no request path as a label"
+    );
+    assert!(metrics.contains(r#"method="other""#), "{metrics}");
+    assert!(metrics.contains(r#"route="unmatched""#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_callback_whose_state_matches_no_flow_leaves_the_pending_connect_alone() {
+    let c = with_emulator(Backend::Sqlite, demo_accounts()).await;
+    let user = Uuid::new_v4();
+    let flow = c.start_flow(user, "popup").await;
+    let redirect = c.consent(&flow, Some(ADELE), "accept").await;
+
+    // Another origin sends the browser to the callback with states of its own.
+    let callback = c.app.state.redirect_uri(ProviderId::Microsoft);
+    for state in ["B".repeat(43), "nonsense".to_owned()] {
+        let url =
+            Url::parse_with_params(&callback, &[("code", "x"), ("state", state.as_str())]).unwrap();
+        let response = c.callback(&url, Some(&flow.cookie)).await;
+        assert_eq!(response.status(), 400);
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "the binding cookie is left alone"
+        );
+        let html = response.text().await.unwrap();
+        assert!(
+            html.contains(r#"data-message-type="""#),
+            "nothing is announced to the app's pages: {html}"
+        );
+        assert!(!html.contains("_AUTH_"), "no AUTH message: {html}");
+        assert!(html.contains("invalid_state"), "the page shows its error");
+    }
+
+    // The user's own flow still completes in the same browser.
+    let response = c.callback(&redirect, Some(&flow.cookie)).await;
+    assert_eq!(response.status(), 200);
+    let status: serde_json::Value = c
+        .app
+        .get_as(user, "/v1/integrations/outlook/status")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "connected");
+}
+
+/// An upstream that answers every request with the same raw HTTP/1.1 response.
+async fn raw_upstream(response: &'static str) -> Url {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    base
+}
+
+/// Stores a connection for `user` whose access token opens (sealed with the test key ring) and
+/// is valid for an hour, so the proxy uses it without asking any provider.
+async fn seed_sealed_connection(app: &TestApp, user: Uuid) {
+    let ring = test_keyring();
+    let seal = |column, value: &str| {
+        ring.seal(
+            &token_place(column, UserId(user), ProviderId::Microsoft),
+            value.as_bytes(),
+        )
+        .unwrap()
+    };
+    app.store()
+        .upsert_connection(&NewConnection {
+            user_id: UserId(user),
+            provider: ProviderId::Microsoft,
+            access_token: seal("access_token", "at-hardening"),
+            refresh_token: Some(seal("refresh_token", "rt-hardening")),
+            key_id: ring.active_key_id().to_owned(),
+            expires_at: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+            provider_user_id: format!("ms-{user}"),
+            provider_email: Some("proxy@contoso.example".into()),
+            display_name: None,
+            scopes: vec!["offline_access".into()],
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_proxy_drops_headers_the_upstream_names_hop_by_hop_and_site_state_headers() {
+    let upstream = raw_upstream(
+        "HTTP/1.1 200 OK\r\n\
+         Content-Type: application/json\r\n\
+         Connection: close, X-Hop-Secret\r\n\
+         Connection: x-other-hop\r\n\
+         X-Hop-Secret: hop-value\r\n\
+         X-Other-Hop: other-value\r\n\
+         Clear-Site-Data: \"*\"\r\n\
+         Set-Cookie2: a=b\r\n\
+         Proxy-Connection: keep-alive\r\n\
+         X-Kept: kept-value\r\n\
+         Content-Length: 2\r\n\
+         \r\n\
+         {}",
+    )
+    .await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::start_with(db, |s| {
+        s.microsoft.as_mut().unwrap().graph_url = upstream.clone();
+    })
+    .await;
+    let user = Uuid::new_v4();
+    seed_sealed_connection(&app, user).await;
+
+    let response = app
+        .get_service(&format!(
+            "/v1/service/users/{user}/integrations/outlook/proxy/v1.0/me"
+        ))
+        .await;
+    assert_eq!(response.status(), 200);
+    let headers = response.headers();
+    assert_eq!(headers["x-kept"], "kept-value", "ordinary headers pass");
+    for dropped in [
+        "x-hop-secret",
+        "x-other-hop",
+        "clear-site-data",
+        "set-cookie2",
+        "proxy-connection",
+    ] {
+        assert!(headers.get(dropped).is_none(), "{dropped} must not pass");
+    }
+    assert_eq!(response.text().await.unwrap(), "{}");
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_from_the_provider_cools_down_for_at_most_an_hour() {
+    let c = with_emulator(Backend::Sqlite, demo_accounts()).await;
+    let user = Uuid::new_v4();
+    assert_eq!(c.connect(user, ADELE).await.status(), 200);
+    c.emulator.set_faults(Faults {
+        token: Some(HttpFault {
+            status: 429,
+            retry_after_secs: Some(10_000_000_000_000.0),
+            count: None,
+        }),
+        ..Faults::default()
+    });
+    c.set_expiry(user, -60).await;
+    let token_calls_before = c.token_calls();
+
+    for attempt in 0..2 {
+        let response = c.token(user, "").await;
+        assert_eq!(response.status(), 503, "attempt {attempt}");
+        let retry: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (1..=3600).contains(&retry),
+            "attempt {attempt}: Retry-After {retry}"
+        );
+        assert_eq!(error_code(response).await, "provider_unavailable");
+    }
+    assert_eq!(
+        c.token_calls() - token_calls_before,
+        1,
+        "the cooldown holds the second call back"
+    );
+
+    // The lease was released: once the provider recovers and the cooldown is over, a refresh
+    // goes through.
+    c.emulator.set_faults(Faults::default());
+    c.app
+        .exec(
+            "update connect.integration_tokens set refresh_cooldown_until = null where user_id = $1::uuid",
+            "update integration_tokens set refresh_cooldown_until = null where user_id = $1",
+            user,
+            0,
+        )
+        .await;
+    let response = c.token(user, "").await;
+    assert_eq!(response.status(), 200);
+}
