@@ -5,8 +5,10 @@
 
 use askama::Template;
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -98,6 +100,7 @@ pub async fn auth_url(
         ));
     }
     let origin = app_origin(&state, &headers)?;
+    state.limits.auth_url_per_user.check(&user.id)?;
     let mode = match query.mode.as_deref() {
         None | Some("popup") => ReturnMode::Popup,
         Some("redirect") => ReturnMode::Redirect,
@@ -219,7 +222,12 @@ pub async fn callback(
     Path(provider): Path<String>,
     Query(params): Query<CallbackParams>,
     headers: HeaderMap,
+    extensions: Extensions,
 ) -> Result<Response> {
+    state
+        .limits
+        .callback_per_ip
+        .check(&client_ip(&state, &headers, &extensions))?;
     let provider = configured_provider(&state, &provider)?;
     let finished = connect::finish(
         &state,
@@ -229,6 +237,28 @@ pub async fn callback(
     )
     .await;
     Ok(render(&state, finished))
+}
+
+/// The client's address: the rightmost entry of the configured header (the one the trusted
+/// proxy in front appended), else the TCP peer. Unknown: the unspecified address, one shared
+/// bucket.
+fn client_ip(state: &AppState, headers: &HeaderMap, extensions: &Extensions) -> IpAddr {
+    let from_header = state
+        .settings
+        .rate_limits
+        .client_ip_header
+        .as_ref()
+        .and_then(|name| headers.get_all(name).iter().next_back())
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .and_then(|last| last.trim().parse::<IpAddr>().ok());
+    from_header
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip())
+        })
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 
 fn render(state: &AppState, finished: Finished) -> Response {

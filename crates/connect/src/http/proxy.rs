@@ -144,6 +144,7 @@ pub async fn proxy(
     request: Request,
 ) -> Result<Response> {
     let (user, provider) = target(&user_id, &provider)?;
+    state.limits.check_proxy(&caller.key_name, user)?;
     let api_base = state
         .provider(provider)
         .ok_or(Error::NotConnected)?

@@ -70,6 +70,7 @@ pub async fn token(
     Query(query): Query<TokenQuery>,
 ) -> Result<Response> {
     let (user, provider) = target(&user_id, &provider)?;
+    state.limits.check_token(&caller.key_name, user)?;
     let min_ttl = query.min_ttl.unwrap_or(0);
     if min_ttl > MAX_MIN_TTL_SECS {
         return Err(Error::InvalidRequest(format!(

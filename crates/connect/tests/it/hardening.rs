@@ -1,9 +1,12 @@
 //! What attacking the running service found (issue 11), each kept as the behaviour a user or an
 //! operator would notice: fixed metrics labels whatever the request, a callback from nowhere
 //! that cannot end the user's pending connect, proxy answers without the upstream's hop-by-hop
-//! headers, and provider numbers that cannot overflow a clock.
+//! headers, provider numbers that cannot overflow a clock, and rate limits (429 `rate_limited`
+//! with `Retry-After`) on every door a caller could hammer.
 
+use axum::http::HeaderName;
 use celeste_connect::broker::connect::token_place;
+use celeste_connect::config::Rate;
 use celeste_connect::model::UserId;
 use celeste_connect::provider::ProviderId;
 use celeste_connect::store::NewConnection;
@@ -12,7 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
 use uuid::Uuid;
 
-use crate::support::{Backend, TestApp, TestDb, error_code, test_keyring, with_emulator};
+use crate::support::{
+    APP_ORIGIN, Backend, TestApp, TestDb, error_code, test_keyring, user_token, with_emulator,
+    with_emulator_adjusted,
+};
 
 const ADELE: &str = "5f0a2c3e-8d41-4b7a-9c55-1e2f3a4b5c6d";
 
@@ -256,4 +262,202 @@ async fn an_absurd_retry_after_from_the_provider_cools_down_for_at_most_an_hour(
         .await;
     let response = c.token(user, "").await;
     assert_eq!(response.status(), 200);
+}
+
+/// The status, the `Retry-After` (if any) and the error code (if any) of an answer.
+async fn outcome(response: reqwest::Response) -> (u16, Option<u64>, Option<String>) {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    let code = if status >= 400 && status != 404 {
+        Some(error_code(response).await)
+    } else {
+        None
+    };
+    (status, retry_after, code)
+}
+
+fn assert_rate_limited(outcome: &(u16, Option<u64>, Option<String>), what: &str) {
+    assert_eq!(outcome.0, 429, "{what}");
+    assert_eq!(outcome.2.as_deref(), Some("rate_limited"), "{what}");
+    assert!(
+        outcome.1.is_some_and(|secs| secs >= 1),
+        "{what}: Retry-After {:?}",
+        outcome.1
+    );
+}
+
+fn per_minute(n: u32) -> Rate {
+    Rate::new(n, std::time::Duration::from_secs(60))
+}
+
+#[tokio::test]
+async fn two_hundred_auth_url_calls_leave_ten_pending_flows_and_the_newest_still_completes() {
+    let c = with_emulator_adjusted(Backend::Postgres, demo_accounts(), |s| {
+        s.rate_limits.pending_flows_per_user = 10;
+    })
+    .await;
+    let user = Uuid::new_v4();
+    let mut flows = Vec::new();
+    for _ in 0..200 {
+        flows.push(c.start_flow(user, "popup").await);
+    }
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&c.app.db.url)
+        .await
+        .unwrap();
+    let pending: i64 =
+        sqlx::query_scalar("select count(*) from connect.oauth_flows where user_id = $1")
+            .bind(user)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(pending, 10);
+
+    // The oldest can no longer complete; the newest (this browser's cookie) can.
+    let oldest = &flows[0];
+    let redirect = c.consent(oldest, Some(ADELE), "accept").await;
+    let response = c.callback(&redirect, Some(&oldest.cookie)).await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("invalid_state"));
+    let newest = flows.last().unwrap();
+    let redirect = c.consent(newest, Some(ADELE), "accept").await;
+    assert_eq!(
+        c.callback(&redirect, Some(&newest.cookie)).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn auth_url_is_rate_limited_per_user_and_counted() {
+    let c = with_emulator_adjusted(Backend::Sqlite, demo_accounts(), |s| {
+        s.rate_limits.auth_url_per_user = per_minute(3);
+    })
+    .await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let auth_url = |user: Uuid| {
+        c.app
+            .http
+            .get(c.app.url("/v1/integrations/outlook/auth-url"))
+            .bearer_auth(user_token(user))
+            .header("origin", APP_ORIGIN)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(auth_url(alice).await.unwrap().status(), 200);
+    }
+    let refused = auth_url(alice).await.unwrap();
+    assert!(
+        refused.headers().get("set-cookie").is_none(),
+        "a refused call starts nothing"
+    );
+    assert_rate_limited(&outcome(refused).await, "alice's fourth auth-url");
+    assert_eq!(
+        auth_url(bob).await.unwrap().status(),
+        200,
+        "bob has his own count"
+    );
+    let metrics = admin_metrics(&c.app).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rate_limited_total{")
+                && l.contains(r#"limit="auth_url_per_user""#)),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn token_requests_are_limited_per_user_within_a_key_and_per_key() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::start_with(db, |s| {
+        s.rate_limits.token_per_user = per_minute(2);
+        s.rate_limits.token_per_key = per_minute(3);
+    })
+    .await;
+    let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    for user in &users {
+        seed_sealed_connection(&app, *user).await;
+    }
+    let app = &app;
+    let token = |user: Uuid| async move {
+        outcome(
+            app.get_service(&format!(
+                "/v1/service/users/{user}/integrations/outlook/token"
+            ))
+            .await,
+        )
+        .await
+    };
+    assert_eq!(token(users[0]).await.0, 200);
+    assert_eq!(token(users[0]).await.0, 200);
+    assert_rate_limited(&token(users[0]).await, "a third token for one user");
+    assert_eq!(
+        token(users[1]).await.0,
+        200,
+        "another user of the key still gets one"
+    );
+    assert_rate_limited(&token(users[2]).await, "a fourth token for the key");
+}
+
+#[tokio::test]
+async fn proxy_requests_are_limited_per_user_within_a_key() {
+    let upstream = raw_upstream(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::start_with(db, |s| {
+        s.microsoft.as_mut().unwrap().graph_url = upstream.clone();
+        s.rate_limits.proxy_per_user = per_minute(1);
+    })
+    .await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    seed_sealed_connection(&app, alice).await;
+    seed_sealed_connection(&app, bob).await;
+    let app = &app;
+    let proxy = |user: Uuid| async move {
+        outcome(
+            app.get_service(&format!(
+                "/v1/service/users/{user}/integrations/outlook/proxy/v1.0/me"
+            ))
+            .await,
+        )
+        .await
+    };
+    assert_eq!(proxy(alice).await.0, 200);
+    assert_rate_limited(&proxy(alice).await, "alice's second proxied call");
+    assert_eq!(proxy(bob).await.0, 200);
+}
+
+#[tokio::test]
+async fn callbacks_are_limited_per_client_address() {
+    let c = with_emulator_adjusted(Backend::Sqlite, demo_accounts(), |s| {
+        s.rate_limits.callback_per_ip = per_minute(2);
+        s.rate_limits.client_ip_header = Some(HeaderName::from_static("x-forwarded-for"));
+    })
+    .await;
+    let callback = c.app.state.redirect_uri(ProviderId::Microsoft);
+    let url = Url::parse_with_params(&callback, &[("code", "x"), ("state", "nothing")]).unwrap();
+    let from = |address: &'static str| {
+        c.app
+            .http
+            .get(url.clone())
+            // The proxy in front appends the address it saw; earlier entries are the client's
+            // say and are not trusted.
+            .header("x-forwarded-for", format!("198.51.100.7, {address}"))
+            .send()
+    };
+    assert_eq!(from("203.0.113.1").await.unwrap().status(), 400);
+    assert_eq!(from("203.0.113.1").await.unwrap().status(), 400);
+    assert_rate_limited(
+        &outcome(from("203.0.113.1").await.unwrap()).await,
+        "a third callback from one address",
+    );
+    assert_eq!(
+        from("203.0.113.2").await.unwrap().status(),
+        400,
+        "another address has its own count"
+    );
 }
