@@ -79,6 +79,12 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => {
                 Self::new("payload_too_large", "The request body is too large.")
             }
+            StatusCode::URI_TOO_LONG => {
+                Self::new("uri_too_long", "The request's path and query are too long.")
+            }
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                Self::new("headers_too_large", "The request's headers are too large.")
+            }
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
                 "unsupported_media_type",
                 "The request body must be application/json.",

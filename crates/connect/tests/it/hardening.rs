@@ -461,3 +461,59 @@ async fn callbacks_are_limited_per_client_address() {
         "another address has its own count"
     );
 }
+
+#[tokio::test]
+async fn oversized_headers_and_targets_get_the_json_envelope() {
+    let app = TestApp::start(Backend::Sqlite).await;
+
+    // One 256 KiB header, and many headers that add up: the service's own header limit.
+    let big = "a".repeat(256 * 1024);
+    let response = app
+        .http
+        .get(app.url("/v1/health"))
+        .header("x-big", big.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    assert_eq!(error_code(response).await, "headers_too_large");
+    let mut request = app.http.get(app.url("/v1/health"));
+    let kib = "b".repeat(1024);
+    for n in 0..40 {
+        request = request.header(format!("x-part-{n}"), kib.as_str());
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 431);
+    assert_eq!(error_code(response).await, "headers_too_large");
+
+    // A 30 KiB query (the HTTP server itself takes up to 64 KiB).
+    let response = app
+        .http
+        .get(app.url(&format!("/v1/health?q={}", "q".repeat(30 * 1024))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 414);
+    assert_eq!(error_code(response).await, "uri_too_long");
+
+    // Invalid UTF-8, percent-encoded in the path: refused in JSON by the router.
+    let response = app
+        .http
+        .get(app.url("/v1/integrations/%FF%FE/status"))
+        .bearer_auth(user_token(Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(error_code(response).await, "invalid_request");
+
+    // Ordinary requests still pass.
+    let response = app
+        .http
+        .get(app.url(&format!("/v1/health?q={}", "q".repeat(1024))))
+        .header("x-medium", "c".repeat(8 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
