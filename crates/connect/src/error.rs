@@ -49,6 +49,20 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The JSON body of every error answer, as the OpenAPI document describes it (the request
+/// middleware writes it from an [`ApiError`]).
+#[derive(utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable snake_case code: `invalid_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `not_connected`, `reauth_required`, `rate_limited`, `provider_unavailable`, …
+    #[schema(example = "not_connected")]
+    pub error: String,
+    /// A sentence for people; never a secret, a token or a provider's raw answer.
+    pub message: String,
+    /// The id in the `x-request-id` header and in the service's log line.
+    pub request_id: String,
+}
+
 /// What a failed response says, attached to the response for the middleware to render.
 #[derive(Clone, Debug)]
 pub struct ApiError {

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::broker::connect::{self, CallbackParams, Failure, Finished};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorBody, Result};
 use crate::http::middleware::KeepBody;
 use crate::http::user::configured_provider;
 use crate::identity::CurrentUser;
@@ -84,8 +84,12 @@ fn binding_cookie(value: &str, max_age: i64) -> HeaderValue {
 /// Starts connecting a provider: returns the authorize URL and sets the browser-binding cookie.
 #[utoipa::path(get, path = "/v1/integrations/{provider}/auth-url", tag = "user", security(("user_jwt" = [])),
     params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)"), AuthUrlQuery),
-    responses((status = 200, body = AuthUrl, description = "Also sets an HttpOnly browser-binding cookie; call with `credentials: 'include'`."),
-              (status = 401), (status = 403, description = "Origin not allowed, or an anonymous user."), (status = 404)))]
+    responses((status = 200, body = AuthUrl, description = "Also sets the HttpOnly `__Host-` browser-binding cookie; call with `credentials: 'include'`."),
+              (status = 400, body = ErrorBody, description = "`mode` is neither `popup` nor `redirect`."),
+              (status = 401, body = ErrorBody, description = "No or invalid user token."),
+              (status = 403, body = ErrorBody, description = "Origin not allowed, or an anonymous user."),
+              (status = 404, body = ErrorBody, description = "Unknown provider."),
+              (status = 429, body = ErrorBody, description = "`rate_limited` (per user), with `Retry-After`.")))]
 pub async fn auth_url(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -213,10 +217,16 @@ fn secure_page_headers(response: &mut Response, flow_found: bool) {
 /// Where the provider returns the browser. Renders the result page (popup) or redirects to the
 /// app's settings URL (same-window flow).
 #[utoipa::path(get, path = "/v1/integrations/{provider}/callback", tag = "browser",
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)")),
-    responses((status = 200, description = "Connected: a page that tells the app and closes."),
+    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)"),
+           ("code" = Option<String>, Query, description = "The provider's authorization code."),
+           ("state" = Option<String>, Query, description = "The flow's state, as `auth-url` sent it to the provider."),
+           ("error" = Option<String>, Query, description = "The provider's error code, e.g. `access_denied`."),
+           ("error_description" = Option<String>, Query, description = "The provider's text; never shown or stored.")),
+    responses((status = 200, content_type = "text/html", description = "Connected: a page that tells the app and closes."),
               (status = 303, description = "Same-window flow: back to the app's settings URL with `integration`, `result` and `reason`."),
-              (status = 400, description = "Not connected: a page with the reason; nothing was stored.")))]
+              (status = 400, content_type = "text/html", description = "Not connected: a page with the reason; nothing was stored."),
+              (status = 404, body = ErrorBody, description = "Unknown provider."),
+              (status = 429, body = ErrorBody, description = "`rate_limited` (per client address), with `Retry-After`.")))]
 pub async fn callback(
     State(state): State<AppState>,
     Path(provider): Path<String>,

@@ -28,6 +28,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::error::ErrorBody;
 
 /// Largest request body the API accepts.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -56,13 +57,19 @@ struct ProxyDoc;
 /// Forwards any method to the provider's API (Graph for Microsoft) with the user's token;
 /// refreshes once and retries on a 401; passes 429 and `Retry-After` through; streams bodies
 /// (requests up to 4 MiB).
-#[utoipa::path(get, path = "/v1/service/users/{user_id}/integrations/{provider}/proxy/{path}", tag = "service",
+#[utoipa::path(method(get, post, put, patch, delete, head, options),
+    path = "/v1/service/users/{user_id}/integrations/{provider}/proxy/{path}", tag = "service",
     security(("service_key" = [])),
-    params(("user_id" = String, Path), ("provider" = String, Path, description = "`outlook`"),
+    params(("user_id" = uuid::Uuid, Path, description = "The app's user id (JWT `sub`)."),
+           ("provider" = String, Path, description = "`outlook` (alias `microsoft`)"),
            ("path" = String, Path, description = "Provider API path, e.g. `v1.0/me/messages`.")),
-    responses((status = 200, description = "The provider's answer, as it came (also for its errors)."),
-              (status = 400, description = "The path would leave the provider's API."), (status = 401),
-              (status = 404), (status = 409), (status = 503)))]
+    responses((status = 200, description = "The provider's answer, as it came: its status, body and headers (less hop-by-hop, cookie and auth ones), also for its errors."),
+              (status = 400, body = ErrorBody, description = "`user_id` is not a UUID, or the path would leave the provider's API."),
+              (status = 401, body = ErrorBody, description = "No or invalid service key."),
+              (status = 404, body = ErrorBody, description = "No such connection (same answer for an unknown user or provider)."),
+              (status = 409, body = ErrorBody, description = "`reauth_required`: the user must connect again."),
+              (status = 429, body = ErrorBody, description = "`rate_limited` (per service key, or per user within it), with `Retry-After`; the provider's own 429 passes through as it came."),
+              (status = 503, body = ErrorBody, description = "`provider_unavailable`, with `Retry-After`.")))]
 #[allow(dead_code)]
 async fn proxy_doc() {}
 
@@ -103,10 +110,38 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes()
+    let mut doc = documented_routes()
         .split_for_parts()
         .1
-        .merge_from(ProxyDoc::openapi())
+        .merge_from(ProxyDoc::openapi());
+    distinct_proxy_operation_ids(&mut doc);
+    doc
+}
+
+/// The proxy is one documented function for every method; OpenAPI wants one operation id per
+/// operation, so each method gets its own (`proxy_get`, `proxy_post`, …).
+fn distinct_proxy_operation_ids(doc: &mut utoipa::openapi::OpenApi) {
+    let Some(item) = doc
+        .paths
+        .paths
+        .get_mut("/v1/service/users/{user_id}/integrations/{provider}/proxy/{path}")
+    else {
+        return;
+    };
+    let operations = [
+        ("get", &mut item.get),
+        ("post", &mut item.post),
+        ("put", &mut item.put),
+        ("patch", &mut item.patch),
+        ("delete", &mut item.delete),
+        ("head", &mut item.head),
+        ("options", &mut item.options),
+    ];
+    for (method, operation) in operations {
+        if let Some(operation) = operation {
+            operation.operation_id = Some(format!("proxy_{method}"));
+        }
+    }
 }
 
 fn cors(state: &AppState) -> CorsLayer {
@@ -127,8 +162,8 @@ fn cors(state: &AppState) -> CorsLayer {
 
 /// The public API router.
 pub fn api_router(state: AppState) -> Router {
-    let (mut router, openapi) = documented_routes().split_for_parts();
-    let openapi = std::sync::Arc::new(openapi.merge_from(ProxyDoc::openapi()));
+    let (mut router, _) = documented_routes().split_for_parts();
+    let openapi = std::sync::Arc::new(openapi());
     if state.settings.demo {
         router = router.route("/demo/session", axum::routing::post(demo::session));
     }
