@@ -3,10 +3,10 @@
 //! answers with a small page that tells the opener and closes, or with a redirect back to the
 //! app. Pages escape everything, are never cached, send no Referer, and run under a strict CSP.
 
-use askama::Template;
-use axum::Json;
 use std::net::{IpAddr, SocketAddr};
 
+use askama::Template;
+use axum::Json;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
