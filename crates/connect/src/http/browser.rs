@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::AppState;
 use crate::broker::connect::{self, CallbackParams, Failure, Finished};
 use crate::error::{Error, ErrorBody, Result};
+use crate::http::ProviderName;
 use crate::http::middleware::KeepBody;
 use crate::http::user::configured_provider;
 use crate::identity::CurrentUser;
@@ -83,7 +84,7 @@ fn binding_cookie(value: &str, max_age: i64) -> HeaderValue {
 
 /// Starts connecting a provider: returns the authorize URL and sets the browser-binding cookie.
 #[utoipa::path(get, path = "/v1/integrations/{provider}/auth-url", tag = "user", security(("user_jwt" = [])),
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)"), AuthUrlQuery),
+    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)"), AuthUrlQuery),
     responses((status = 200, body = AuthUrl, description = "Also sets the HttpOnly `__Host-` browser-binding cookie; call with `credentials: 'include'`."),
               (status = 400, body = ErrorBody, description = "`mode` is neither `popup` nor `redirect`."),
               (status = 401, body = ErrorBody, description = "No or invalid user token."),
@@ -217,7 +218,7 @@ fn secure_page_headers(response: &mut Response, flow_found: bool) {
 /// Where the provider returns the browser. Renders the result page (popup) or redirects to the
 /// app's settings URL (same-window flow).
 #[utoipa::path(get, path = "/v1/integrations/{provider}/callback", tag = "browser",
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)"),
+    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)"),
            ("code" = Option<String>, Query, description = "The provider's authorization code."),
            ("state" = Option<String>, Query, description = "The flow's state, as `auth-url` sent it to the provider."),
            ("error" = Option<String>, Query, description = "The provider's error code, e.g. `access_denied`."),

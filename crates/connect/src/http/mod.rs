@@ -28,7 +28,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::error::ErrorBody;
 
 /// Largest request body the API accepts.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -40,6 +39,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
         description = "Connect users' Outlook accounts over OAuth 2.0; tokens stay on the server.",
     ),
     modifiers(&BearerAuth),
+    components(schemas(ProviderName)),
     tags(
         (name = "user", description = "Called by the app for its signed-in user (Supabase JWT)."),
         (name = "browser", description = "Reached by the provider's redirect in the user's browser."),
@@ -48,6 +48,15 @@ pub const BODY_LIMIT: usize = 64 * 1024;
     )
 )]
 struct ApiDoc;
+
+/// The `{provider}` path segment, for the OpenAPI document: the configured providers by path
+/// name (`microsoft` is an alias of `outlook`). Any other value is answered 404.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderName {
+    Outlook,
+    Microsoft,
+}
 
 /// Documents the proxy, which is routed by hand (any method, a wildcard path).
 #[derive(OpenApi)]
@@ -61,15 +70,15 @@ struct ProxyDoc;
     path = "/v1/service/users/{user_id}/integrations/{provider}/proxy/{path}", tag = "service",
     security(("service_key" = [])),
     params(("user_id" = uuid::Uuid, Path, description = "The app's user id (JWT `sub`)."),
-           ("provider" = String, Path, description = "`outlook` (alias `microsoft`)"),
+           ("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)"),
            ("path" = String, Path, description = "Provider API path, e.g. `v1.0/me/messages`.")),
-    responses((status = 200, description = "The provider's answer, as it came: its status, body and headers (less hop-by-hop, cookie and auth ones), also for its errors."),
-              (status = 400, body = ErrorBody, description = "`user_id` is not a UUID, or the path would leave the provider's API."),
-              (status = 401, body = ErrorBody, description = "No or invalid service key."),
-              (status = 404, body = ErrorBody, description = "No such connection (same answer for an unknown user or provider)."),
-              (status = 409, body = ErrorBody, description = "`reauth_required`: the user must connect again."),
-              (status = 429, body = ErrorBody, description = "`rate_limited` (per service key, or per user within it), with `Retry-After`; the provider's own 429 passes through as it came."),
-              (status = 503, body = ErrorBody, description = "`provider_unavailable`, with `Retry-After`.")))]
+    responses((status = 400, description = "This service's `invalid_request` (`user_id` is not a UUID, or the path would leave the provider's API), or the provider's own 400."),
+              (status = 401, description = "This service's `unauthorized` (no or invalid service key), or the provider's 401 after one refresh and retry."),
+              (status = 404, description = "This service's `not_connected` (same answer for an unknown user or provider), or the provider's own 404."),
+              (status = 409, description = "This service's `reauth_required` (the user must connect again), or the provider's own 409."),
+              (status = 429, description = "This service's `rate_limited` (per service key, or per user within it), or the provider's throttling; both with `Retry-After`."),
+              (status = 503, description = "This service's `provider_unavailable` (with `Retry-After`), or the provider's own 503."),
+              (status = "default", description = "The provider's answer, as it came: its status, body and headers (less hop-by-hop, cookie, site-data and auth ones). This service's own refusals carry its JSON error body (`ErrorBody`).")))]
 #[allow(dead_code)]
 async fn proxy_doc() {}
 

@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::broker;
 use crate::broker::tokens::fresh_token;
 use crate::error::{Error, ErrorBody, Result};
+use crate::http::ProviderName;
 use crate::identity::ServiceCaller;
 use crate::model::{ConnectionListing, ConnectionState, UserId};
 use crate::provider::ProviderId;
@@ -59,7 +60,7 @@ pub struct TokenResponse {
 #[utoipa::path(get, path = "/v1/service/users/{user_id}/integrations/{provider}/token", tag = "service",
     security(("service_key" = [])),
     params(("user_id" = uuid::Uuid, Path, description = "The app's user id (JWT `sub`)."),
-           ("provider" = String, Path, description = "`outlook` (alias `microsoft`)"), TokenQuery),
+           ("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)"), TokenQuery),
     responses((status = 200, body = TokenResponse, description = "A token valid for at least the skew (5 minutes) or `min_ttl`."),
               (status = 400, body = ErrorBody, description = "`user_id` is not a UUID, or `min_ttl` is out of range."),
               (status = 401, body = ErrorBody, description = "No or invalid service key."),

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::broker;
 use crate::error::{Error, ErrorBody, Result};
+use crate::http::ProviderName;
 use crate::identity::CurrentUser;
 use crate::model::StatusView;
 use crate::provider::ProviderId;
@@ -40,7 +41,7 @@ pub async fn list(
 
 /// The caller's connection to a provider; never a token.
 #[utoipa::path(get, path = "/v1/integrations/{provider}/status", tag = "user", security(("user_jwt" = [])),
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)")),
+    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)")),
     responses((status = 200, body = StatusView, description = "The user's connection (never a token)."),
               (status = 401, body = ErrorBody, description = "No or invalid user token."),
               (status = 404, body = ErrorBody, description = "Unknown provider.")))]
@@ -58,7 +59,7 @@ pub async fn status(
 /// at https://myapps.microsoft.com (work or school) or https://account.live.com/consent/Manage
 /// (personal).
 #[utoipa::path(delete, path = "/v1/integrations/{provider}/disconnect", tag = "user", security(("user_jwt" = [])),
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)")),
+    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)")),
     responses((status = 204, description = "Disconnected (or was not connected)."),
               (status = 401, body = ErrorBody, description = "No or invalid user token."),
               (status = 404, body = ErrorBody, description = "Unknown provider.")))]
