@@ -149,42 +149,42 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "CONNECT_RATE_LIMIT_AUTH_URL_PER_USER",
-        default_value = "10/min"
+        default_value = RateLimitSettings::AUTH_URL_PER_USER
     )]
     pub rate_limit_auth_url_per_user: Rate,
     /// Token requests per service key.
     #[arg(
         long,
         env = "CONNECT_RATE_LIMIT_TOKEN_PER_KEY",
-        default_value = "2000/s"
+        default_value = RateLimitSettings::TOKEN_PER_KEY
     )]
     pub rate_limit_token_per_key: Rate,
     /// Token requests per user within one service key.
     #[arg(
         long,
         env = "CONNECT_RATE_LIMIT_TOKEN_PER_USER",
-        default_value = "50/s"
+        default_value = RateLimitSettings::TOKEN_PER_USER
     )]
     pub rate_limit_token_per_user: Rate,
     /// Proxy requests per service key.
     #[arg(
         long,
         env = "CONNECT_RATE_LIMIT_PROXY_PER_KEY",
-        default_value = "500/s"
+        default_value = RateLimitSettings::PROXY_PER_KEY
     )]
     pub rate_limit_proxy_per_key: Rate,
     /// Proxy requests per user within one service key.
     #[arg(
         long,
         env = "CONNECT_RATE_LIMIT_PROXY_PER_USER",
-        default_value = "20/s"
+        default_value = RateLimitSettings::PROXY_PER_USER
     )]
     pub rate_limit_proxy_per_user: Rate,
     /// Provider callbacks per client IP.
     #[arg(
         long,
         env = "CONNECT_RATE_LIMIT_CALLBACK_PER_IP",
-        default_value = "30/min"
+        default_value = RateLimitSettings::CALLBACK_PER_IP
     )]
     pub rate_limit_callback_per_ip: Rate,
     /// Header holding the client's address when a proxy you run sits in front (its rightmost
@@ -274,6 +274,13 @@ pub struct RateLimitSettings {
 
 impl RateLimitSettings {
     pub const DEFAULT_PENDING_FLOWS_PER_USER: usize = 10;
+    // The defaults, as `serve --help` shows them and [`Default`] reads them.
+    pub const AUTH_URL_PER_USER: &'static str = "10/min";
+    pub const TOKEN_PER_KEY: &'static str = "2000/s";
+    pub const TOKEN_PER_USER: &'static str = "50/s";
+    pub const PROXY_PER_KEY: &'static str = "500/s";
+    pub const PROXY_PER_USER: &'static str = "20/s";
+    pub const CALLBACK_PER_IP: &'static str = "30/min";
 
     /// No limit at all (tests that are about something else).
     pub fn unlimited() -> Self {
@@ -291,18 +298,18 @@ impl RateLimitSettings {
 }
 
 impl Default for RateLimitSettings {
-    /// The defaults `serve` documents in `--help`.
+    /// The defaults `serve` documents in `--help` (the constants above; a unit test checks
+    /// that each one reads).
     fn default() -> Self {
-        let per_sec = |n| Rate::new(n, Duration::from_secs(1));
-        let per_min = |n| Rate::new(n, Duration::from_secs(60));
+        let rate = |text: &str| text.parse().unwrap_or(Rate::OFF);
         Self {
             pending_flows_per_user: Self::DEFAULT_PENDING_FLOWS_PER_USER,
-            auth_url_per_user: per_min(10),
-            token_per_key: per_sec(2000),
-            token_per_user: per_sec(50),
-            proxy_per_key: per_sec(500),
-            proxy_per_user: per_sec(20),
-            callback_per_ip: per_min(30),
+            auth_url_per_user: rate(Self::AUTH_URL_PER_USER),
+            token_per_key: rate(Self::TOKEN_PER_KEY),
+            token_per_user: rate(Self::TOKEN_PER_USER),
+            proxy_per_key: rate(Self::PROXY_PER_KEY),
+            proxy_per_user: rate(Self::PROXY_PER_USER),
+            callback_per_ip: rate(Self::CALLBACK_PER_IP),
             client_ip_header: None,
         }
     }
@@ -731,6 +738,24 @@ mod tests {
         for bad in ["10", "ten/min", "10/day", "-1/s", ""] {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_default_rate_limit_reads_and_is_on() {
+        let d = RateLimitSettings::default();
+        for rate in [
+            d.auth_url_per_user,
+            d.token_per_key,
+            d.token_per_user,
+            d.proxy_per_key,
+            d.proxy_per_user,
+            d.callback_per_ip,
+        ] {
+            assert_ne!(rate, Rate::OFF);
+        }
+        assert_eq!(d.auth_url_per_user, Rate::new(10, Duration::from_secs(60)));
+        assert_eq!(d.token_per_key, Rate::new(2000, Duration::from_secs(1)));
+        assert_eq!(d.pending_flows_per_user, 10);
     }
 
     #[test]
