@@ -358,6 +358,13 @@ async fn auth_url_is_rate_limited_per_user_and_counted() {
         200,
         "bob has his own count"
     );
+    // The app's page reads the answer cross-origin: Retry-After must be readable there too.
+    let refused = auth_url(alice).await.unwrap();
+    let exposed = refused.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("retry-after"), "{exposed}");
     let metrics = admin_metrics(&c.app).await;
     assert!(
         metrics
