@@ -231,6 +231,106 @@ describe('settings page and SDK in Chromium', () => {
     }
   });
 
+  /** A demo user's token, as another origin's page could get one for itself. */
+  async function demoToken(name) {
+    const response = await fetch(`${service.base}/demo/session`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ user: name }),
+    });
+    assert.equal(response.status, 200);
+    return (await response.json()).access_token;
+  }
+
+  /** Waits until the settings page's script has removed any `#token=` from its address. */
+  async function fragmentDiscarded(page) {
+    await page.waitForFunction(() => !location.hash.includes('token='), null, { timeout: 10_000 });
+  }
+
+  test('another origin cannot swap the signed-in user through a #token= fragment', { timeout: TEST_TIMEOUT }, async () => {
+    const { context, page: attacker } = await newPage();
+    try {
+      const malloryToken = await demoToken(uniqueName('mallory'));
+      await attacker.goto(`${other.origin}/`);
+      const victimEvent = context.waitForEvent('page');
+      await attacker.evaluate((url) => {
+        window.victim = window.open(url, 'victim');
+      }, `${service.base}/settings`);
+      const victim = await victimEvent;
+      await victim.waitForLoadState();
+      const alice = uniqueName('alice');
+      await signIn(victim, service.base, alice, { open: false });
+      const aliceToken = await userToken(victim);
+      assert.ok(aliceToken);
+
+      // On an open page (hashchange), then on a fresh load of the page.
+      for (const url of [
+        `${service.base}/settings#token=${encodeURIComponent(malloryToken)}`,
+        `${service.base}/settings?again=1#token=${encodeURIComponent(malloryToken)}`,
+      ]) {
+        await attacker.evaluate((target) => {
+          window.victim.location = target;
+        }, url);
+        await victim.waitForURL((u) => u.search === new URL(url).search, { timeout: 10_000 });
+        await fragmentDiscarded(victim);
+        await waitForStatus(victim, STATUS.notConnected);
+        // Compared, not printed: a failure message should not carry a token.
+        assert.ok((await userToken(victim)) === aliceToken, `the user is still alice after ${url.replace(/#.*/, '#token=…')}`);
+        assert.equal((await victim.textContent('[data-role=user-name]')).trim(), alice);
+      }
+
+      // A link from another origin into a fresh tab signs nobody in.
+      const tabEvent = context.waitForEvent('page');
+      await attacker.evaluate((url) => {
+        window.open(url, 'fresh');
+      }, `${service.base}/settings#token=${encodeURIComponent(malloryToken)}`);
+      const tab = await tabEvent;
+      await tab.waitForLoadState();
+      await fragmentDiscarded(tab);
+      await tab.waitForSelector(sel.signinForm, { state: 'visible' });
+      assert.ok((await userToken(tab)) === null, 'no session from a URL');
+      assert.equal(await tab.isHidden(sel.signout), true);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('a callback with a state of no flow, opened by another origin, does not end the pending connect', { timeout: TEST_TIMEOUT }, async () => {
+    const { context, page } = await newPage();
+    try {
+      await signIn(page, service.base, uniqueName('pending'));
+      const popup = await openConsentPopup(page);
+
+      const attacker = await context.newPage();
+      await attacker.goto(`${other.origin}/`);
+      const forgedEvent = context.waitForEvent('page');
+      await attacker.evaluate((url) => {
+        window.open(url, 'forged');
+      }, `${service.base}/v1/integrations/outlook/callback?code=x&state=${'A'.repeat(43)}`);
+      const forged = await forgedEvent;
+      await forged.waitForLoadState();
+      // The page's script has run once it offers its way back; it did not close itself.
+      await forged.waitForSelector('#close-hint', { state: 'visible', timeout: 10_000 });
+      assert.match(await forged.textContent('body'), /invalid_state/);
+
+      assert.deepEqual(
+        (await seen(page)).messages.filter((m) => /_AUTH_/.test(m.data)),
+        [],
+        'no AUTH message reached the settings page',
+      );
+      assert.equal(await page.getAttribute(sel.connect, 'aria-busy'), 'true', 'the connect is still pending');
+      assert.equal(await page.isHidden(sel.error), true);
+      assert.equal(popup.isClosed(), false);
+
+      // The binding cookie survived: the real flow completes.
+      await answerConsent(popup, 'accept');
+      await waitForStatus(page, STATUS.connected);
+      assert.equal(await page.isHidden(sel.error), true);
+    } finally {
+      await context.close();
+    }
+  });
+
   test('a foreign-origin opener of the callback receives no message', { timeout: TEST_TIMEOUT }, async () => {
     const { context, page } = await newPage();
     try {

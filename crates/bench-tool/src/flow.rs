@@ -109,9 +109,9 @@ async fn connect_one(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| v.split(';').next())
-        .find(|pair| pair.starts_with("cc_flow_binding="))
+        .find(|pair| pair.starts_with("__Host-cc_flow_binding="))
         .map(str::to_owned)
-        .context("auth-url set no cc_flow_binding cookie")?;
+        .context("auth-url set no __Host-cc_flow_binding cookie")?;
     let body: Value = response.json().await?;
     let auth_url = Url::parse(body["auth_url"].as_str().context("no auth_url")?)?;
 

@@ -39,6 +39,8 @@ pub struct AppInner {
     /// The one outbound HTTP client: no redirects followed, bounded timeouts.
     pub http: reqwest::Client,
     pub metrics: Option<PrometheusHandle>,
+    /// Per-process rate limits and the pending-flow cap.
+    pub limits: Arc<crate::limits::RateLimits>,
 }
 
 impl Deref for AppState {
@@ -143,6 +145,10 @@ impl AppState {
             tokens: crate::broker::tokens::TokenBroker::default(),
             http,
             metrics: crate::telemetry::metrics_handle(),
+            limits: crate::limits::RateLimits::start(
+                &settings.rate_limits,
+                crate::broker::connect::FLOW_LIFETIME.unsigned_abs(),
+            ),
             store,
             settings,
         })))

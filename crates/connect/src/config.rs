@@ -139,6 +139,58 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "CONNECT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    /// Started connect flows kept per user (per process); starting one more drops the oldest.
+    /// 0: no cap.
+    #[arg(long, env = "CONNECT_PENDING_FLOWS_PER_USER", default_value_t = RateLimitSettings::DEFAULT_PENDING_FLOWS_PER_USER)]
+    pub pending_flows_per_user: usize,
+    /// Rate limits, each `N/s`, `N/min` or `N/h` (a burst of N, refilled evenly) or `off`;
+    /// per process. `auth-url` calls per user.
+    #[arg(
+        long,
+        env = "CONNECT_RATE_LIMIT_AUTH_URL_PER_USER",
+        default_value = RateLimitSettings::AUTH_URL_PER_USER
+    )]
+    pub rate_limit_auth_url_per_user: Rate,
+    /// Token requests per service key.
+    #[arg(
+        long,
+        env = "CONNECT_RATE_LIMIT_TOKEN_PER_KEY",
+        default_value = RateLimitSettings::TOKEN_PER_KEY
+    )]
+    pub rate_limit_token_per_key: Rate,
+    /// Token requests per user within one service key.
+    #[arg(
+        long,
+        env = "CONNECT_RATE_LIMIT_TOKEN_PER_USER",
+        default_value = RateLimitSettings::TOKEN_PER_USER
+    )]
+    pub rate_limit_token_per_user: Rate,
+    /// Proxy requests per service key.
+    #[arg(
+        long,
+        env = "CONNECT_RATE_LIMIT_PROXY_PER_KEY",
+        default_value = RateLimitSettings::PROXY_PER_KEY
+    )]
+    pub rate_limit_proxy_per_key: Rate,
+    /// Proxy requests per user within one service key.
+    #[arg(
+        long,
+        env = "CONNECT_RATE_LIMIT_PROXY_PER_USER",
+        default_value = RateLimitSettings::PROXY_PER_USER
+    )]
+    pub rate_limit_proxy_per_user: Rate,
+    /// Provider callbacks per client IP.
+    #[arg(
+        long,
+        env = "CONNECT_RATE_LIMIT_CALLBACK_PER_IP",
+        default_value = RateLimitSettings::CALLBACK_PER_IP
+    )]
+    pub rate_limit_callback_per_ip: Rate,
+    /// Header holding the client's address when a proxy you run sits in front (its rightmost
+    /// address is used, e.g. `x-forwarded-for`); unset: the TCP peer address.
+    #[arg(long, env = "CONNECT_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<axum::http::HeaderName>,
 }
 
 /// Everything the service needs, validated. Built from [`ServeArgs`] by `serve`, and directly
@@ -165,6 +217,102 @@ pub struct Settings {
     /// Demo mode only: a `Cross-Origin-Opener-Policy` for `/settings` (`CONNECT_DEMO_COOP`),
     /// to try the connect flow under COOP.
     pub demo_coop: Option<String>,
+    /// Per-process rate limits and the pending-flow cap.
+    pub rate_limits: RateLimitSettings,
+}
+
+/// A rate: a burst of `count`, refilled evenly over `per` (`10/min` lets 10 through at once,
+/// then one every 6 s). `off` (or `0`) is no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate(pub Option<(std::num::NonZeroU32, Duration)>);
+
+impl Rate {
+    pub const OFF: Rate = Rate(None);
+
+    pub fn new(count: u32, per: Duration) -> Self {
+        Rate(std::num::NonZeroU32::new(count).map(|n| (n, per)))
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        let value = value.trim();
+        if value.eq_ignore_ascii_case("off") || value == "0" {
+            return Ok(Rate::OFF);
+        }
+        let wrong = || format!("{value:?}: write N/s, N/min or N/h (e.g. 10/min), or off");
+        let (count, unit) = value.split_once('/').ok_or_else(wrong)?;
+        let count: u32 = count.trim().parse().map_err(|_| wrong())?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return Err(wrong()),
+        };
+        Ok(Rate::new(count, per))
+    }
+}
+
+/// Rate limits (see `crate::limits`), all per process: replicas do not share counts.
+#[derive(Clone, Debug)]
+pub struct RateLimitSettings {
+    /// Started flows kept per user; starting one more drops the oldest (0: no cap).
+    pub pending_flows_per_user: usize,
+    pub auth_url_per_user: Rate,
+    pub token_per_key: Rate,
+    /// Per user within one service key.
+    pub token_per_user: Rate,
+    pub proxy_per_key: Rate,
+    /// Per user within one service key.
+    pub proxy_per_user: Rate,
+    pub callback_per_ip: Rate,
+    /// Read the client's address from this header (rightmost entry), set by a trusted proxy.
+    pub client_ip_header: Option<axum::http::HeaderName>,
+}
+
+impl RateLimitSettings {
+    pub const DEFAULT_PENDING_FLOWS_PER_USER: usize = 10;
+    // The defaults, as `serve --help` shows them and [`Default`] reads them.
+    pub const AUTH_URL_PER_USER: &'static str = "10/min";
+    pub const TOKEN_PER_KEY: &'static str = "2000/s";
+    pub const TOKEN_PER_USER: &'static str = "50/s";
+    pub const PROXY_PER_KEY: &'static str = "500/s";
+    pub const PROXY_PER_USER: &'static str = "20/s";
+    pub const CALLBACK_PER_IP: &'static str = "30/min";
+
+    /// No limit at all (tests that are about something else).
+    pub fn unlimited() -> Self {
+        Self {
+            pending_flows_per_user: 0,
+            auth_url_per_user: Rate::OFF,
+            token_per_key: Rate::OFF,
+            token_per_user: Rate::OFF,
+            proxy_per_key: Rate::OFF,
+            proxy_per_user: Rate::OFF,
+            callback_per_ip: Rate::OFF,
+            client_ip_header: None,
+        }
+    }
+}
+
+impl Default for RateLimitSettings {
+    /// The defaults `serve` documents in `--help` (the constants above; a unit test checks
+    /// that each one reads).
+    fn default() -> Self {
+        let rate = |text: &str| text.parse().unwrap_or(Rate::OFF);
+        Self {
+            pending_flows_per_user: Self::DEFAULT_PENDING_FLOWS_PER_USER,
+            auth_url_per_user: rate(Self::AUTH_URL_PER_USER),
+            token_per_key: rate(Self::TOKEN_PER_KEY),
+            token_per_user: rate(Self::TOKEN_PER_USER),
+            proxy_per_key: rate(Self::PROXY_PER_KEY),
+            proxy_per_user: rate(Self::PROXY_PER_USER),
+            callback_per_ip: rate(Self::CALLBACK_PER_IP),
+            client_ip_header: None,
+        }
+    }
 }
 
 /// How tokens are kept fresh.
@@ -481,6 +629,16 @@ impl ServeArgs {
             token_cache_capacity: self.token_cache_capacity,
             demo: false,
             demo_coop: None,
+            rate_limits: RateLimitSettings {
+                pending_flows_per_user: self.pending_flows_per_user,
+                auth_url_per_user: self.rate_limit_auth_url_per_user,
+                token_per_key: self.rate_limit_token_per_key,
+                token_per_user: self.rate_limit_token_per_user,
+                proxy_per_key: self.rate_limit_proxy_per_key,
+                proxy_per_user: self.rate_limit_proxy_per_user,
+                callback_per_ip: self.rate_limit_callback_per_ip,
+                client_ip_header: self.client_ip_header,
+            },
         })
     }
 }
@@ -516,6 +674,14 @@ pub const KNOWN_ENV: &[&str] = &[
     "CONNECT_KEEPALIVE_CONCURRENCY",
     "CONNECT_TOKEN_CACHE_CAPACITY",
     "CONNECT_DEMO_COOP",
+    "CONNECT_PENDING_FLOWS_PER_USER",
+    "CONNECT_RATE_LIMIT_AUTH_URL_PER_USER",
+    "CONNECT_RATE_LIMIT_TOKEN_PER_KEY",
+    "CONNECT_RATE_LIMIT_TOKEN_PER_USER",
+    "CONNECT_RATE_LIMIT_PROXY_PER_KEY",
+    "CONNECT_RATE_LIMIT_PROXY_PER_USER",
+    "CONNECT_RATE_LIMIT_CALLBACK_PER_IP",
+    "CONNECT_CLIENT_IP_HEADER",
     "MICROSOFT_CLIENT_ID",
     "MICROSOFT_CLIENT_SECRET",
     "MICROSOFT_CLIENT_SECRET_FILE",
@@ -556,6 +722,41 @@ pub fn same_site(a: &Url, b: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_read_as_operators_write_them() {
+        let secs = Duration::from_secs;
+        assert_eq!("10/min".parse::<Rate>().unwrap(), Rate::new(10, secs(60)));
+        assert_eq!(
+            " 2000/s ".parse::<Rate>().unwrap(),
+            Rate::new(2000, secs(1))
+        );
+        assert_eq!("5/h".parse::<Rate>().unwrap(), Rate::new(5, secs(3600)));
+        assert_eq!("off".parse::<Rate>().unwrap(), Rate::OFF);
+        assert_eq!("0".parse::<Rate>().unwrap(), Rate::OFF);
+        assert_eq!("0/s".parse::<Rate>().unwrap(), Rate::OFF);
+        for bad in ["10", "ten/min", "10/day", "-1/s", ""] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_default_rate_limit_reads_and_is_on() {
+        let d = RateLimitSettings::default();
+        for rate in [
+            d.auth_url_per_user,
+            d.token_per_key,
+            d.token_per_user,
+            d.proxy_per_key,
+            d.proxy_per_user,
+            d.callback_per_ip,
+        ] {
+            assert_ne!(rate, Rate::OFF);
+        }
+        assert_eq!(d.auth_url_per_user, Rate::new(10, Duration::from_secs(60)));
+        assert_eq!(d.token_per_key, Rate::new(2000, Duration::from_secs(1)));
+        assert_eq!(d.pending_flows_per_user, 10);
+    }
 
     #[test]
     fn seed_placeholder_secret_is_recognised() {

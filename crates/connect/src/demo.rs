@@ -120,6 +120,7 @@ pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
         demo_coop: std::env::var("CONNECT_DEMO_COOP")
             .ok()
             .filter(|v| !v.is_empty()),
+        rate_limits: crate::config::RateLimitSettings::default(),
     })
 }
 

@@ -53,6 +53,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// a second, so a client may come back soon.
 pub const STORAGE_RETRY_AFTER_SECS: u64 = 1;
 
+/// The JSON body of every error answer, as the OpenAPI document describes it (the request
+/// middleware writes it from an [`ApiError`]).
+#[derive(utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable snake_case code: `invalid_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `not_connected`, `reauth_required`, `rate_limited`, `provider_unavailable`,
+    /// `storage_unavailable`, …
+    #[schema(example = "not_connected")]
+    pub error: String,
+    /// A sentence for people; never a secret, a token or a provider's raw answer.
+    pub message: String,
+    /// The id in the `x-request-id` header and in the service's log line.
+    pub request_id: String,
+}
+
 /// What a failed response says, attached to the response for the middleware to render.
 #[derive(Clone, Debug)]
 pub struct ApiError {
@@ -82,6 +97,12 @@ impl ApiError {
             ),
             StatusCode::PAYLOAD_TOO_LARGE => {
                 Self::new("payload_too_large", "The request body is too large.")
+            }
+            StatusCode::URI_TOO_LONG => {
+                Self::new("uri_too_long", "The request's path and query are too long.")
+            }
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                Self::new("headers_too_large", "The request's headers are too large.")
             }
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
                 "unsupported_media_type",

@@ -4,7 +4,7 @@
 //!
 //! The module map is the architecture: `config` (one typed config), `error` (one error type,
 //! mapped to HTTP in one place), `model` (newtypes and views), `provider` (the catalog),
-//! `identity` (user JWTs, service keys), `vault` (encryption at rest), `store` (PostgreSQL and
+//! `identity` (user JWTs, service keys), `limits` (per-process rate limits), `vault` (encryption at rest), `store` (PostgreSQL and
 //! SQLite behind one contract), `broker` (use cases), `http` (routes and pages), `telemetry`,
 //! and `app` (the one place that wires them together).
 
@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod limits;
 pub mod model;
 pub mod oauth;
 pub mod provider;

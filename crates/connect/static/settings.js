@@ -4,9 +4,11 @@
 // is written with textContent, never as HTML.
 //
 // The user's token: in demo mode the page signs in through POST /demo/session and keeps that
-// JWT (the app's own session token, not a provider token) in sessionStorage. Otherwise the host
-// app passes its user's JWT as `/settings#token=<jwt>` (removed from the address bar at once) or
-// in `sessionStorage['celeste-connect.jwt']`.
+// JWT (the app's own session token, not a provider token) in sessionStorage. Otherwise a host
+// app served from this same origin puts its user's JWT in `sessionStorage['celeste-connect.jwt']`
+// before opening the page. Nothing else can name the user: in particular not the URL, which any
+// page of any origin can set (`/settings#token=<someone else's JWT>` would swap the user under a
+// victim's eyes), so a `token=` fragment is removed unread.
 
 import { createConnectClient, describeReason, handleRedirectResult } from '/sdk/connect.js';
 
@@ -90,15 +92,13 @@ function forgetSession() {
   writeStorage(DEMO_USER_KEY, null);
 }
 
-/** Takes `#token=<jwt>` from the address bar into sessionStorage, and removes it from the URL. */
-function adoptFragmentToken() {
-  const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-  if (!match) return;
-  try {
-    writeStorage(TOKEN_KEY, decodeURIComponent(match[1]));
-  } catch {
-    // A malformed fragment is ignored.
-  }
+/**
+ * Removes a `#token=…` fragment from the address bar without reading it: whoever put it there
+ * (a link or a page of another origin navigating this window) must not choose the user, and a
+ * token should not linger in the URL or the history.
+ */
+function discardFragmentToken() {
+  if (!/(?:^#|&)token=/.test(location.hash)) return;
   history.replaceState(history.state, '', location.pathname + location.search);
 }
 
@@ -428,17 +428,11 @@ function wire() {
   // Another tab finished a flow, or a popup just closed: re-read status (the server is the truth).
   client.watch(() => refresh());
 
-  // The host app may hand over a new token to an open page.
-  window.addEventListener('hashchange', () => {
-    if (!/(?:^#|&)token=/.test(location.hash)) return;
-    adoptFragmentToken();
-    showPageError('');
-    if (showSession()) refresh();
-  });
+  window.addEventListener('hashchange', discardFragmentToken);
 }
 
 async function start() {
-  adoptFragmentToken();
+  discardFragmentToken();
   // A same-window flow (popup blocked) comes back with its result in the URL: a hint, checked
   // against the server below.
   const redirected = handleRedirectResult();

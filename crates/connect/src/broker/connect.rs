@@ -65,9 +65,10 @@ pub async fn start(
         )
         .map_err(|e| Error::Internal(e.to_string()))?;
     let expires_at = OffsetDateTime::now_utc() + FLOW_LIFETIME;
+    let state_hash = state::sha256(flow_state.expose_secret());
     app.store
         .insert_flow(&Flow {
-            state_hash: state::sha256(flow_state.expose_secret()),
+            state_hash,
             user_id: user,
             provider,
             pkce_verifier: sealed_verifier,
@@ -78,6 +79,13 @@ pub async fn start(
             expires_at,
         })
         .await?;
+    // A user keeps at most a few flows pending: the oldest beyond the cap can no longer
+    // complete (its callback finds no flow).
+    for dropped in app.limits.pending_flows.record(user, state_hash) {
+        if let Err(e) = app.store.take_flow(&dropped).await {
+            tracing::warn!(error = %e, "dropping the oldest pending flow failed");
+        }
+    }
     let auth_url = endpoints.authorize_url(
         &app.redirect_uri(provider),
         flow_state.expose_secret(),

@@ -3,10 +3,12 @@
 //! answers with a small page that tells the opener and closes, or with a redirect back to the
 //! app. Pages escape everything, are never cached, send no Referer, and run under a strict CSP.
 
+use std::net::{IpAddr, SocketAddr};
+
 use askama::Template;
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -14,7 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::broker::connect::{self, CallbackParams, Failure, Finished};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorBody, Result};
+use crate::http::ProviderName;
 use crate::http::middleware::KeepBody;
 use crate::http::user::configured_provider;
 use crate::identity::CurrentUser;
@@ -69,18 +72,25 @@ fn app_origin(state: &AppState, headers: &HeaderMap) -> Result<String> {
     }
 }
 
+/// The browser-binding cookie: `__Host-` (Secure, `Path=/`, no `Domain`: only this host can
+/// set it) and no longer-lived than the flow it binds. Browsers accept `Secure` cookies from
+/// `http://localhost` and `http://127.0.0.1`, so the demo works without TLS.
 fn binding_cookie(value: &str, max_age: i64) -> HeaderValue {
     let cookie = format!(
-        "{BINDING_COOKIE}={value}; Path=/v1/integrations/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"
+        "{BINDING_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"
     );
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Starts connecting a provider: returns the authorize URL and sets the browser-binding cookie.
 #[utoipa::path(get, path = "/v1/integrations/{provider}/auth-url", tag = "user", security(("user_jwt" = [])),
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)"), AuthUrlQuery),
-    responses((status = 200, body = AuthUrl, description = "Also sets an HttpOnly browser-binding cookie; call with `credentials: 'include'`."),
-              (status = 401), (status = 403, description = "Origin not allowed, or an anonymous user."), (status = 404)))]
+    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)"), AuthUrlQuery),
+    responses((status = 200, body = AuthUrl, description = "Also sets the HttpOnly `__Host-` browser-binding cookie; call with `credentials: 'include'`."),
+              (status = 400, body = ErrorBody, description = "`mode` is neither `popup` nor `redirect`."),
+              (status = 401, body = ErrorBody, description = "No or invalid user token."),
+              (status = 403, body = ErrorBody, description = "Origin not allowed, or an anonymous user."),
+              (status = 404, body = ErrorBody, description = "Unknown provider."),
+              (status = 429, body = ErrorBody, description = "`rate_limited` (per user), with `Retry-After`.")))]
 pub async fn auth_url(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -95,6 +105,7 @@ pub async fn auth_url(
         ));
     }
     let origin = app_origin(&state, &headers)?;
+    state.limits.auth_url_per_user.check(&user.id)?;
     let mode = match query.mode.as_deref() {
         None | Some("popup") => ReturnMode::Popup,
         Some("redirect") => ReturnMode::Redirect,
@@ -191,28 +202,43 @@ pub fn page_headers(h: &mut HeaderMap) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
-fn secure_page_headers(response: &mut Response) {
+/// Page headers for a callback answer. `flow_found`: the state named one of our flows, so its
+/// binding is spent and the cookie is cleared; a state that matched nothing (anyone can send
+/// one) leaves the cookie alone, so it cannot cut short the flow this browser has pending.
+fn secure_page_headers(response: &mut Response, flow_found: bool) {
     page_headers(response.headers_mut());
-    // The binding is single-use: forget it whatever happened.
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, binding_cookie("", 0));
+    if flow_found {
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, binding_cookie("", 0));
+    }
     response.extensions_mut().insert(KeepBody);
 }
 
 /// Where the provider returns the browser. Renders the result page (popup) or redirects to the
 /// app's settings URL (same-window flow).
 #[utoipa::path(get, path = "/v1/integrations/{provider}/callback", tag = "browser",
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)")),
-    responses((status = 200, description = "Connected: a page that tells the app and closes."),
+    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)"),
+           ("code" = Option<String>, Query, description = "The provider's authorization code."),
+           ("state" = Option<String>, Query, description = "The flow's state, as `auth-url` sent it to the provider."),
+           ("error" = Option<String>, Query, description = "The provider's error code, e.g. `access_denied`."),
+           ("error_description" = Option<String>, Query, description = "The provider's text; never shown or stored.")),
+    responses((status = 200, content_type = "text/html", description = "Connected: a page that tells the app and closes."),
               (status = 303, description = "Same-window flow: back to the app's settings URL with `integration`, `result` and `reason`."),
-              (status = 400, description = "Not connected: a page with the reason; nothing was stored.")))]
+              (status = 400, content_type = "text/html", description = "Not connected: a page with the reason; nothing was stored."),
+              (status = 404, body = ErrorBody, description = "Unknown provider."),
+              (status = 429, body = ErrorBody, description = "`rate_limited` (per client address), with `Retry-After`.")))]
 pub async fn callback(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     Query(params): Query<CallbackParams>,
     headers: HeaderMap,
+    extensions: Extensions,
 ) -> Result<Response> {
+    state
+        .limits
+        .callback_per_ip
+        .check(&client_ip(&state, &headers, &extensions))?;
     let provider = configured_provider(&state, &provider)?;
     let finished = connect::finish(
         &state,
@@ -224,10 +250,33 @@ pub async fn callback(
     Ok(render(&state, finished))
 }
 
+/// The client's address: the rightmost entry of the configured header (the one the trusted
+/// proxy in front appended), else the TCP peer. Unknown: the unspecified address, one shared
+/// bucket.
+fn client_ip(state: &AppState, headers: &HeaderMap, extensions: &Extensions) -> IpAddr {
+    let from_header = state
+        .settings
+        .rate_limits
+        .client_ip_header
+        .as_ref()
+        .and_then(|name| headers.get_all(name).iter().next_back())
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .and_then(|last| last.trim().parse::<IpAddr>().ok());
+    from_header
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip())
+        })
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
 fn render(state: &AppState, finished: Finished) -> Response {
     let settings_url = &state.settings.app_settings_url;
     let provider = finished.provider;
     let reason = finished.result.err().map(Failure::code).unwrap_or("");
+    let flow_found = finished.app_origin.is_some();
     let mut response =
         if finished.return_mode == ReturnMode::Redirect && finished.app_origin.is_some() {
             let mut target = settings_url.clone();
@@ -249,6 +298,17 @@ fn render(state: &AppState, finished: Finished) -> Response {
         } else {
             let success = finished.result.is_ok();
             let prefix = provider.as_str().to_ascii_uppercase();
+            // Only the flow's own outcome is announced to the app's pages: a state that matched
+            // no flow came from anyone, and must neither close the user's popup nor end the
+            // connect the app is waiting for.
+            let message_type = if flow_found {
+                format!(
+                    "{prefix}_AUTH_{}",
+                    if success { "SUCCESS" } else { "ERROR" }
+                )
+            } else {
+                String::new()
+            };
             let page = CallbackPage {
                 base_path: state.settings.public_url.path(),
                 success,
@@ -261,10 +321,7 @@ fn render(state: &AppState, finished: Finished) -> Response {
                     Ok(()) => "Your account is connected. This window closes by itself.",
                     Err(failure) => sentence(failure),
                 },
-                message_type: format!(
-                    "{prefix}_AUTH_{}",
-                    if success { "SUCCESS" } else { "ERROR" }
-                ),
+                message_type,
                 provider: provider.as_str(),
                 reason,
                 app_origin: finished.app_origin.as_deref().unwrap_or(""),
@@ -282,6 +339,6 @@ fn render(state: &AppState, finished: Finished) -> Response {
                 Err(e) => return Error::Internal(format!("callback page: {e}")).into_response(),
             }
         };
-    secure_page_headers(&mut response);
+    secure_page_headers(&mut response, flow_found);
     response
 }

@@ -1,13 +1,14 @@
 //! What every request passes through: a fresh request id (in the span, the `x-request-id`
-//! header and every error body), the JSON error envelope built from [`ApiError`], one access-log
-//! line, and the request metrics. Client-supplied request ids are ignored, so logs cannot be
-//! forged through them.
+//! header and every error body), refusal of requests no handler should see (an unknown long
+//! method, an over-long target, oversized headers), the JSON error envelope built from
+//! [`ApiError`], one access-log line, and the request metrics (labels from fixed sets only).
+//! Client-supplied request ids are ignored, so logs cannot be forged through them.
 
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -22,14 +23,80 @@ pub struct KeepBody;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// Longest request method the service reads. Real methods are short (`PROPPATCH` is the
+/// longest in RFC 4918); anything longer is refused before it reaches a log line or a handler.
+pub const MAX_METHOD_LEN: usize = 16;
+
+/// Longest request target (path and query) the service reads. Graph queries through the proxy
+/// stay far below it. The HTTP server itself refuses targets over 64 KiB, with an empty body.
+pub const MAX_URI_LEN: usize = 16 * 1024;
+
+/// Most header bytes (names, values and separators) a request may carry: a user JWT is a few
+/// KiB, and the app's site cookies come along. The HTTP server itself refuses more than 100
+/// headers or about 400 KiB, with an empty body.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// A request too odd or too big to hand to any handler, refused with the JSON envelope.
+fn refusal(request: &Request) -> Option<Response> {
+    if request.method().as_str().len() > MAX_METHOD_LEN {
+        return Some(
+            Error::InvalidRequest("The request method is not one this service knows.".into())
+                .into_response(),
+        );
+    }
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    let status = if target_len > MAX_URI_LEN {
+        StatusCode::URI_TOO_LONG
+    } else if header_bytes(request) > MAX_HEADER_BYTES {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    } else {
+        return None;
+    };
+    let mut response = status.into_response();
+    response
+        .extensions_mut()
+        .insert(ApiError::for_status(status));
+    Some(response)
+}
+
+fn header_bytes(request: &Request) -> usize {
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .fold(0, usize::saturating_add)
+}
+
+/// The method as a metrics and log label: one of a fixed set, so requests cannot grow the
+/// label space (each new label value is a time series the recorder keeps for good).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 pub async fn request_context(mut request: Request, next: Next) -> Response {
     let request_id = uuid::Uuid::new_v4().simple().to_string();
+    // Route labels come from the router's own templates only, never from the request path.
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().clone();
+    let method = method_label(request.method());
+    let refused = refusal(&request);
     request
         .extensions_mut()
         .insert(RequestId(request_id.clone()));
@@ -42,7 +109,10 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         service_key = tracing::field::Empty,
     );
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = match refused {
+        Some(response) => response,
+        None => next.run(request).instrument(span.clone()).await,
+    };
     let status = response.status();
     let elapsed = started.elapsed();
 
@@ -91,7 +161,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
-    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status.as_u16().to_string()).increment(1);
+    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status.as_u16().to_string()).increment(1);
     metrics::histogram!("http_request_duration_seconds", "route" => route)
         .record(elapsed.as_secs_f64());
     response

@@ -39,6 +39,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
         description = "Connect users' Outlook accounts over OAuth 2.0; tokens stay on the server.",
     ),
     modifiers(&BearerAuth),
+    components(schemas(ProviderName)),
     tags(
         (name = "user", description = "Called by the app for its signed-in user (Supabase JWT)."),
         (name = "browser", description = "Reached by the provider's redirect in the user's browser."),
@@ -48,6 +49,15 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 )]
 struct ApiDoc;
 
+/// The `{provider}` path segment, for the OpenAPI document: the configured providers by path
+/// name (`microsoft` is an alias of `outlook`). Any other value is answered 404.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderName {
+    Outlook,
+    Microsoft,
+}
+
 /// Documents the proxy, which is routed by hand (any method, a wildcard path).
 #[derive(OpenApi)]
 #[openapi(paths(proxy_doc))]
@@ -56,13 +66,19 @@ struct ProxyDoc;
 /// Forwards any method to the provider's API (Graph for Microsoft) with the user's token;
 /// refreshes once and retries on a 401; passes 429 and `Retry-After` through; streams bodies
 /// (requests up to 4 MiB).
-#[utoipa::path(get, path = "/v1/service/users/{user_id}/integrations/{provider}/proxy/{path}", tag = "service",
+#[utoipa::path(method(get, post, put, patch, delete, head, options),
+    path = "/v1/service/users/{user_id}/integrations/{provider}/proxy/{path}", tag = "service",
     security(("service_key" = [])),
-    params(("user_id" = String, Path), ("provider" = String, Path, description = "`outlook`"),
+    params(("user_id" = uuid::Uuid, Path, description = "The app's user id (JWT `sub`)."),
+           ("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)"),
            ("path" = String, Path, description = "Provider API path, e.g. `v1.0/me/messages`.")),
-    responses((status = 200, description = "The provider's answer, as it came (also for its errors)."),
-              (status = 400, description = "The path would leave the provider's API."), (status = 401),
-              (status = 404), (status = 409), (status = 503)))]
+    responses((status = 400, description = "This service's `invalid_request` (`user_id` is not a UUID, or the path would leave the provider's API), or the provider's own 400."),
+              (status = 401, description = "This service's `unauthorized` (no or invalid service key), or the provider's 401 after one refresh and retry."),
+              (status = 404, description = "This service's `not_connected` (same answer for an unknown user or provider), or the provider's own 404."),
+              (status = 409, description = "This service's `reauth_required` (the user must connect again), or the provider's own 409."),
+              (status = 429, description = "This service's `rate_limited` (per service key, or per user within it), or the provider's throttling; both with `Retry-After`."),
+              (status = 503, description = "This service's `provider_unavailable` (with `Retry-After`), or the provider's own 503."),
+              (status = "default", description = "The provider's answer, as it came: its status, body and headers (less hop-by-hop, cookie, site-data and auth ones). This service's own refusals carry its JSON error body (`ErrorBody`).")))]
 #[allow(dead_code)]
 async fn proxy_doc() {}
 
@@ -103,10 +119,38 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes()
+    let mut doc = documented_routes()
         .split_for_parts()
         .1
-        .merge_from(ProxyDoc::openapi())
+        .merge_from(ProxyDoc::openapi());
+    distinct_proxy_operation_ids(&mut doc);
+    doc
+}
+
+/// The proxy is one documented function for every method; OpenAPI wants one operation id per
+/// operation, so each method gets its own (`proxy_get`, `proxy_post`, …).
+fn distinct_proxy_operation_ids(doc: &mut utoipa::openapi::OpenApi) {
+    let Some(item) = doc
+        .paths
+        .paths
+        .get_mut("/v1/service/users/{user_id}/integrations/{provider}/proxy/{path}")
+    else {
+        return;
+    };
+    let operations = [
+        ("get", &mut item.get),
+        ("post", &mut item.post),
+        ("put", &mut item.put),
+        ("patch", &mut item.patch),
+        ("delete", &mut item.delete),
+        ("head", &mut item.head),
+        ("options", &mut item.options),
+    ];
+    for (method, operation) in operations {
+        if let Some(operation) = operation {
+            operation.operation_id = Some(format!("proxy_{method}"));
+        }
+    }
 }
 
 fn cors(state: &AppState) -> CorsLayer {
@@ -121,14 +165,15 @@ fn cors(state: &AppState) -> CorsLayer {
         .allow_credentials(true)
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([HeaderName::from_static("x-request-id")])
+        // Retry-After, so the app's page can honour a 429 or 503.
+        .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
         .max_age(Duration::from_secs(600))
 }
 
 /// The public API router.
 pub fn api_router(state: AppState) -> Router {
-    let (mut router, openapi) = documented_routes().split_for_parts();
-    let openapi = std::sync::Arc::new(openapi.merge_from(ProxyDoc::openapi()));
+    let (mut router, _) = documented_routes().split_for_parts();
+    let openapi = std::sync::Arc::new(openapi());
     if state.settings.demo {
         router = router.route("/demo/session", axum::routing::post(demo::session));
     }

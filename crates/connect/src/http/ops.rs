@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
+use crate::error::ErrorBody;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -19,7 +20,8 @@ pub struct Health {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/v1/health", tag = "ops", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/v1/health", tag = "ops",
+    responses((status = 200, body = Health, description = "The process is up.")))]
 pub async fn health() -> Json<Health> {
     Json(Health {
         status: "healthy",
@@ -40,8 +42,8 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Readiness: the database answers. Answers 503 while it does not, within [`READY_TIMEOUT`].
 #[utoipa::path(get, path = "/v1/ready", tag = "ops", responses(
-    (status = 200, body = Readiness),
-    (status = 503, description = "The database is not reachable."),
+    (status = 200, body = Readiness, description = "The database answers and the keys are loaded."),
+    (status = 503, body = ErrorBody, description = "The database is not reachable."),
 ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let pinged = tokio::time::timeout(READY_TIMEOUT, state.store.ping())

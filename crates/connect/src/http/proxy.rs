@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use secrecy::ExposeSecret;
 use url::Url;
@@ -38,11 +38,13 @@ const FORWARD_REQUEST: &[&str] = &[
     "return-client-request-id",
 ];
 
-/// Response headers never passed back: hop-by-hop (RFC 9110 §7.6.1), cookies and the
-/// provider's authentication challenges.
+/// Response headers never passed back: hop-by-hop (RFC 9110 §7.6.1), cookies, the provider's
+/// authentication challenges, and `Clear-Site-Data` (it would act on the caller's origin, not
+/// the provider's). Headers the answer's own `Connection` names are dropped too.
 const DROP_RESPONSE: &[&str] = &[
     "connection",
     "keep-alive",
+    "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
@@ -50,9 +52,32 @@ const DROP_RESPONSE: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "set-cookie",
+    "set-cookie2",
+    "clear-site-data",
     "www-authenticate",
     "content-length",
 ];
+
+/// The headers an answer passes back to the caller: all but [`DROP_RESPONSE`] and those its
+/// `Connection` header names as hop-by-hop (RFC 9110 §7.6.1).
+fn forwardable_response_headers(upstream: &HeaderMap) -> HeaderMap {
+    let hop_by_hop: Vec<String> = upstream
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    let mut kept = HeaderMap::new();
+    for (name, value) in upstream {
+        let name_str = name.as_str();
+        if !DROP_RESPONSE.contains(&name_str) && !hop_by_hop.iter().any(|h| h == name_str) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
 
 /// The provider URL for the part of the request path after `/proxy/`, or `None` when it could
 /// leave the API base (dot segments, encoded slashes or dots, backslashes, a scheme, an
@@ -119,6 +144,7 @@ pub async fn proxy(
     request: Request,
 ) -> Result<Response> {
     let (user, provider) = target(&user_id, &provider)?;
+    state.limits.check_proxy(&caller.key_name, user)?;
     let api_base = state
         .provider(provider)
         .ok_or(Error::NotConnected)?
@@ -154,11 +180,7 @@ pub async fn proxy(
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = Response::builder().status(status);
     if let Some(headers) = response.headers_mut() {
-        for (name, value) in upstream.headers() {
-            if !DROP_RESPONSE.contains(&name.as_str()) {
-                headers.append(name.clone(), value.clone());
-            }
-        }
+        *headers = forwardable_response_headers(upstream.headers());
     }
     let mut response = response
         .body(Body::from_stream(upstream.bytes_stream()))

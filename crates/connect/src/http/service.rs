@@ -14,7 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::AppState;
 use crate::broker;
 use crate::broker::tokens::fresh_token;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorBody, Result};
+use crate::http::ProviderName;
 use crate::identity::ServiceCaller;
 use crate::model::{ConnectionListing, ConnectionState, UserId};
 use crate::provider::ProviderId;
@@ -36,6 +37,7 @@ pub fn target(user_id: &str, provider: &str) -> Result<(UserId, ProviderId)> {
 #[derive(Deserialize, IntoParams)]
 pub struct TokenQuery {
     /// Seconds the token must stay valid at least (0–3600); it is refreshed first otherwise.
+    #[param(minimum = 0, maximum = 3600)]
     min_ttl: Option<u64>,
 }
 
@@ -57,12 +59,15 @@ pub struct TokenResponse {
 /// skew (5 minutes) or `min_ttl`.
 #[utoipa::path(get, path = "/v1/service/users/{user_id}/integrations/{provider}/token", tag = "service",
     security(("service_key" = [])),
-    params(("user_id" = String, Path, description = "The app's user id (JWT `sub`)."),
-           ("provider" = String, Path, description = "`outlook` (alias `microsoft`)"), TokenQuery),
-    responses((status = 200, body = TokenResponse), (status = 400), (status = 401),
-              (status = 404, description = "No such connection (same answer for an unknown user or provider)."),
-              (status = 409, description = "`reauth_required`: the user must connect again."),
-              (status = 503, description = "`provider_unavailable`, with `Retry-After`; nothing was lost.")))]
+    params(("user_id" = uuid::Uuid, Path, description = "The app's user id (JWT `sub`)."),
+           ("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)"), TokenQuery),
+    responses((status = 200, body = TokenResponse, description = "A token valid for at least the skew (5 minutes) or `min_ttl`."),
+              (status = 400, body = ErrorBody, description = "`user_id` is not a UUID, or `min_ttl` is out of range."),
+              (status = 401, body = ErrorBody, description = "No or invalid service key."),
+              (status = 404, body = ErrorBody, description = "No such connection (same answer for an unknown user or provider)."),
+              (status = 409, body = ErrorBody, description = "`reauth_required`: the user must connect again."),
+              (status = 429, body = ErrorBody, description = "`rate_limited` (per service key, or per user within it), with `Retry-After`."),
+              (status = 503, body = ErrorBody, description = "`provider_unavailable`, with `Retry-After`; nothing was lost.")))]
 pub async fn token(
     State(state): State<AppState>,
     caller: ServiceCaller,
@@ -70,6 +75,7 @@ pub async fn token(
     Query(query): Query<TokenQuery>,
 ) -> Result<Response> {
     let (user, provider) = target(&user_id, &provider)?;
+    state.limits.check_token(&caller.key_name, user)?;
     let min_ttl = query.min_ttl.unwrap_or(0);
     if min_ttl > MAX_MIN_TTL_SECS {
         return Err(Error::InvalidRequest(format!(
@@ -101,8 +107,10 @@ pub struct ListQuery {
     /// `connected` or `needs_reauth`.
     status: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<uuid::Uuid>)]
     cursor: Option<String>,
     /// Page size, 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -110,13 +118,16 @@ pub struct ListQuery {
 pub struct ConnectionPage {
     connections: Vec<ConnectionListing>,
     /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(value_type = Option<uuid::Uuid>)]
     next_cursor: Option<String>,
 }
 
 /// Connections across users (no tokens), paged, for workflows that iterate users.
-#[utoipa::path(get, path = "/v1/service/integrations", tag = "service", security(("service_key" = [])),
+#[utoipa::path(get, path = "/v1/service/integrations", tag = "service", operation_id = "list_connections", security(("service_key" = [])),
     params(ListQuery),
-    responses((status = 200, body = ConnectionPage), (status = 400), (status = 401)))]
+    responses((status = 200, body = ConnectionPage, description = "One page of connections, oldest id first."),
+              (status = 400, body = ErrorBody, description = "An unknown `provider` or `status`, a `cursor` this service did not issue, or `limit` out of range."),
+              (status = 401, body = ErrorBody, description = "No or invalid service key.")))]
 pub async fn list(
     State(state): State<AppState>,
     _caller: ServiceCaller,

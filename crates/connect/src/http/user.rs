@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorBody, Result};
+use crate::http::ProviderName;
 use crate::identity::CurrentUser;
 use crate::model::StatusView;
 use crate::provider::ProviderId;
@@ -27,8 +28,9 @@ pub struct IntegrationList {
 }
 
 /// Every configured provider with the caller's status (one call for a settings page).
-#[utoipa::path(get, path = "/v1/integrations", tag = "user", security(("user_jwt" = [])),
-    responses((status = 200, body = IntegrationList), (status = 401, description = "No or invalid user token.")))]
+#[utoipa::path(get, path = "/v1/integrations", tag = "user", operation_id = "list_integrations", security(("user_jwt" = [])),
+    responses((status = 200, body = IntegrationList, description = "Every configured provider with the user's status."),
+              (status = 401, body = ErrorBody, description = "No or invalid user token.")))]
 pub async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -39,8 +41,10 @@ pub async fn list(
 
 /// The caller's connection to a provider; never a token.
 #[utoipa::path(get, path = "/v1/integrations/{provider}/status", tag = "user", security(("user_jwt" = [])),
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)")),
-    responses((status = 200, body = StatusView), (status = 401), (status = 404, description = "Unknown provider.")))]
+    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)")),
+    responses((status = 200, body = StatusView, description = "The user's connection (never a token)."),
+              (status = 401, body = ErrorBody, description = "No or invalid user token."),
+              (status = 404, body = ErrorBody, description = "Unknown provider.")))]
 pub async fn status(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -55,8 +59,10 @@ pub async fn status(
 /// at https://myapps.microsoft.com (work or school) or https://account.live.com/consent/Manage
 /// (personal).
 #[utoipa::path(delete, path = "/v1/integrations/{provider}/disconnect", tag = "user", security(("user_jwt" = [])),
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)")),
-    responses((status = 204, description = "Disconnected (or was not connected)."), (status = 401), (status = 404)))]
+    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)")),
+    responses((status = 204, description = "Disconnected (or was not connected)."),
+              (status = 401, body = ErrorBody, description = "No or invalid user token."),
+              (status = 404, body = ErrorBody, description = "Unknown provider.")))]
 pub async fn disconnect(
     State(state): State<AppState>,
     user: CurrentUser,

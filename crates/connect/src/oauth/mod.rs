@@ -2,6 +2,11 @@
 //! carries), `authorization_code` (the code grant at the token endpoint), `profile` (who the
 //! tokens belong to). Provider differences come from `provider::`; nothing here stores
 //! anything or knows HTTP routes. Tokens are [`SecretString`]s from the moment they are parsed.
+//!
+//! Every number a provider sends is clamped here, where it is parsed (`Retry-After` to at most
+//! [`MAX_RETRY_AFTER_SECS`], `expires_in` to [`MAX_TOKEN_LIFETIME_SECS`]), so no caller adds an
+//! absurd duration to a clock. Arithmetic and indexing on provider data are linted away.
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 pub mod authorization_code;
 pub mod pkce;
@@ -10,7 +15,13 @@ pub mod refresh_token;
 pub mod state;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+/// Longest wait a provider's `Retry-After` can impose (seconds); a larger value is read as this.
+pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
+
+/// Longest access-token lifetime believed (seconds); Microsoft's live 60–90 minutes.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
 
 /// A successful token response. `Debug` prints no token.
 #[derive(Deserialize)]
@@ -18,7 +29,9 @@ pub struct TokenSet {
     pub access_token: SecretString,
     #[serde(default)]
     pub refresh_token: Option<SecretString>,
-    /// Seconds; Microsoft gives 60–90 minutes, never assume 3600.
+    /// Seconds, clamped to `0..=MAX_TOKEN_LIFETIME_SECS`; Microsoft gives 60–90 minutes, never
+    /// assume 3600. A number or a numeric string (some endpoints send `"3599"`).
+    #[serde(deserialize_with = "clamped_lifetime")]
     pub expires_in: u64,
     /// Space-separated scopes granted (can be a superset of those requested).
     #[serde(default)]
@@ -35,6 +48,58 @@ impl std::fmt::Debug for TokenSet {
             .field("refresh_token", &self.refresh_token.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// `expires_in` as a provider may send it: an integer, a float or a numeric string, of any size
+/// or sign; the result is always within `0..=MAX_TOKEN_LIFETIME_SECS`.
+fn clamped_lifetime<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Lifetime {
+        Whole(i128),
+        Fraction(f64),
+        Text(String),
+    }
+    let secs = match Lifetime::deserialize(deserializer)? {
+        Lifetime::Whole(n) => clamp_secs(n, MAX_TOKEN_LIFETIME_SECS),
+        Lifetime::Fraction(f) => clamp_float_secs(f, MAX_TOKEN_LIFETIME_SECS),
+        Lifetime::Text(text) => parse_secs(&text, MAX_TOKEN_LIFETIME_SECS)
+            .ok_or_else(|| serde::de::Error::custom("expires_in is not a number"))?,
+    };
+    Ok(secs)
+}
+
+fn clamp_secs(value: i128, max: u64) -> u64 {
+    u64::try_from(value.clamp(0, i128::from(max))).unwrap_or(max)
+}
+
+fn clamp_float_secs(value: f64, max: u64) -> u64 {
+    if value.is_nan() || value <= 0.0 {
+        return 0;
+    }
+    // Compared as floats first, so the conversion below is in range and exact.
+    if value.ceil() >= max as f64 {
+        return max;
+    }
+    value.ceil() as u64
+}
+
+/// Seconds as a provider writes them in a header or a string (`120`, `2.128`, `-5`,
+/// `10000000000000`), clamped to `0..=max`; `None` for anything else (an HTTP date included:
+/// the caller's default cooldown applies).
+pub fn parse_secs(text: &str, max: u64) -> Option<u64> {
+    let text = text.trim();
+    if let Ok(whole) = text.parse::<i128>() {
+        return Some(clamp_secs(whole, max));
+    }
+    let looks_numeric = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+');
+    looks_numeric
+        .then(|| text.parse::<f64>().ok())
+        .flatten()
+        .map(|f| clamp_float_secs(f, max))
 }
 
 /// An OAuth error body (RFC 6749 §5.2, with Microsoft's `error_codes` and `suberror`). Only the
@@ -93,8 +158,7 @@ impl ProviderError {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|secs| secs.ceil().max(0.0) as u64);
+            .and_then(|v| parse_secs(v, MAX_RETRY_AFTER_SECS));
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return ProviderError::Unavailable {
                 reason: format!("HTTP {}", status.as_u16()),
@@ -161,5 +225,55 @@ pub fn sanitize_code(code: &str) -> String {
         code.to_owned()
     } else {
         "provider_error".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+    use super::*;
+
+    #[test]
+    fn retry_after_values_are_clamped_to_an_hour() {
+        let hour = MAX_RETRY_AFTER_SECS;
+        for (text, expected) in [
+            ("120", Some(120)),
+            (" 2.128 ", Some(3)),
+            ("0", Some(0)),
+            ("-5", Some(0)),
+            ("10000000000000", Some(hour)),
+            ("99999999999999999999999999999999999999999", Some(hour)),
+            ("1e400", None),
+            ("inf", None),
+            ("NaN", None),
+            ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_secs(text, hour), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn token_lifetimes_are_clamped_to_a_day() {
+        for (json, expected) in [
+            ("3599", 3599),
+            ("\"3599\"", 3599),
+            ("4000.5", 4001),
+            ("-1", 0),
+            ("10000000000000", MAX_TOKEN_LIFETIME_SECS),
+            ("1e300", MAX_TOKEN_LIFETIME_SECS),
+            (
+                "340282366920938463463374607431768211455",
+                MAX_TOKEN_LIFETIME_SECS,
+            ),
+        ] {
+            let body = format!(r#"{{"access_token":"a","expires_in":{json}}}"#);
+            let tokens: TokenSet = serde_json::from_str(&body).unwrap();
+            assert_eq!(tokens.expires_in, expected, "{json}");
+        }
+        assert!(
+            serde_json::from_str::<TokenSet>(r#"{"access_token":"a","expires_in":"soon"}"#)
+                .is_err()
+        );
     }
 }

@@ -9,8 +9,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::SecretString;
 
-/// Name of the browser-binding cookie.
-pub const BINDING_COOKIE: &str = "cc_flow_binding";
+/// Name of the browser-binding cookie. The `__Host-` prefix makes browsers accept it only with
+/// `Secure`, `Path=/` and no `Domain`, so a sibling subdomain cannot plant or shadow it.
+pub const BINDING_COOKIE: &str = "__Host-cc_flow_binding";
 
 /// 32 random bytes as 43 base64url characters.
 pub fn random_token() -> Result<SecretString, aws_lc_rs::error::Unspecified> {

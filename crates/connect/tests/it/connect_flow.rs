@@ -134,15 +134,24 @@ async fn auth_url_carries_pkce_s256_and_the_seeds_parameters_and_binds_the_brows
         .to_str()
         .unwrap()
         .to_owned();
+    assert!(
+        cookie.starts_with("__Host-cc_flow_binding="),
+        "a __Host- cookie no sibling subdomain can plant: {cookie}"
+    );
+    let attributes: Vec<&str> = cookie.split(';').skip(1).map(str::trim).collect();
     for attribute in [
         "HttpOnly",
         "Secure",
         "SameSite=Lax",
-        "Path=/v1/integrations/",
+        "Path=/",
         "Max-Age=600",
     ] {
-        assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+        assert!(attributes.contains(&attribute), "{attribute} in {cookie}");
     }
+    assert!(
+        !cookie.to_ascii_lowercase().contains("domain="),
+        "__Host- cookies carry no Domain: {cookie}"
+    );
     assert_eq!(response.headers()["cache-control"], "no-store");
 }
 
@@ -192,14 +201,41 @@ async fn auth_url_refuses_foreign_origins_missing_origins_and_anonymous_users() 
     assert_eq!(bad_mode.status(), 400);
 }
 
-/// Asserts a refused callback: the page, the reason, no token request, nothing stored.
+/// Asserts a refused callback for a flow that was found: the page reports the error to the
+/// app and spends the cookie; the reason; no token request; nothing stored.
 async fn assert_refused(c: &Connected, response: reqwest::Response, reason: &str, user: Uuid) {
+    assert_refused_as(c, response, reason, user, true).await;
+}
+
+/// Asserts a refused callback whose state matched no flow: an error page that tells the app's
+/// pages nothing and leaves the binding cookie alone (anyone can send such a request).
+async fn assert_refused_without_flow(c: &Connected, response: reqwest::Response, user: Uuid) {
+    assert_refused_as(c, response, "invalid_state", user, false).await;
+}
+
+async fn assert_refused_as(
+    c: &Connected,
+    response: reqwest::Response,
+    reason: &str,
+    user: Uuid,
+    flow_found: bool,
+) {
     assert_eq!(response.status(), 400, "{reason}");
     assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(
+        response.headers().contains_key("set-cookie"),
+        flow_found,
+        "{reason}: the cookie is cleared only when a flow was found"
+    );
     let html = response.text().await.unwrap();
     assert_eq!(
         page_attr(&html, "data-message-type"),
-        "MICROSOFT_AUTH_ERROR"
+        if flow_found {
+            "MICROSOFT_AUTH_ERROR"
+        } else {
+            ""
+        },
+        "{reason}"
     );
     assert_eq!(page_attr(&html, "data-reason"), reason);
     assert_eq!(c.code_exchanges(), 0, "{reason}: no token request");
@@ -238,7 +274,7 @@ async fn callbacks_that_are_not_the_flows_own_are_refused_before_any_token_reque
             )
             .unwrap();
             let response = c.callback(&url, Some(&flow.cookie)).await;
-            assert_refused(&c, response, "invalid_state", alice).await;
+            assert_refused_without_flow(&c, response, alice).await;
         }
 
         // The flow's own redirect, but without the binding cookie, or with another flow's cookie
@@ -252,13 +288,8 @@ async fn callbacks_that_are_not_the_flows_own_are_refused_before_any_token_reque
         )
         .await;
         // The first attempt consumed the flow: the right cookie is now too late.
-        assert_refused(
-            &c,
-            c.callback(&redirect, Some(&flow.cookie)).await,
-            "invalid_state",
-            alice,
-        )
-        .await;
+        assert_refused_without_flow(&c, c.callback(&redirect, Some(&flow.cookie)).await, alice)
+            .await;
 
         let flow = c.start_flow(alice, "popup").await;
         let redirect = c.consent(&flow, Some(ADELE), "accept").await;

@@ -8,6 +8,7 @@ mod cache;
 mod cluster;
 mod connect_flow;
 mod faults;
+mod hardening;
 mod identity;
 mod keys;
 mod n8n_examples;

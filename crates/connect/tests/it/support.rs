@@ -334,6 +334,8 @@ pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
         token_cache_capacity: 10_000,
         demo: false,
         demo_coop: None,
+        // Tests of limits set their own; the rest are about something else.
+        rate_limits: celeste_connect::config::RateLimitSettings::unlimited(),
     }
 }
 
