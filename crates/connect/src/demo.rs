@@ -12,10 +12,11 @@ use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use url::Url;
 
-use provider_emulator::{Emulator, EmulatorConfig};
+use provider_emulator::{Emulator, EmulatorConfig, RegisteredClient};
 
 use crate::app::{App, AppState};
-use crate::config::{JwtSettings, MicrosoftSettings, Settings};
+use crate::config::{JwtSettings, Settings};
+use crate::provider::{ProviderId, dropbox, google, microsoft};
 use crate::vault::{Keyring, generate_entry};
 
 #[derive(Args, Debug, Clone)]
@@ -31,14 +32,22 @@ pub struct DemoArgs {
 /// The emulator's app registration for the demo.
 pub const DEMO_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000c0de";
 
-/// The provider emulator registered for this service's redirect URI.
+/// The provider emulator with this service's client registered for every configured
+/// provider's redirect URI (the demo uses one client id and secret for all three).
 pub fn emulator_for(state: &AppState) -> Option<Emulator> {
-    let microsoft = state.settings.microsoft.as_ref()?;
-    Some(Emulator::new(EmulatorConfig::demo(
-        &microsoft.client_id,
-        microsoft.client_secret.expose_secret(),
-        &state.redirect_uri(crate::provider::ProviderId::Microsoft),
-    )))
+    let first = state.providers.iter().next()?;
+    Some(Emulator::new(EmulatorConfig {
+        clients: vec![RegisteredClient {
+            client_id: first.client_id.clone(),
+            client_secret: first.client_secret.expose_secret().to_owned(),
+            redirect_uris: state
+                .provider_ids()
+                .into_iter()
+                .map(|p| state.redirect_uri(p))
+                .collect(),
+        }],
+        ..EmulatorConfig::default()
+    }))
 }
 
 /// Reads a secret file, creating it (mode 0600) from `make` when missing.
@@ -104,13 +113,15 @@ pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
         },
         service_keys: Vec::new(),
         keyring: Arc::new(keyring),
-        microsoft: Some(MicrosoftSettings {
-            client_id: DEMO_CLIENT_ID.into(),
-            client_secret: secret_file(&data_dir.join("microsoft-client.secret"), random_secret)?,
-            tenant: "common".into(),
-            authority: public_url.join("emulator/")?,
-            graph_url: public_url.join("emulator/")?,
-        }),
+        providers: {
+            let emulator = public_url.join("emulator/")?;
+            let secret = secret_file(&data_dir.join("microsoft-client.secret"), random_secret)?;
+            vec![
+                microsoft::on_emulator(&emulator, DEMO_CLIENT_ID, secret.clone())?,
+                google::on_emulator(&emulator, DEMO_CLIENT_ID, secret.clone())?,
+                dropbox::on_emulator(&emulator, DEMO_CLIENT_ID, secret)?,
+            ]
+        },
         db_pool_size: 4,
         db_read_pool_size: 1,
         migrate_on_start: true,
@@ -140,14 +151,15 @@ pub async fn run(
     let public_url = Url::parse(&format!("http://{addr}/"))?;
     let settings = settings(&public_url, &args.data_dir)?;
     let state = AppState::build(settings).await?;
-    let emulator = emulator_for(&state).context("the demo configures Microsoft")?;
+    let emulator = emulator_for(&state).context("the demo configures every provider")?;
     let mut app = App::from_state(state);
     app.api = app.api.nest("/emulator", emulator.router());
     println!("listening on http://{addr}");
     println!("settings page: {}settings", public_url);
     println!(
-        "provider emulator: {}emulator (Microsoft sign-in and Graph stand-in)",
-        public_url
+        "provider emulator: {}emulator (sign-in and API stand-ins for {})",
+        public_url,
+        ProviderId::ALL.map(ProviderId::label).join(", ")
     );
     println!(
         "data folder: {} (delete it to start over)",

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use celeste_connect::app::{App, AppState};
-use celeste_connect::config::{JwtSettings, MicrosoftSettings, Settings};
+use celeste_connect::config::{JwtSettings, Settings};
 use celeste_connect::identity::service_key;
 use celeste_connect::model::UserId;
 use celeste_connect::provider::ProviderId;
@@ -317,13 +317,14 @@ pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
         },
         service_keys: Vec::new(),
         keyring: test_keyring(),
-        microsoft: Some(MicrosoftSettings {
-            client_id: "11111111-2222-3333-4444-555555555555".into(),
-            client_secret: SecretString::from("test-client-secret".to_owned()),
-            tenant: "common".into(),
-            authority: Url::parse("http://127.0.0.1:9/").unwrap(),
-            graph_url: Url::parse("http://127.0.0.1:9/").unwrap(),
-        }),
+        providers: vec![
+            celeste_connect::provider::microsoft::on_emulator(
+                &Url::parse("http://127.0.0.1:9/").unwrap(),
+                "11111111-2222-3333-4444-555555555555",
+                SecretString::from("test-client-secret".to_owned()),
+            )
+            .unwrap(),
+        ],
         db_pool_size: 5,
         db_read_pool_size: 2,
         migrate_on_start: true,
@@ -541,11 +542,14 @@ pub async fn error_code(response: reqwest::Response) -> String {
     body["error"].as_str().expect("error code").to_owned()
 }
 
-/// The service with the Microsoft provider pointed at a provider emulator of its own, running on
-/// its own port, with this service's redirect URI registered.
+/// The service with every provider pointed at a provider emulator of its own, running on its
+/// own port, with this service's redirect URIs registered.
 pub struct Connected {
     pub app: TestApp,
     pub emulator: provider_emulator::Emulator,
+    /// Where the emulator listens (its Microsoft authority and Graph; Google and Dropbox
+    /// below `google/` and `dropbox/`).
+    pub base: Url,
 }
 
 pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
@@ -582,19 +586,29 @@ pub async fn with_emulator_on(
     let router = emulator.router();
     tokio::spawn(async move { axum::serve(listener, router).await });
     let app = TestApp::start_with(db, |s| {
-        let ms = s.microsoft.as_mut().unwrap();
-        ms.client_secret = SecretString::from(CLIENT_SECRET.to_owned());
-        ms.authority = base.clone();
-        ms.graph_url = base.clone();
+        let secret = || SecretString::from(CLIENT_SECRET.to_owned());
+        use celeste_connect::provider::{dropbox, google, microsoft};
+        s.providers = vec![
+            microsoft::on_emulator(&base, CLIENT_ID, secret()).unwrap(),
+            google::on_emulator(&base, CLIENT_ID, secret()).unwrap(),
+            dropbox::on_emulator(&base, CLIENT_ID, secret()).unwrap(),
+        ];
         adjust(s);
     })
     .await;
     emulator.add_client(provider_emulator::RegisteredClient {
         client_id: CLIENT_ID.into(),
         client_secret: CLIENT_SECRET.into(),
-        redirect_uris: vec![app.state.redirect_uri(ProviderId::Microsoft)],
+        redirect_uris: ProviderId::ALL
+            .iter()
+            .map(|p| app.state.redirect_uri(*p))
+            .collect(),
     });
-    Connected { app, emulator }
+    Connected {
+        app,
+        emulator,
+        base,
+    }
 }
 
 /// A browser's view of one connect flow.
@@ -707,14 +721,7 @@ impl Connected {
 
     /// The emulator's base URL (its authority and Graph).
     pub fn emulator_base(&self) -> Url {
-        self.app
-            .state
-            .settings
-            .microsoft
-            .as_ref()
-            .unwrap()
-            .authority
-            .clone()
+        self.base.clone()
     }
 
     /// GET the service token endpoint for `user`.
