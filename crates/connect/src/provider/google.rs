@@ -151,3 +151,55 @@ pub fn on_emulator(
         scope: SPEC.default_scopes.join(" "),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        google: GoogleArgs,
+    }
+
+    fn resolve(args: &[&str]) -> Result<Option<ConfiguredProvider>, ConfigError> {
+        let mut argv = vec!["serve"];
+        argv.extend_from_slice(args);
+        Command::try_parse_from(argv).unwrap().google.resolve()
+    }
+
+    #[test]
+    fn a_placeholder_secret_refuses_to_start_naming_the_variable() {
+        let error = resolve(&[
+            "--google-client-id",
+            "123-abc.apps.googleusercontent.com",
+            "--google-client-secret",
+            "<your-google-client-secret>",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("GOOGLE_CLIENT_SECRET"), "{error}");
+        let missing = resolve(&["--google-client-id", "123-abc.apps.googleusercontent.com"])
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("GOOGLE_CLIENT_SECRET"), "{missing}");
+    }
+
+    #[test]
+    fn without_a_client_id_google_is_off_and_scopes_can_be_overridden() {
+        assert!(resolve(&[]).unwrap().is_none());
+        let google = resolve(&[
+            "--google-client-id",
+            "123-abc.apps.googleusercontent.com",
+            "--google-client-secret",
+            "GOCSPX-realistic-looking-secret",
+            "--google-scopes",
+            "openid email",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(google.scope, "openid email");
+        assert_eq!(google.revocation_url.unwrap().as_str(), DEFAULT_REVOKE_URL);
+    }
+}

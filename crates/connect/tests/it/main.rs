@@ -12,6 +12,7 @@ mod identity;
 mod keys;
 mod n8n_examples;
 mod postgres_rls;
+mod providers;
 mod store_contract;
 mod supabase;
 mod supabase_shape;

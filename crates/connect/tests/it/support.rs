@@ -620,14 +620,19 @@ pub struct BrowserFlow {
 }
 
 impl Connected {
-    /// The app's page asks for an authorize URL, as `user`, from the app's origin.
+    /// The app's page asks for an Outlook authorize URL, as `user`, from the app's origin.
     pub async fn start_flow(&self, user: Uuid, mode: &str) -> BrowserFlow {
+        self.start_flow_for("outlook", user, mode).await
+    }
+
+    /// The app's page asks for the authorize URL of the provider at path `provider`.
+    pub async fn start_flow_for(&self, provider: &str, user: Uuid, mode: &str) -> BrowserFlow {
         let response = self
             .app
             .http
             .get(
                 self.app
-                    .url(&format!("/v1/integrations/outlook/auth-url?mode={mode}")),
+                    .url(&format!("/v1/integrations/{provider}/auth-url?mode={mode}")),
             )
             .bearer_auth(user_token(user))
             .header("origin", APP_ORIGIN)
@@ -696,9 +701,14 @@ impl Connected {
         request.send().await.unwrap()
     }
 
-    /// A whole successful connect for `user` with the emulator's account `account`.
+    /// A whole successful Outlook connect for `user` with the emulator's account `account`.
     pub async fn connect(&self, user: Uuid, account: &str) -> reqwest::Response {
-        let flow = self.start_flow(user, "popup").await;
+        self.connect_to("outlook", user, account).await
+    }
+
+    /// A whole connect to the provider at path `provider`.
+    pub async fn connect_to(&self, provider: &str, user: Uuid, account: &str) -> reqwest::Response {
+        let flow = self.start_flow_for(provider, user, "popup").await;
         let redirect = self.consent(&flow, Some(account), "accept").await;
         self.callback(&redirect, Some(&flow.cookie)).await
     }
@@ -726,9 +736,14 @@ impl Connected {
 
     /// GET the service token endpoint for `user`.
     pub async fn token(&self, user: Uuid, query: &str) -> reqwest::Response {
+        self.token_for("outlook", user, query).await
+    }
+
+    /// GET the service token endpoint for `user` and the provider at path `provider`.
+    pub async fn token_for(&self, provider: &str, user: Uuid, query: &str) -> reqwest::Response {
         self.app
             .get_service(&format!(
-                "/v1/service/users/{user}/integrations/outlook/token{query}"
+                "/v1/service/users/{user}/integrations/{provider}/token{query}"
             ))
             .await
     }
@@ -743,10 +758,9 @@ impl Connected {
             secs,
         )
         .await;
-        self.app
-            .state
-            .cache
-            .invalidate(UserId(user), ProviderId::Microsoft);
+        for provider in ProviderId::ALL {
+            self.app.state.cache.invalidate(UserId(user), provider);
+        }
     }
 }
 
