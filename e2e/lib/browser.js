@@ -15,19 +15,29 @@ export const STATUS = Object.freeze({
   needsReauth: 'Needs reconnect',
 });
 
-export const sel = Object.freeze({
-  card: `[data-provider="${PROVIDER}"]`,
-  status: `[data-provider="${PROVIDER}"] [data-role=status]`,
-  email: `[data-provider="${PROVIDER}"] [data-role=email]`,
-  displayName: `[data-provider="${PROVIDER}"] [data-role=display-name]`,
-  error: `[data-provider="${PROVIDER}"] [data-role=error]`,
-  connect: `[data-provider="${PROVIDER}"] [data-action=connect]`,
-  disconnect: `[data-provider="${PROVIDER}"] [data-action=disconnect]`,
-  signinForm: '#demo-signin',
-  signinInput: '#demo-signin input[name=user]',
-  signinSubmit: '#demo-signin [type=submit]',
-  signout: '[data-action=signout]',
-});
+/** Selectors of one provider's card (`microsoft`, `google`, `dropbox`) and of the page. */
+export function selFor(provider) {
+  const card = `[data-provider="${provider}"]`;
+  return Object.freeze({
+    card,
+    status: `${card} [data-role=status]`,
+    email: `${card} [data-role=email]`,
+    displayName: `${card} [data-role=display-name]`,
+    error: `${card} [data-role=error]`,
+    hint: `${card} [data-role=hint]`,
+    summary: `${card} [data-role=summary]`,
+    revocation: `${card} [data-role=revocation]`,
+    title: `${card} h2`,
+    connect: `${card} [data-action=connect]`,
+    disconnect: `${card} [data-action=disconnect]`,
+    signinForm: '#demo-signin',
+    signinInput: '#demo-signin input[name=user]',
+    signinSubmit: '#demo-signin [type=submit]',
+    signout: '[data-action=signout]',
+  });
+}
+
+export const sel = selFor(PROVIDER);
 
 export function launchBrowser() {
   return chromium.launch({

@@ -20,6 +20,7 @@ pub struct ProviderCard {
     pub access_summary: &'static str,
     /// Whether a disconnect revokes at the provider; if not, the page says where to remove it.
     pub revokes: bool,
+    pub remove_access_at: &'static str,
 }
 
 #[derive(Template)]
@@ -43,6 +44,7 @@ pub async fn settings(State(state): State<AppState>) -> Response {
                 label: p.label(),
                 access_summary: p.spec().access_summary,
                 revokes: p.spec().revocation != crate::provider::Revocation::None,
+                remove_access_at: p.spec().remove_access_at,
             })
             .collect(),
         base_url: state

@@ -30,6 +30,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     path_names: &["dropbox"],
     label: "Dropbox",
     access_summary: "read your Dropbox files",
+    remove_access_at: "dropbox.com/account/connected_apps",
     env_prefix: "DROPBOX_",
     default_scopes: &SCOPES,
     authorize_params: &[("token_access_type", "offline")],

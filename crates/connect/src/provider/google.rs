@@ -34,6 +34,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     path_names: &["google"],
     label: "Gmail",
     access_summary: "read your Gmail messages",
+    remove_access_at: "myaccount.google.com/connections",
     env_prefix: "GOOGLE_",
     default_scopes: &SCOPES,
     authorize_params: &[

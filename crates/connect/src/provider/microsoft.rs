@@ -39,6 +39,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     path_names: &["outlook", "microsoft"],
     label: "Microsoft Outlook",
     access_summary: "read your Outlook mail and mailbox settings",
+    remove_access_at: "myapps.microsoft.com (work or school) or account.live.com/consent/Manage (personal)",
     env_prefix: "MICROSOFT_",
     default_scopes: &SCOPES,
     authorize_params: &[("response_mode", "query"), ("prompt", "select_account")],

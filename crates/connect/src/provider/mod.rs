@@ -137,6 +137,8 @@ pub struct ProviderSpec {
     pub label: &'static str,
     /// What the connection gives access to, for settings pages ("your mail").
     pub access_summary: &'static str,
+    /// Where users remove the app's access themselves, in words for a settings page.
+    pub remove_access_at: &'static str,
     /// Prefix of its environment variables (`GOOGLE_`).
     pub env_prefix: &'static str,
     pub default_scopes: &'static [&'static str],

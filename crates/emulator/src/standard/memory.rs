@@ -73,15 +73,17 @@ pub(crate) struct Memory {
     access_cutoff: HashMap<String, Instant>,
 }
 
-fn mint(marker: &str, prefix: &str) -> String {
+/// A token in the provider's format (`ya29.`, `1//`, `sl.`) that still holds the marker and
+/// its kind (`TOKMARK-at-`), so leak checks find every provider's tokens alike.
+fn mint(marker: &str, prefix: &str, kind: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!("{prefix}{marker}-{}", URL_SAFE_NO_PAD.encode(bytes))
+    format!("{prefix}{marker}-{kind}-{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
 impl Memory {
     pub fn issue_code(&mut self, code: Code, marker: &str) -> String {
-        let value = mint(marker, code.flavor.code_prefix());
+        let value = mint(marker, code.flavor.code_prefix(), "code");
         self.codes.retain(|_, c| c.expires_at > Instant::now());
         self.codes.insert(value.clone(), code);
         value
@@ -112,7 +114,7 @@ impl Memory {
         lifetime: Duration,
         marker: &str,
     ) -> String {
-        let value = mint(marker, flavor.access_prefix());
+        let value = mint(marker, flavor.access_prefix(), "at");
         let now = Instant::now();
         if self.access.len() > 10_000 {
             self.access.retain(|_, t| t.expires_at > now);
@@ -132,7 +134,7 @@ impl Memory {
     }
 
     pub fn mint_refresh(&mut self, token: RefreshToken, marker: &str) -> String {
-        let value = mint(marker, token.flavor.refresh_prefix());
+        let value = mint(marker, token.flavor.refresh_prefix(), "rt");
         if token.flavor == Flavor::Google {
             let order = self
                 .issued_order
