@@ -78,7 +78,7 @@ fn binding_cookie(value: &str, max_age: i64) -> HeaderValue {
 
 /// Starts connecting a provider: returns the authorize URL and sets the browser-binding cookie.
 #[utoipa::path(get, path = "/v1/integrations/{provider}/auth-url", tag = "user", security(("user_jwt" = [])),
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)"), AuthUrlQuery),
+    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`"), AuthUrlQuery),
     responses((status = 200, body = AuthUrl, description = "Also sets an HttpOnly browser-binding cookie; call with `credentials: 'include'`."),
               (status = 401), (status = 403, description = "Origin not allowed, or an anonymous user."), (status = 404)))]
 pub async fn auth_url(
@@ -203,7 +203,7 @@ fn secure_page_headers(response: &mut Response) {
 /// Where the provider returns the browser. Renders the result page (popup) or redirects to the
 /// app's settings URL (same-window flow).
 #[utoipa::path(get, path = "/v1/integrations/{provider}/callback", tag = "browser",
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)")),
+    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`")),
     responses((status = 200, description = "Connected: a page that tells the app and closes."),
               (status = 303, description = "Same-window flow: back to the app's settings URL with `integration`, `result` and `reason`."),
               (status = 400, description = "Not connected: a page with the reason; nothing was stored.")))]

@@ -58,7 +58,7 @@ pub struct TokenResponse {
 #[utoipa::path(get, path = "/v1/service/users/{user_id}/integrations/{provider}/token", tag = "service",
     security(("service_key" = [])),
     params(("user_id" = String, Path, description = "The app's user id (JWT `sub`)."),
-           ("provider" = String, Path, description = "`outlook` (alias `microsoft`)"), TokenQuery),
+           ("provider" = String, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`"), TokenQuery),
     responses((status = 200, body = TokenResponse), (status = 400), (status = 401),
               (status = 404, description = "No such connection (same answer for an unknown user or provider)."),
               (status = 409, description = "`reauth_required`: the user must connect again."),
@@ -127,7 +127,9 @@ pub async fn list(
         .as_deref()
         .map(|p| {
             ProviderId::from_path(p).ok_or_else(|| {
-                Error::InvalidRequest("provider must be outlook or microsoft".into())
+                Error::InvalidRequest(
+                    "provider must be outlook, microsoft, google or dropbox".into(),
+                )
             })
         })
         .transpose()?;

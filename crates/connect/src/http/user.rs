@@ -39,7 +39,7 @@ pub async fn list(
 
 /// The caller's connection to a provider; never a token.
 #[utoipa::path(get, path = "/v1/integrations/{provider}/status", tag = "user", security(("user_jwt" = [])),
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)")),
+    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`")),
     responses((status = 200, body = StatusView), (status = 401), (status = 404, description = "Unknown provider.")))]
 pub async fn status(
     State(state): State<AppState>,
@@ -50,12 +50,13 @@ pub async fn status(
     Ok(Json(broker::status(&state.store, user.id, provider).await?))
 }
 
-/// Forgets the caller's connection. Idempotent: 204 whether or not there was one. Microsoft has
-/// no revocation endpoint, so the stored tokens are deleted; the user can also remove the app
-/// at https://myapps.microsoft.com (work or school) or https://account.live.com/consent/Manage
-/// (personal).
+/// Forgets the caller's connection. Idempotent: 204 whether or not there was one. Google and
+/// Dropbox grants are revoked at the provider first; if that fails the connection is deleted
+/// all the same. Microsoft has no revocation endpoint, so the stored tokens are deleted; the
+/// user can also remove the app at https://myapps.microsoft.com (work or school) or
+/// https://account.live.com/consent/Manage (personal).
 #[utoipa::path(delete, path = "/v1/integrations/{provider}/disconnect", tag = "user", security(("user_jwt" = [])),
-    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`)")),
+    params(("provider" = String, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`")),
     responses((status = 204, description = "Disconnected (or was not connected)."), (status = 401), (status = 404)))]
 pub async fn disconnect(
     State(state): State<AppState>,
