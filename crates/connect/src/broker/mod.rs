@@ -97,7 +97,8 @@ async fn revoke(app: &crate::app::AppState, user: UserId, provider: ProviderId) 
             }
         }
     };
-    match crate::oauth::revocation::revoke(&app.http, configured, &token).await {
+    let timeout = app.settings.refresh.provider_timeout;
+    match crate::oauth::revocation::revoke(&app.http, configured, &token, timeout).await {
         Ok(()) => "revoked",
         Err(e) => {
             tracing::warn!(provider = %provider, user_id = %user, error = %e, "revocation at the provider failed; deleting the connection all the same");

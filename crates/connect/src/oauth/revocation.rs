@@ -9,15 +9,14 @@ use secrecy::{ExposeSecret, SecretString};
 use super::ProviderError;
 use crate::provider::{ConfiguredProvider, Revocation};
 
-/// How long a revocation may take before the disconnect goes on without it.
-pub const REVOCATION_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Revokes the grant `token` belongs to. `token` is the refresh token for RFC 7009 (it revokes
-/// the whole grant) and a valid access token for the bearer RPC.
+/// the whole grant) and a valid access token for the bearer RPC. `timeout`: how long the
+/// disconnect waits before it goes on without the provider.
 pub async fn revoke(
     http: &reqwest::Client,
     provider: &ConfiguredProvider,
     token: &SecretString,
+    timeout: Duration,
 ) -> Result<(), ProviderError> {
     let Some(url) = provider.revocation_url.clone() else {
         return Ok(());
@@ -32,7 +31,7 @@ pub async fn revoke(
             .body("null"),
     };
     let response = request
-        .timeout(REVOCATION_TIMEOUT)
+        .timeout(timeout)
         .send()
         .await
         .map_err(|e| ProviderError::from_transport(&e))?;

@@ -242,7 +242,7 @@ impl ConfiguredProvider {
 /// The configured providers, found by id in constant time.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
-    slots: [Option<ConfiguredProvider>; 3],
+    slots: [Option<ConfiguredProvider>; ProviderId::ALL.len()],
 }
 
 impl Catalog {

@@ -9,7 +9,7 @@ use provider_emulator::{Faults, Flavor, HttpFault, demo_accounts};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::support::{Backend, Connected, with_emulator};
+use crate::support::{Backend, Connected, with_emulator, with_emulator_adjusted};
 
 const ADA: &str = "108234567890123456789";
 const ALAN: &str = "dbid:AADx7bYc2qLcQ1m3vT9kP0sWnE4rUfHgJ";
@@ -276,6 +276,40 @@ async fn a_failing_revocation_still_disconnects_and_is_counted_once() {
         let token = c.token_for(provider, user, "").await;
         assert_eq!(token.status(), 404, "never left connected");
     }
+}
+
+#[tokio::test]
+async fn a_revocation_that_times_out_still_disconnects_and_is_logged() {
+    crate::support::capture_logs();
+    let c = with_emulator_adjusted(Backend::Sqlite, demo_accounts(), |s| {
+        s.refresh.provider_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let user = Uuid::new_v4();
+    connected(&c, "google", user, ADA).await;
+    c.emulator.set_faults(Faults {
+        latency_ms: 2_000,
+        ..Faults::default()
+    });
+    let started = std::time::Instant::now();
+    let answer = c
+        .app
+        .delete_as(user, "/v1/integrations/google/disconnect")
+        .await;
+    assert_eq!(answer.status(), 204);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_500),
+        "did not wait for the provider"
+    );
+    assert_eq!(status(&c, "google", user).await["status"], "not_connected");
+    assert_eq!(c.emulator.stats().revocations("google"), 0);
+    let logs = crate::support::captured_logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("revocation at the provider failed")
+                && l.contains(&user.to_string())),
+        "the failure is logged"
+    );
 }
 
 #[tokio::test]
