@@ -16,6 +16,7 @@ use provider_emulator::{Emulator, EmulatorConfig, RegisteredClient};
 
 use crate::app::{App, AppState};
 use crate::config::{JwtSettings, Settings};
+use crate::identity::service_key::parse_service_keys;
 use crate::provider::{ProviderId, dropbox, google, microsoft};
 use crate::vault::{Keyring, generate_entry};
 
@@ -28,6 +29,9 @@ pub struct DemoArgs {
     #[arg(long, default_value = ".demo")]
     pub data_dir: PathBuf,
 }
+
+/// The demo's service key (for n8n and other backends), in the data folder.
+pub const SERVICE_KEY_FILE: &str = "service.key";
 
 /// The emulator's app registration for the demo.
 pub const DEMO_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000c0de";
@@ -96,6 +100,20 @@ pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
         Ok(generate_entry("demo1")?.expose_secret().to_owned())
     })?;
     let keyring = Keyring::parse(keys.expose_secret())?;
+    // A service key for n8n and other backends, so the service API works in the demo too.
+    let service_key = secret_file(&data_dir.join(SERVICE_KEY_FILE), || {
+        crate::identity::service_key::generate("demo")
+            .map(|(key, _)| key)
+            .map_err(|e| anyhow::anyhow!(e))
+    })?;
+    let service_keys = parse_service_keys(&format!(
+        "demo:{}",
+        crate::identity::service_key::hash_key(service_key.expose_secret())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))
+    .map_err(|e| anyhow::anyhow!(e))?;
     let origin = public_url.origin().ascii_serialization();
     let database = data_dir.join("connect.db");
     Ok(Settings {
@@ -111,7 +129,7 @@ pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
             jwks_min_refetch: JwtSettings::DEFAULT_JWKS_MIN_REFETCH,
             jwks_max_age: JwtSettings::DEFAULT_JWKS_MAX_AGE,
         },
-        service_keys: Vec::new(),
+        service_keys,
         keyring: Arc::new(keyring),
         providers: {
             let emulator = public_url.join("emulator/")?;
@@ -162,9 +180,39 @@ pub async fn run(
         ProviderId::ALL.map(ProviderId::label).join(", ")
     );
     println!(
+        "service key for n8n and other backends: in {} (header `Authorization: Bearer <key>`)",
+        args.data_dir.join(SERVICE_KEY_FILE).display()
+    );
+    println!(
         "data folder: {} (delete it to start over)",
         args.data_dir.display()
     );
     app.serve(listener, None, shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_accepts_its_own_service_key_and_configures_every_provider() {
+        let dir = std::env::temp_dir().join(format!("cc-demo-{}", uuid::Uuid::new_v4()));
+        let url = Url::parse("http://127.0.0.1:8080/").unwrap();
+        let settings = settings(&url, &dir).unwrap();
+        let key = std::fs::read_to_string(dir.join(SERVICE_KEY_FILE)).unwrap();
+        let keys = crate::identity::service_key::ServiceKeys::new(settings.service_keys.clone());
+        assert_eq!(keys.verify(key.trim()), Some("demo"));
+        let again = super::settings(&url, &dir).unwrap();
+        assert_eq!(
+            again.service_keys.len(),
+            1,
+            "the same key on a second start"
+        );
+        assert_eq!(
+            settings.providers.iter().map(|p| p.id).collect::<Vec<_>>(),
+            ProviderId::ALL.to_vec()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
