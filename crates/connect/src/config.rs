@@ -522,19 +522,31 @@ pub fn known_env() -> Vec<String> {
         .collect()
 }
 
-/// Names of set variables that look like ours (`CONNECT_` or a provider's prefix) but are not
-/// known: probably typos.
+/// Names of set variables that look like ours but are not known: probably typos.
 pub fn unknown_env_vars() -> Vec<String> {
     let known = known_env();
-    std::env::vars_os()
+    let names: Vec<String> = std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    unknown_among(&names, &known)
+}
+
+/// Which of `names` look like ours (`CONNECT_…`, or a provider's prefix with one of the words
+/// our provider variables use) without being `known`. Other tools' variables under a provider's
+/// prefix (`GOOGLE_APPLICATION_CREDENTIALS`, `GOOGLE_CLOUD_PROJECT`) are not ours and not typos.
+pub fn unknown_among(names: &[String], known: &[String]) -> Vec<String> {
+    const PROVIDER_WORDS: [&str; 6] = ["CLIENT", "SECRET", "SCOPE", "URL", "TENANT", "AUTHORITY"];
+    names
+        .iter()
         .filter(|k| {
             k.starts_with("CONNECT_")
-                || ProviderId::ALL
-                    .iter()
-                    .any(|p| k.starts_with(p.spec().env_prefix))
+                || ProviderId::ALL.iter().any(|p| {
+                    k.strip_prefix(p.spec().env_prefix)
+                        .is_some_and(|rest| PROVIDER_WORDS.iter().any(|w| rest.contains(w)))
+                })
         })
         .filter(|k| !known.contains(k))
+        .cloned()
         .collect()
 }
 
@@ -586,6 +598,31 @@ mod tests {
         ] {
             assert!(known.iter().any(|k| k == name), "{name}");
         }
+    }
+
+    #[test]
+    fn typos_of_our_variables_are_flagged_but_other_tools_variables_are_not() {
+        let names: Vec<String> = [
+            "GOOGLE_CLIENT_SECRETS",
+            "DROPBOX_CLIENTID",
+            "MICROSOFT_TENANTS",
+            "CONNECT_LISTEN_ADDR",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "GOOGLE_CLOUD_PROJECT",
+            "GOOGLE_CLIENT_ID",
+            "PATH",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            unknown_among(&names, &known_env()),
+            [
+                "GOOGLE_CLIENT_SECRETS",
+                "DROPBOX_CLIENTID",
+                "MICROSOFT_TENANTS",
+                "CONNECT_LISTEN_ADDR"
+            ]
+        );
     }
 
     #[test]
