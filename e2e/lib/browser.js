@@ -110,8 +110,8 @@ export async function waitForText(page, selector, expected, timeout = 15_000) {
   }
 }
 
-export async function waitForStatus(page, expected, timeout = 15_000) {
-  await waitForText(page, sel.status, expected, timeout);
+export async function waitForStatus(page, expected, timeout = 15_000, provider = PROVIDER) {
+  await waitForText(page, selFor(provider).status, expected, timeout);
 }
 
 /** Opens the settings page (if `open`) and signs in to the demo as `name`. */
@@ -125,9 +125,9 @@ export async function signIn(page, base, name, { open = true } = {}) {
 }
 
 /** Clicks Connect and waits for the emulator's consent page in the popup. */
-export async function openConsentPopup(page) {
+export async function openConsentPopup(page, provider = PROVIDER) {
   const popupEvent = page.waitForEvent('popup', { timeout: 10_000 });
-  await page.click(sel.connect);
+  await page.click(selFor(provider).connect);
   const popup = await popupEvent;
   await popup.waitForSelector('input[name=account]', { timeout: 15_000 });
   return popup;
