@@ -310,6 +310,10 @@ async fn a_revocation_that_times_out_still_disconnects_and_is_logged() {
                 && l.contains(&user.to_string())),
         "the failure is logged"
     );
+    assert!(
+        !logs.contains("TOKMARK"),
+        "no token, code or refresh token of any provider in the logs"
+    );
 }
 
 #[tokio::test]
