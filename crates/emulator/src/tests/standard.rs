@@ -579,3 +579,41 @@ async fn dropbox_expired_tokens_and_throttling_answer_as_dropbox_does() {
     assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
     assert_eq!(expired.json()["error"][".tag"], "expired_access_token");
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropbox_access_tokens_expire_after_four_hours_as_expired_access_token() {
+    let h = Harness::new();
+    let at = h.dropbox_tokens(&[("token_access_type", "offline")]).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::advance(std::time::Duration::from_secs(14_399)).await;
+    let still = h
+        .dropbox_rpc("/dropbox/2/users/get_current_account", &at, None)
+        .await;
+    assert_eq!(still.status, StatusCode::OK);
+    tokio::time::advance(std::time::Duration::from_secs(2)).await;
+    let expired = h
+        .dropbox_rpc("/dropbox/2/users/get_current_account", &at, None)
+        .await;
+    assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(expired.json()["error"][".tag"], "expired_access_token");
+}
+
+#[tokio::test(start_paused = true)]
+async fn google_codes_expire_and_a_verifier_without_a_challenge_is_refused() {
+    let h = Harness::new();
+    let code = h.code_at(GOOGLE_AUTH, &google_params(&[]), ADA).await;
+    tokio::time::advance(std::time::Duration::from_secs(601)).await;
+    let late = h.redeem_at("/google/token", &code, &[]).await;
+    assert_eq!(late.json()["error"], "invalid_grant");
+
+    let mut plain = google_params(&[]);
+    plain.retain(|(n, _)| *n != "code_challenge" && *n != "code_challenge_method");
+    let code = h.code_at(GOOGLE_AUTH, &plain, ADA).await;
+    let reply = h.redeem_at("/google/token", &code, &[]).await;
+    assert_eq!(
+        reply.json()["error_description"],
+        "code_verifier or verifier is not needed."
+    );
+}
