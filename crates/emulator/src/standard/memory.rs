@@ -65,8 +65,8 @@ pub(crate) struct Memory {
     access: HashMap<String, AccessToken>,
     refresh: HashMap<String, RefreshToken>,
     revoked_grants: HashSet<u64>,
-    /// (flavor, account, client) that consented before.
-    consented: HashSet<(Flavor, String, String)>,
+    /// (flavor, account, client) -> the scopes granted so far, cumulatively.
+    consented: HashMap<(Flavor, String, String), Vec<String>>,
     /// Google's live refresh tokens per (account, client), oldest first.
     issued_order: HashMap<(String, String), VecDeque<String>>,
     /// Access tokens issued before this instant, per account, count as expired.
@@ -93,11 +93,24 @@ impl Memory {
         self.codes.get_mut(value)
     }
 
-    /// Records a consent; returns whether this account had consented to the client before.
-    pub fn consent(&mut self, flavor: Flavor, account: &str, client: &str) -> bool {
-        !self
-            .consented
-            .insert((flavor, account.to_owned(), client.to_owned()))
+    /// Records a consent to `scopes`; returns whether this account had consented to the client
+    /// before, and every scope it has granted the client so far (these included).
+    pub fn consent(
+        &mut self,
+        flavor: Flavor,
+        account: &str,
+        client: &str,
+        scopes: &[String],
+    ) -> (bool, Vec<String>) {
+        let key = (flavor, account.to_owned(), client.to_owned());
+        let before = self.consented.contains_key(&key);
+        let granted = self.consented.entry(key).or_default();
+        for scope in scopes {
+            if !granted.contains(scope) {
+                granted.push(scope.clone());
+            }
+        }
+        (before, granted.clone())
     }
 
     pub fn new_grant(&mut self) -> u64 {
@@ -206,7 +219,7 @@ impl Memory {
             )
             .collect();
         self.revoked_grants.extend(grants);
-        self.consented.retain(|(_, a, _)| a != account_id);
+        self.consented.retain(|(_, a, _), _| a != account_id);
     }
 
     /// The account's access tokens issued so far stop working.

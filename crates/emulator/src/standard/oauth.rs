@@ -95,6 +95,7 @@ struct Authorize {
     challenge: Option<Challenge>,
     offline: bool,
     force_consent: bool,
+    include_granted_scopes: bool,
 }
 
 /// An error page: the user stays at the provider.
@@ -171,6 +172,7 @@ fn check_request(
         challenge: None,
         offline: false,
         force_consent: false,
+        include_granted_scopes: false,
     };
     if params.get("response_type") != Some("code") {
         return Err((
@@ -211,6 +213,7 @@ fn check_request(
             request.force_consent = params
                 .get("prompt")
                 .is_some_and(|p| p.split(' ').any(|w| w == "consent"));
+            request.include_granted_scopes = params.get("include_granted_scopes") == Some("true");
         }
         Flavor::Dropbox => {
             if request.scopes.is_empty() {
@@ -402,9 +405,16 @@ async fn decide(flavor: Flavor, State(emulator): State<Emulator>, body: Bytes) -
             return error_page(flavor, "Error 400", "No test account to sign in with.");
         };
         memory.stats.consents_accepted += 1;
-        let consented_before = memory
-            .standard
-            .consent(flavor, &account, &request.client_id);
+        let (consented_before, granted) =
+            memory
+                .standard
+                .consent(flavor, &account, &request.client_id, &request.scopes);
+        // Google's incremental authorization: the new token covers what was granted before.
+        let scopes = if flavor == Flavor::Google && request.include_granted_scopes {
+            granted
+        } else {
+            request.scopes.clone()
+        };
         // Google: a refresh token on the first consent, or when consent was forced.
         let offline = match flavor {
             Flavor::Google => request.offline && (!consented_before || request.force_consent),
@@ -415,7 +425,7 @@ async fn decide(flavor: Flavor, State(emulator): State<Emulator>, body: Bytes) -
             client_id: request.client_id.clone(),
             redirect_uri: request.redirect_uri.clone(),
             account_id: account,
-            scopes: request.scopes.clone(),
+            scopes: scopes.clone(),
             challenge: request.challenge.clone(),
             offline,
             expires_at: Instant::now() + memory.code_lifetime,
@@ -425,7 +435,7 @@ async fn decide(flavor: Flavor, State(emulator): State<Emulator>, body: Bytes) -
         let value = memory.standard.issue_code(code, &marker);
         match flavor {
             Flavor::Google => {
-                let scope = request.scopes.join(" ");
+                let scope = scopes.join(" ");
                 redirect(
                     &request,
                     &[

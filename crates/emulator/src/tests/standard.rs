@@ -94,9 +94,12 @@ impl Harness {
     }
 
     async fn google_tokens(&self, extra: &[(&'static str, &str)], account: &str) -> Value {
-        let code = self
-            .code_at(GOOGLE_AUTH, &google_params(extra), account)
-            .await;
+        self.google_tokens_with(&google_params(extra), account)
+            .await
+    }
+
+    async fn google_tokens_with(&self, params: &[(&str, String)], account: &str) -> Value {
+        let code = self.code_at(GOOGLE_AUTH, params, account).await;
         let reply = self.redeem_at("/google/token", &code, &[]).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         reply.json()
@@ -615,5 +618,33 @@ async fn google_codes_expire_and_a_verifier_without_a_challenge_is_refused() {
     assert_eq!(
         reply.json()["error_description"],
         "code_verifier or verifier is not needed."
+    );
+}
+
+#[tokio::test]
+async fn google_include_granted_scopes_combines_the_grant() {
+    let h = Harness::new();
+    let mut first = google_params(&[]);
+    first.retain(|(n, _)| *n != "scope");
+    first.push(("scope", "openid email".to_owned()));
+    let tokens = h.google_tokens_with(&first, ADA).await;
+    assert_eq!(tokens["scope"], "openid email");
+    let mut more = google_params(&[]);
+    more.retain(|(n, _)| *n != "scope");
+    more.push((
+        "scope",
+        "https://www.googleapis.com/auth/gmail.readonly".to_owned(),
+    ));
+    let combined = h.google_tokens_with(&more, ADA).await;
+    assert_eq!(
+        combined["scope"],
+        "openid email https://www.googleapis.com/auth/gmail.readonly"
+    );
+    let mut alone = more.clone();
+    alone.retain(|(n, _)| *n != "include_granted_scopes");
+    let separate = h.google_tokens_with(&alone, ADA).await;
+    assert_eq!(
+        separate["scope"],
+        "https://www.googleapis.com/auth/gmail.readonly"
     );
 }
