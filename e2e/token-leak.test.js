@@ -1,4 +1,4 @@
-// D4: no provider token reaches the browser. A HAR of a whole connect + status + reload flow
+// D4: no provider token reaches the browser. For each provider, a HAR of a whole connect + status + reload flow
 // (every page of the context, the popup included), the pages' localStorage/sessionStorage and
 // every message they received must hold no emulator token. The emulator puts `TOKMARK-at-`
 // in access tokens, `TOKMARK-rt-` in refresh tokens and `TOKMARK-code-` in codes; the code
@@ -57,26 +57,26 @@ describe('no provider token reaches the browser (D4)', () => {
     await service?.stop();
   });
 
-  test('HAR, storage and messages of a whole connect flow hold no token; the code only goes to the callback', { timeout: 90_000 }, async (t) => {
+  for (const provider of ['microsoft', 'google', 'dropbox']) test(`${provider}: HAR, storage and messages of a whole connect flow hold no token; the code only goes to the callback`, { timeout: 90_000 }, async (t) => {
     await mkdir(outputDir, { recursive: true });
-    const harPath = join(outputDir, 'connect-flow.har');
+    const harPath = join(outputDir, provider === 'microsoft' ? 'connect-flow.har' : `connect-flow-${provider}.har`);
     const context = await browser.newContext({ viewport: DESKTOP, recordHar: { path: harPath, content: 'embed' } });
     await instrument(context);
     const page = await context.newPage();
     const collected = [];
 
-    await signIn(page, service.base, uniqueName('har'));
-    const popup = await openConsentPopup(page);
+    await signIn(page, service.base, uniqueName(`har-${provider}`));
+    const popup = await openConsentPopup(page, provider);
     await answerConsent(popup, 'accept');
     await closesWithin(popup, 15_000);
-    await waitForStatus(page, STATUS.connected);
+    await waitForStatus(page, STATUS.connected, 15_000, provider);
     const storage = async () =>
       page.evaluate(() => JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage } }));
     collected.push(['storage after connect', await storage()]);
     collected.push(['messages before reload', JSON.stringify((await seen(page)).messages)]);
 
     await page.reload();
-    await waitForStatus(page, STATUS.connected);
+    await waitForStatus(page, STATUS.connected, 15_000, provider);
     collected.push(['storage after reload', await storage()]);
     await context.close(); // writes the HAR
 

@@ -15,19 +15,29 @@ export const STATUS = Object.freeze({
   needsReauth: 'Needs reconnect',
 });
 
-export const sel = Object.freeze({
-  card: `[data-provider="${PROVIDER}"]`,
-  status: `[data-provider="${PROVIDER}"] [data-role=status]`,
-  email: `[data-provider="${PROVIDER}"] [data-role=email]`,
-  displayName: `[data-provider="${PROVIDER}"] [data-role=display-name]`,
-  error: `[data-provider="${PROVIDER}"] [data-role=error]`,
-  connect: `[data-provider="${PROVIDER}"] [data-action=connect]`,
-  disconnect: `[data-provider="${PROVIDER}"] [data-action=disconnect]`,
-  signinForm: '#demo-signin',
-  signinInput: '#demo-signin input[name=user]',
-  signinSubmit: '#demo-signin [type=submit]',
-  signout: '[data-action=signout]',
-});
+/** Selectors of one provider's card (`microsoft`, `google`, `dropbox`) and of the page. */
+export function selFor(provider) {
+  const card = `[data-provider="${provider}"]`;
+  return Object.freeze({
+    card,
+    status: `${card} [data-role=status]`,
+    email: `${card} [data-role=email]`,
+    displayName: `${card} [data-role=display-name]`,
+    error: `${card} [data-role=error]`,
+    hint: `${card} [data-role=hint]`,
+    summary: `${card} [data-role=summary]`,
+    revocation: `${card} [data-role=revocation]`,
+    title: `${card} h2`,
+    connect: `${card} [data-action=connect]`,
+    disconnect: `${card} [data-action=disconnect]`,
+    signinForm: '#demo-signin',
+    signinInput: '#demo-signin input[name=user]',
+    signinSubmit: '#demo-signin [type=submit]',
+    signout: '[data-action=signout]',
+  });
+}
+
+export const sel = selFor(PROVIDER);
 
 export function launchBrowser() {
   return chromium.launch({
@@ -100,8 +110,8 @@ export async function waitForText(page, selector, expected, timeout = 15_000) {
   }
 }
 
-export async function waitForStatus(page, expected, timeout = 15_000) {
-  await waitForText(page, sel.status, expected, timeout);
+export async function waitForStatus(page, expected, timeout = 15_000, provider = PROVIDER) {
+  await waitForText(page, selFor(provider).status, expected, timeout);
 }
 
 /** Opens the settings page (if `open`) and signs in to the demo as `name`. */
@@ -115,9 +125,9 @@ export async function signIn(page, base, name, { open = true } = {}) {
 }
 
 /** Clicks Connect and waits for the emulator's consent page in the popup. */
-export async function openConsentPopup(page) {
+export async function openConsentPopup(page, provider = PROVIDER) {
   const popupEvent = page.waitForEvent('popup', { timeout: 10_000 });
-  await page.click(sel.connect);
+  await page.click(selFor(provider).connect);
   const popup = await popupEvent;
   await popup.waitForSelector('input[name=account]', { timeout: 15_000 });
   return popup;

@@ -18,7 +18,7 @@ export function serviceBinary() {
 
 /**
  * @param {{name: string, env?: Record<string, string>}} options  name: used for the log file
- * @returns {Promise<{base: string, logs: () => string, stop: () => Promise<void>}>}
+ * @returns {Promise<{base: string, dataDir: string, logs: () => string, stop: () => Promise<void>}>}
  */
 export async function startService({ name, env = {} }) {
   const bin = serviceBinary();
@@ -61,6 +61,8 @@ export async function startService({ name, env = {} }) {
   const exited = new Promise((resolve) => child.once('exit', resolve));
   return {
     base,
+    /** The demo's data folder (its SQLite database is `connect.db`). */
+    dataDir,
     logs: () => output,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {

@@ -1,7 +1,7 @@
 // Types for @celeste-connect/sdk (connect.js). No provider token appears in any of them: the
 // service keeps tokens server-side and answers with status only.
 
-/** A provider path name or id: `outlook` (alias of `microsoft`), later `google`, `dropbox`. */
+/** A provider path name or id: `outlook` (alias of `microsoft`), `google` or `dropbox`. */
 export type ProviderName = 'microsoft' | 'outlook' | 'google' | 'dropbox' | (string & {});
 
 export type ConnectionState = 'not_connected' | 'connected' | 'needs_reauth';

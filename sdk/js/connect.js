@@ -1,6 +1,6 @@
 /**
  * Celeste Connect browser SDK: connect a signed-in user's provider account (Microsoft Outlook,
- * later Google and Dropbox) in a popup, read and clear the connection status. An ES module with
+ * Gmail or Dropbox) in a popup, read and clear the connection status. An ES module with
  * no dependencies and no build step; the service serves this file at `/sdk/connect.js`.
  *
  * What it must never do: read, store or log a provider token. There is none to read: the

@@ -8,7 +8,7 @@ import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { ConnectError, canonicalProvider, createConnectClient, describeReason } from './connect.js';
 
 /**
- * @param {string} provider  `outlook` (alias `microsoft`), later `google`, `dropbox`
+ * @param {string} provider  `outlook` (alias `microsoft`), `google` or `dropbox`
  * @param {{baseUrl?: string, getAccessToken: () => any, client?: any, enabled?: boolean,
  *   popup?: {width?: number, height?: number}, redirectFallback?: boolean}} options
  */

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::config::Settings;
 use crate::identity::service_key::ServiceKeys;
 use crate::identity::user_jwt::UserVerifier;
-use crate::provider::{ProviderEndpoints, ProviderId};
+use crate::provider::{Catalog, ConfiguredProvider, ProviderId};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::vault::Keyring;
 
@@ -27,8 +27,8 @@ pub struct AppInner {
     pub store: Store,
     pub users: UserVerifier,
     pub service_keys: ServiceKeys,
-    /// Providers with credentials configured, in catalog order.
-    pub providers: Vec<ProviderEndpoints>,
+    /// Providers with credentials configured, found by id.
+    pub providers: Catalog,
     pub keyring: Arc<Keyring>,
     /// Fresh access tokens in memory (see `broker::cache`).
     pub cache: Arc<crate::broker::cache::TokenCache>,
@@ -52,13 +52,13 @@ impl Deref for AppState {
 
 impl AppState {
     /// The endpoints of a configured provider.
-    pub fn provider(&self, provider: ProviderId) -> Option<&ProviderEndpoints> {
-        self.providers.iter().find(|p| p.id == provider)
+    pub fn provider(&self, provider: ProviderId) -> Option<&ConfiguredProvider> {
+        self.providers.get(provider)
     }
 
     /// Ids of the configured providers, in catalog order.
     pub fn provider_ids(&self) -> Vec<ProviderId> {
-        self.providers.iter().map(|p| p.id).collect()
+        self.providers.ids()
     }
 
     /// Where the provider sends the browser back to.
@@ -114,13 +114,7 @@ impl AppState {
         .await?;
         verify_keys(&store, &settings.keyring).await?;
         let http = http_client()?;
-        let mut providers = Vec::new();
-        if let Some(microsoft) = &settings.microsoft {
-            providers.push(
-                crate::provider::microsoft::endpoints(microsoft)
-                    .map_err(|e| StartError::Config(format!("Microsoft endpoints: {e}")))?,
-            );
-        }
+        let providers = Catalog::new(settings.providers.iter().cloned());
         // On PostgreSQL other replicas write too: the cache is on only while a listener hears
         // their changes. On SQLite this process is the only writer.
         let cache = Arc::new(crate::broker::cache::TokenCache::new(

@@ -14,10 +14,13 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::identity::service_key::{ServiceKeyEntry, parse_service_keys};
-use crate::provider::microsoft;
+use crate::provider::dropbox::DropboxArgs;
+use crate::provider::google::GoogleArgs;
+use crate::provider::microsoft::MicrosoftArgs;
+use crate::provider::{ConfiguredProvider, ProviderId, ProviderSpec};
 use crate::vault::{Keyring, generate_entry};
 
-fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+pub fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value.to_owned()))
 }
 
@@ -82,24 +85,9 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECT_ENCRYPTION_KEYS_FILE")]
     pub encryption_keys_file: Option<PathBuf>,
 
-    /// Microsoft app registration: application (client) id.
-    #[arg(long, env = "MICROSOFT_CLIENT_ID")]
-    pub microsoft_client_id: Option<String>,
-    /// Microsoft app registration: client secret (the secret's value, not its id).
-    #[arg(long, env = "MICROSOFT_CLIENT_SECRET", hide_env_values = true, value_parser = parse_secret)]
-    pub microsoft_client_secret: Option<SecretString>,
-    /// File holding MICROSOFT_CLIENT_SECRET.
-    #[arg(long, env = "MICROSOFT_CLIENT_SECRET_FILE")]
-    pub microsoft_client_secret_file: Option<PathBuf>,
-    /// Tenant segment: `common`, `organizations`, `consumers` or a tenant id.
-    #[arg(long, env = "MICROSOFT_TENANT", default_value = microsoft::DEFAULT_TENANT)]
-    pub microsoft_tenant: String,
-    /// Identity platform base URL.
-    #[arg(long, env = "MICROSOFT_AUTHORITY", default_value = microsoft::DEFAULT_AUTHORITY)]
-    pub microsoft_authority: Url,
-    /// Microsoft Graph base URL.
-    #[arg(long, env = "MICROSOFT_GRAPH_URL", default_value = microsoft::DEFAULT_GRAPH_URL)]
-    pub microsoft_graph_url: Url,
+    /// Every provider's credentials and endpoints (`MICROSOFT_*`, `GOOGLE_*`, `DROPBOX_*`).
+    #[command(flatten)]
+    pub providers: ProviderArgs,
 
     /// PostgreSQL connections per process for the service's own work.
     #[arg(long, env = "CONNECT_DB_POOL_SIZE", default_value_t = 10)]
@@ -205,7 +193,8 @@ pub struct Settings {
     pub service_keys: Vec<ServiceKeyEntry>,
     /// Encryption keys for tokens at rest; the service does not start without them.
     pub keyring: Arc<Keyring>,
-    pub microsoft: Option<MicrosoftSettings>,
+    /// The configured providers (a provider is configured when its client id is set).
+    pub providers: Vec<ConfiguredProvider>,
     pub db_pool_size: u32,
     pub db_read_pool_size: u32,
     pub migrate_on_start: bool,
@@ -360,13 +349,77 @@ impl JwtSettings {
     pub const DEFAULT_JWKS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 }
 
-#[derive(Clone, Debug)]
-pub struct MicrosoftSettings {
-    pub client_id: String,
-    pub client_secret: SecretString,
-    pub tenant: String,
-    pub authority: Url,
-    pub graph_url: Url,
+/// Each provider's arguments, owned by its file in `provider/`.
+#[derive(Args, Debug, Clone)]
+pub struct ProviderArgs {
+    #[command(flatten)]
+    pub microsoft: MicrosoftArgs,
+    #[command(flatten)]
+    pub google: GoogleArgs,
+    #[command(flatten)]
+    pub dropbox: DropboxArgs,
+}
+
+impl ProviderArgs {
+    /// The providers whose client id is set, checked.
+    pub fn resolve(self) -> Result<Vec<ConfiguredProvider>, ConfigError> {
+        Ok([
+            self.microsoft.resolve()?,
+            self.google.resolve()?,
+            self.dropbox.resolve()?,
+        ]
+        .into_iter()
+        .flatten()
+        .collect())
+    }
+}
+
+/// The variable names of a provider's client credentials, and how to get real values.
+pub struct CredentialNames {
+    pub client_id: &'static str,
+    pub client_secret: &'static str,
+    pub client_id_hint: &'static str,
+    pub client_secret_hint: &'static str,
+}
+
+/// A provider's client id and secret: `None` when the id is not set (the provider is off);
+/// an error naming the variable when either is a placeholder or the secret is missing.
+pub fn client_credentials(
+    names: &CredentialNames,
+    client_id: Option<String>,
+    secret: Option<SecretString>,
+    secret_file: Option<&PathBuf>,
+) -> Result<Option<(String, SecretString)>, ConfigError> {
+    let Some(client_id) = client_id else {
+        return Ok(None);
+    };
+    if let Some(why) = placeholder_reason(&client_id) {
+        return Err(ConfigError::Placeholder {
+            name: names.client_id,
+            why,
+            hint: names.client_id_hint.into(),
+        });
+    }
+    let secret = resolve_secret(names.client_secret, secret, secret_file)?;
+    let secret = require_real(names.client_secret, secret, || {
+        names.client_secret_hint.into()
+    })?;
+    Ok(Some((client_id, secret)))
+}
+
+/// The configured scopes (space- or comma-separated), or the provider's defaults.
+pub fn scopes_or(configured: Option<String>, spec: &ProviderSpec) -> String {
+    let words: Vec<&str> = configured
+        .as_deref()
+        .unwrap_or_default()
+        .split([' ', ','])
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.is_empty() {
+        spec.default_scopes.join(" ")
+    } else {
+        words.join(" ")
+    }
 }
 
 /// A configuration problem, worded as what to do about it.
@@ -566,36 +619,7 @@ impl ServeArgs {
             why: e.to_string(),
         })?;
 
-        let microsoft = match self.microsoft_client_id {
-            None => None,
-            Some(client_id) => {
-                if let Some(why) = placeholder_reason(&client_id) {
-                    return Err(ConfigError::Placeholder {
-                        name: "MICROSOFT_CLIENT_ID",
-                        why,
-                        hint: "Copy the Application (client) ID from Entra ID → App registrations."
-                            .into(),
-                    });
-                }
-                let secret = resolve_secret(
-                    "MICROSOFT_CLIENT_SECRET",
-                    self.microsoft_client_secret,
-                    self.microsoft_client_secret_file.as_ref(),
-                )?;
-                let client_secret = require_real("MICROSOFT_CLIENT_SECRET", secret, || {
-                    "Create one under Entra ID → App registrations → Certificates & secrets and \
-                     copy its Value (not its Secret ID)."
-                        .into()
-                })?;
-                Some(MicrosoftSettings {
-                    client_id,
-                    client_secret,
-                    tenant: self.microsoft_tenant,
-                    authority: self.microsoft_authority,
-                    graph_url: self.microsoft_graph_url,
-                })
-            }
-        };
+        let providers = self.providers.resolve()?;
 
         Ok(Settings {
             database_url,
@@ -612,7 +636,7 @@ impl ServeArgs {
             },
             service_keys,
             keyring: Arc::new(keyring),
-            microsoft,
+            providers,
             db_pool_size: self.db_pool_size.max(1),
             db_read_pool_size: self.db_read_pool_size.max(1),
             migrate_on_start: self.migrate_on_start,
@@ -643,59 +667,44 @@ impl ServeArgs {
     }
 }
 
-/// Every variable this binary reads; anything else starting with one of the prefixes below is
-/// probably a typo, and `serve` says so.
-pub const KNOWN_ENV: &[&str] = &[
-    "DATABASE_URL",
-    "DATABASE_URL_FILE",
-    "CONNECT_LISTEN",
-    "CONNECT_ADMIN_LISTEN",
-    "CONNECT_PUBLIC_URL",
-    "CONNECT_APP_ORIGINS",
-    "CONNECT_APP_SETTINGS_URL",
-    "CONNECT_JWT_SECRET",
-    "CONNECT_JWT_SECRET_FILE",
-    "CONNECT_JWKS_URL",
-    "CONNECT_JWT_AUDIENCE",
-    "CONNECT_JWT_ISSUER",
-    "CONNECT_SERVICE_KEYS",
-    "CONNECT_SERVICE_KEYS_FILE",
-    "CONNECT_ENCRYPTION_KEYS",
-    "CONNECT_ENCRYPTION_KEYS_FILE",
-    "CONNECT_DB_POOL_SIZE",
-    "CONNECT_DB_READ_POOL_SIZE",
-    "CONNECT_MIGRATE_ON_START",
-    "CONNECT_LOG_FORMAT",
-    "CONNECT_REFRESH_SKEW_SECS",
-    "CONNECT_REFRESH_LEASE_SECS",
-    "CONNECT_REFRESH_COOLDOWN_SECS",
-    "CONNECT_KEEPALIVE_IDLE_HOURS",
-    "CONNECT_KEEPALIVE_INTERVAL_SECS",
-    "CONNECT_KEEPALIVE_CONCURRENCY",
-    "CONNECT_TOKEN_CACHE_CAPACITY",
-    "CONNECT_DEMO_COOP",
-    "CONNECT_PENDING_FLOWS_PER_USER",
-    "CONNECT_RATE_LIMIT_AUTH_URL_PER_USER",
-    "CONNECT_RATE_LIMIT_TOKEN_PER_KEY",
-    "CONNECT_RATE_LIMIT_TOKEN_PER_USER",
-    "CONNECT_RATE_LIMIT_PROXY_PER_KEY",
-    "CONNECT_RATE_LIMIT_PROXY_PER_USER",
-    "CONNECT_RATE_LIMIT_CALLBACK_PER_IP",
-    "CONNECT_CLIENT_IP_HEADER",
-    "MICROSOFT_CLIENT_ID",
-    "MICROSOFT_CLIENT_SECRET",
-    "MICROSOFT_CLIENT_SECRET_FILE",
-    "MICROSOFT_TENANT",
-    "MICROSOFT_AUTHORITY",
-    "MICROSOFT_GRAPH_URL",
-];
+/// Every variable `serve` reads, from its arguments (so a provider's file that adds one adds
+/// it here), plus the demo's own.
+pub fn known_env() -> Vec<String> {
+    use clap::Args as _;
+    let command = ServeArgs::augment_args(clap::Command::new("serve"));
+    command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .filter_map(|name| name.to_str().map(str::to_owned))
+        .chain(std::iter::once("CONNECT_DEMO_COOP".to_owned()))
+        .collect()
+}
 
-/// Names of set variables that look like ours but are not known.
+/// Names of set variables that look like ours but are not known: probably typos.
 pub fn unknown_env_vars() -> Vec<String> {
-    std::env::vars_os()
+    let known = known_env();
+    let names: Vec<String> = std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
-        .filter(|k| k.starts_with("CONNECT_") || k.starts_with("MICROSOFT_"))
-        .filter(|k| !KNOWN_ENV.contains(&k.as_str()))
+        .collect();
+    unknown_among(&names, &known)
+}
+
+/// Which of `names` look like ours (`CONNECT_…`, or a provider's prefix with one of the words
+/// our provider variables use) without being `known`. Other tools' variables under a provider's
+/// prefix (`GOOGLE_APPLICATION_CREDENTIALS`, `GOOGLE_CLOUD_PROJECT`) are not ours and not typos.
+pub fn unknown_among(names: &[String], known: &[String]) -> Vec<String> {
+    const PROVIDER_WORDS: [&str; 6] = ["CLIENT", "SECRET", "SCOPE", "URL", "TENANT", "AUTHORITY"];
+    names
+        .iter()
+        .filter(|k| {
+            k.starts_with("CONNECT_")
+                || ProviderId::ALL.iter().any(|p| {
+                    k.strip_prefix(p.spec().env_prefix)
+                        .is_some_and(|rest| PROVIDER_WORDS.iter().any(|w| rest.contains(w)))
+                })
+        })
+        .filter(|k| !known.contains(k))
+        .cloned()
         .collect()
 }
 
@@ -764,6 +773,62 @@ mod tests {
         assert!(placeholder_reason("your-anon-key").is_some());
         assert!(placeholder_reason("").is_some());
         assert!(placeholder_reason("Xy8Q~abcdefGHIJKL1234567890").is_none());
+    }
+
+    #[test]
+    fn every_providers_variables_are_known() {
+        let known = known_env();
+        for name in [
+            "DATABASE_URL_FILE",
+            "MICROSOFT_CLIENT_SECRET_FILE",
+            "MICROSOFT_SCOPES",
+            "GOOGLE_CLIENT_ID",
+            "GOOGLE_SCOPES",
+            "GOOGLE_REVOKE_URL",
+            "DROPBOX_CLIENT_SECRET",
+            "DROPBOX_CONTENT_URL",
+            "CONNECT_DEMO_COOP",
+        ] {
+            assert!(known.iter().any(|k| k == name), "{name}");
+        }
+    }
+
+    #[test]
+    fn typos_of_our_variables_are_flagged_but_other_tools_variables_are_not() {
+        let names: Vec<String> = [
+            "GOOGLE_CLIENT_SECRETS",
+            "DROPBOX_CLIENTID",
+            "MICROSOFT_TENANTS",
+            "CONNECT_LISTEN_ADDR",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "GOOGLE_CLOUD_PROJECT",
+            "GOOGLE_CLIENT_ID",
+            "PATH",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            unknown_among(&names, &known_env()),
+            [
+                "GOOGLE_CLIENT_SECRETS",
+                "DROPBOX_CLIENTID",
+                "MICROSOFT_TENANTS",
+                "CONNECT_LISTEN_ADDR"
+            ]
+        );
+    }
+
+    #[test]
+    fn scopes_fall_back_to_the_providers_defaults() {
+        let spec = ProviderId::Google.spec();
+        assert_eq!(
+            scopes_or(None, spec),
+            "openid email profile https://www.googleapis.com/auth/gmail.readonly"
+        );
+        assert_eq!(
+            scopes_or(Some(" openid,email ".into()), spec),
+            "openid email"
+        );
     }
 
     #[test]

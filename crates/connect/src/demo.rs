@@ -12,10 +12,12 @@ use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use url::Url;
 
-use provider_emulator::{Emulator, EmulatorConfig};
+use provider_emulator::{Emulator, EmulatorConfig, RegisteredClient};
 
 use crate::app::{App, AppState};
-use crate::config::{JwtSettings, MicrosoftSettings, Settings};
+use crate::config::{JwtSettings, Settings};
+use crate::identity::service_key::parse_service_keys;
+use crate::provider::{ProviderId, dropbox, google, microsoft};
 use crate::vault::{Keyring, generate_entry};
 
 #[derive(Args, Debug, Clone)]
@@ -28,17 +30,28 @@ pub struct DemoArgs {
     pub data_dir: PathBuf,
 }
 
+/// The demo's service key (for n8n and other backends), in the data folder.
+pub const SERVICE_KEY_FILE: &str = "service.key";
+
 /// The emulator's app registration for the demo.
 pub const DEMO_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000c0de";
 
-/// The provider emulator registered for this service's redirect URI.
+/// The provider emulator with this service's client registered for every configured
+/// provider's redirect URI (the demo uses one client id and secret for all three).
 pub fn emulator_for(state: &AppState) -> Option<Emulator> {
-    let microsoft = state.settings.microsoft.as_ref()?;
-    Some(Emulator::new(EmulatorConfig::demo(
-        &microsoft.client_id,
-        microsoft.client_secret.expose_secret(),
-        &state.redirect_uri(crate::provider::ProviderId::Microsoft),
-    )))
+    let first = state.providers.iter().next()?;
+    Some(Emulator::new(EmulatorConfig {
+        clients: vec![RegisteredClient {
+            client_id: first.client_id.clone(),
+            client_secret: first.client_secret.expose_secret().to_owned(),
+            redirect_uris: state
+                .provider_ids()
+                .into_iter()
+                .map(|p| state.redirect_uri(p))
+                .collect(),
+        }],
+        ..EmulatorConfig::default()
+    }))
 }
 
 /// Reads a secret file, creating it (mode 0600) from `make` when missing.
@@ -87,6 +100,20 @@ pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
         Ok(generate_entry("demo1")?.expose_secret().to_owned())
     })?;
     let keyring = Keyring::parse(keys.expose_secret())?;
+    // A service key for n8n and other backends, so the service API works in the demo too.
+    let service_key = secret_file(&data_dir.join(SERVICE_KEY_FILE), || {
+        crate::identity::service_key::generate("demo")
+            .map(|(key, _)| key)
+            .map_err(|e| anyhow::anyhow!(e))
+    })?;
+    let service_keys = parse_service_keys(&format!(
+        "demo:{}",
+        crate::identity::service_key::hash_key(service_key.expose_secret())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))
+    .map_err(|e| anyhow::anyhow!(e))?;
     let origin = public_url.origin().ascii_serialization();
     let database = data_dir.join("connect.db");
     Ok(Settings {
@@ -102,15 +129,17 @@ pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
             jwks_min_refetch: JwtSettings::DEFAULT_JWKS_MIN_REFETCH,
             jwks_max_age: JwtSettings::DEFAULT_JWKS_MAX_AGE,
         },
-        service_keys: Vec::new(),
+        service_keys,
         keyring: Arc::new(keyring),
-        microsoft: Some(MicrosoftSettings {
-            client_id: DEMO_CLIENT_ID.into(),
-            client_secret: secret_file(&data_dir.join("microsoft-client.secret"), random_secret)?,
-            tenant: "common".into(),
-            authority: public_url.join("emulator/")?,
-            graph_url: public_url.join("emulator/")?,
-        }),
+        providers: {
+            let emulator = public_url.join("emulator/")?;
+            let secret = secret_file(&data_dir.join("microsoft-client.secret"), random_secret)?;
+            vec![
+                microsoft::on_emulator(&emulator, DEMO_CLIENT_ID, secret.clone())?,
+                google::on_emulator(&emulator, DEMO_CLIENT_ID, secret.clone())?,
+                dropbox::on_emulator(&emulator, DEMO_CLIENT_ID, secret)?,
+            ]
+        },
         db_pool_size: 4,
         db_read_pool_size: 1,
         migrate_on_start: true,
@@ -141,14 +170,19 @@ pub async fn run(
     let public_url = Url::parse(&format!("http://{addr}/"))?;
     let settings = settings(&public_url, &args.data_dir)?;
     let state = AppState::build(settings).await?;
-    let emulator = emulator_for(&state).context("the demo configures Microsoft")?;
+    let emulator = emulator_for(&state).context("the demo configures every provider")?;
     let mut app = App::from_state(state);
     app.api = app.api.nest("/emulator", emulator.router());
     println!("listening on http://{addr}");
     println!("settings page: {}settings", public_url);
     println!(
-        "provider emulator: {}emulator (Microsoft sign-in and Graph stand-in)",
-        public_url
+        "provider emulator: {}emulator (sign-in and API stand-ins for {})",
+        public_url,
+        ProviderId::ALL.map(ProviderId::label).join(", ")
+    );
+    println!(
+        "service key for n8n and other backends: in {} (header `Authorization: Bearer <key>`)",
+        args.data_dir.join(SERVICE_KEY_FILE).display()
     );
     println!(
         "data folder: {} (delete it to start over)",
@@ -156,4 +190,30 @@ pub async fn run(
     );
     app.serve(listener, None, shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_accepts_its_own_service_key_and_configures_every_provider() {
+        let dir = std::env::temp_dir().join(format!("cc-demo-{}", uuid::Uuid::new_v4()));
+        let url = Url::parse("http://127.0.0.1:8080/").unwrap();
+        let settings = settings(&url, &dir).unwrap();
+        let key = std::fs::read_to_string(dir.join(SERVICE_KEY_FILE)).unwrap();
+        let keys = crate::identity::service_key::ServiceKeys::new(settings.service_keys.clone());
+        assert_eq!(keys.verify(key.trim()), Some("demo"));
+        let again = super::settings(&url, &dir).unwrap();
+        assert_eq!(
+            again.service_keys.len(),
+            1,
+            "the same key on a second start"
+        );
+        assert_eq!(
+            settings.providers.iter().map(|p| p.id).collect::<Vec<_>>(),
+            ProviderId::ALL.to_vec()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -1,4 +1,5 @@
-//! What the emulator is set up with: registered client applications, test accounts and the
+//! What the emulator is set up with: registered client applications, test accounts (Microsoft,
+//! Google, Dropbox) and the
 //! lifetimes and marker it issues tokens with. Plain data with demo defaults; it must not hold
 //! runtime state (codes, tokens, counters live in `state`).
 
@@ -85,11 +86,74 @@ impl Default for TestAccount {
     }
 }
 
+/// A Google or Dropbox test account: Google's `sub` or Dropbox's `account_id`, and what the
+/// profile answers. `item_count` is the size of its Gmail mailbox or Dropbox `/Documents`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderAccount {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub item_count: usize,
+}
+
+impl ProviderAccount {
+    fn new(id: &str, email: &str, given_name: &str, family_name: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            email: email.to_owned(),
+            name: format!("{given_name} {family_name}"),
+            given_name: given_name.to_owned(),
+            family_name: family_name.to_owned(),
+            item_count: 25,
+        }
+    }
+}
+
+/// Two Google accounts (`sub` is 21 digits, as Google's are).
+pub fn google_demo_accounts() -> Vec<ProviderAccount> {
+    vec![
+        ProviderAccount::new(
+            "108234567890123456789",
+            "ada.lovelace@gmail.example",
+            "Ada",
+            "Lovelace",
+        ),
+        ProviderAccount::new(
+            "117654321098765432101",
+            "grace.hopper@gmail.example",
+            "Grace",
+            "Hopper",
+        ),
+    ]
+}
+
+/// Two Dropbox accounts (`account_id` is `dbid:` and 35 characters, as Dropbox's are).
+pub fn dropbox_demo_accounts() -> Vec<ProviderAccount> {
+    vec![
+        ProviderAccount::new(
+            "dbid:AADx7bYc2qLcQ1m3vT9kP0sWnE4rUfHgJ",
+            "alan.turing@dropbox.example",
+            "Alan",
+            "Turing",
+        ),
+        ProviderAccount::new(
+            "dbid:AAB9kLmN0pQrStUvWxYz1234567890abCdE",
+            "katherine.johnson@dropbox.example",
+            "Katherine",
+            "Johnson",
+        ),
+    ]
+}
+
 /// Everything the emulator starts with.
 #[derive(Clone, Debug)]
 pub struct EmulatorConfig {
     pub clients: Vec<RegisteredClient>,
     pub accounts: Vec<TestAccount>,
+    pub google_accounts: Vec<ProviderAccount>,
+    pub dropbox_accounts: Vec<ProviderAccount>,
     /// `None`: a random 3600..=5400 s per token, as Microsoft does (60–90 min).
     pub access_token_lifetime: Option<Duration>,
     pub code_lifetime: Duration,
@@ -101,6 +165,8 @@ impl Default for EmulatorConfig {
         Self {
             clients: Vec::new(),
             accounts: demo_accounts(),
+            google_accounts: google_demo_accounts(),
+            dropbox_accounts: dropbox_demo_accounts(),
             access_token_lifetime: None,
             code_lifetime: DEFAULT_CODE_LIFETIME,
             marker: DEFAULT_MARKER.to_owned(),

@@ -49,7 +49,10 @@ async fn set_faults(
         Ok(Json(faults)) => faults,
         Err(rejection) => return bad_request(&rejection.body_text()),
     };
-    for fault in [&faults.token, &faults.graph].into_iter().flatten() {
+    for fault in [&faults.token, &faults.graph, &faults.revoke]
+        .into_iter()
+        .flatten()
+    {
         if !is_failure_status(fault) {
             return bad_request("a fault status must be 429 or 5xx");
         }
@@ -75,7 +78,7 @@ async fn account_switch(
     State(emulator): State<Emulator>,
     Path((id, action)): Path<(String, String)>,
 ) -> Response {
-    if !emulator.accounts().iter().any(|a| a.id == id) {
+    if !emulator.knows_account(&id) {
         return not_found("no such account");
     }
     match action.as_str() {

@@ -1,4 +1,4 @@
-//! Fault switches tests turn on: added latency, token-endpoint and Graph failures, and an error
+//! Fault switches tests turn on: added latency, token-endpoint, API and revocation failures, and an error
 //! instead of the next consent. Data and the small bookkeeping of "how many more"; it must not
 //! build HTTP responses (each protocol module renders its own error shape).
 
@@ -79,7 +79,10 @@ pub struct Faults {
     pub latency_ms: u64,
     pub latency_target: LatencyTarget,
     pub token: Option<HttpFault>,
+    /// API answers: Graph, Google's APIs, Dropbox's RPC API.
     pub graph: Option<HttpFault>,
+    /// Google's and Dropbox's revocation endpoints.
+    pub revoke: Option<HttpFault>,
     /// One-shot: consumed by the next accepted consent.
     pub next_consent: Option<ConsentFault>,
 }
@@ -92,6 +95,10 @@ impl Faults {
 
     pub(crate) fn take_graph(&mut self) -> Option<HttpFault> {
         take_one(&mut self.graph)
+    }
+
+    pub(crate) fn take_revoke(&mut self) -> Option<HttpFault> {
+        take_one(&mut self.revoke)
     }
 
     pub(crate) fn latency_for(&self, endpoint_is_token: bool) -> u64 {

@@ -1,8 +1,10 @@
 //! Provider emulator: a faithful local stand-in for the Microsoft identity platform v2.0
 //! (authorize with a consent page, token with codes, PKCE, client auth, rotating refresh tokens
-//! and Microsoft's AADSTS errors) and Microsoft Graph (`/v1.0/me`, `/v1.0/me/messages`), with
+//! and Microsoft's AADSTS errors) and Microsoft Graph (`/v1.0/me`, `/v1.0/me/messages`), and
+//! under `/google/` and `/dropbox/` for Google (authorize, token, revoke, userinfo, Gmail
+//! messages) and Dropbox (authorize, token, revoke, `get_current_account`, `list_folder`), with
 //! fault switches and call counters for tests. Facts it follows: shared/reference/providers.md
-//! §1 and §5. This file owns the public handle ([`Emulator`]) and the route table; it must not
+//! §1, §2, §3 and §5. This file owns the public handle ([`Emulator`]) and the route table; it must not
 //! hold protocol rules (those live in `identity` and `graph`). Never mount it in production.
 
 mod config;
@@ -12,6 +14,7 @@ mod graph;
 mod html;
 mod identity;
 mod request_url;
+mod standard;
 mod state;
 mod stats;
 
@@ -26,10 +29,12 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use config::{
-    AccountKind, DEFAULT_CODE_LIFETIME, DEFAULT_MARKER, EmulatorConfig, RegisteredClient,
-    TestAccount, demo_accounts,
+    AccountKind, DEFAULT_CODE_LIFETIME, DEFAULT_MARKER, EmulatorConfig, ProviderAccount,
+    RegisteredClient, TestAccount, demo_accounts, dropbox_demo_accounts, google_demo_accounts,
 };
 pub use faults::{ConsentFault, Faults, HttpFault, LatencyTarget};
+pub use standard::Flavor;
+pub use standard::memory::GOOGLE_REFRESH_TOKEN_CAP;
 pub use stats::{Stats, endpoint};
 
 /// BASE64URL(SHA256(verifier)): the `S256` code challenge for a verifier, for tests.
@@ -55,6 +60,7 @@ pub(crate) enum Surface {
     Authorize,
     Token,
     Graph,
+    Revoke,
 }
 
 impl Emulator {
@@ -75,6 +81,7 @@ impl Emulator {
             .route("/v1.0/me/messages/{id}", get(graph::messages::single))
             .route("/v1.0/me/mailboxSettings", get(graph::me::mailbox_settings))
             .route("/v1.0/{*rest}", get(graph::unknown_segment))
+            .merge(standard::routes())
             .merge(controls::routes())
             .with_state(self.clone())
     }
@@ -131,6 +138,20 @@ impl Emulator {
         self.with(|memory| memory.accounts.clone())
     }
 
+    /// The Google or Dropbox test accounts.
+    pub fn provider_accounts(&self, flavor: Flavor) -> Vec<ProviderAccount> {
+        self.with(|memory| memory.flavor_accounts(flavor).to_vec())
+    }
+
+    /// Whether `id` names a test account of any provider.
+    pub fn knows_account(&self, id: &str) -> bool {
+        self.with(|memory| {
+            memory.accounts.iter().any(|a| a.id == id)
+                || memory.google_accounts.iter().any(|a| a.id == id)
+                || memory.dropbox_accounts.iter().any(|a| a.id == id)
+        })
+    }
+
     /// Runs `f` on the state. Never call across an `.await`.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut state::State) -> R) -> R {
         // A panic elsewhere must not wedge every later test request.
@@ -157,6 +178,7 @@ impl Emulator {
                 Surface::Authorize => None,
                 Surface::Token => memory.faults.take_token(),
                 Surface::Graph => memory.faults.take_graph(),
+                Surface::Revoke => memory.faults.take_revoke(),
             };
             if fault.is_some() {
                 memory.stats.faults_injected += 1;

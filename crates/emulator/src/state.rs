@@ -12,7 +12,7 @@ use rand::{Rng, RngCore};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use crate::config::{EmulatorConfig, RegisteredClient, TestAccount};
+use crate::config::{EmulatorConfig, ProviderAccount, RegisteredClient, TestAccount};
 use crate::faults::Faults;
 use crate::identity::pkce::Challenge;
 use crate::identity::scope::Scopes;
@@ -27,6 +27,10 @@ const SWEEP_THRESHOLD: usize = 10_000;
 pub(crate) struct State {
     pub clients: Vec<RegisteredClient>,
     pub accounts: Vec<TestAccount>,
+    pub google_accounts: Vec<ProviderAccount>,
+    pub dropbox_accounts: Vec<ProviderAccount>,
+    /// Codes, tokens and grants of the Google and Dropbox stand-ins.
+    pub standard: crate::standard::memory::Memory,
     pub access_token_lifetime: Option<Duration>,
     pub code_lifetime: Duration,
     pub marker: String,
@@ -117,6 +121,9 @@ impl State {
         Self {
             clients: config.clients,
             accounts: config.accounts,
+            google_accounts: config.google_accounts,
+            dropbox_accounts: config.dropbox_accounts,
+            standard: Default::default(),
             access_token_lifetime: config.access_token_lifetime,
             code_lifetime: config.code_lifetime,
             marker: config.marker,
@@ -141,6 +148,14 @@ impl State {
         self.refresh_tokens.clear();
         self.consents.clear();
         self.switches.clear();
+        self.standard.reset();
+    }
+
+    pub fn flavor_accounts(&self, flavor: crate::standard::Flavor) -> &[ProviderAccount] {
+        match flavor {
+            crate::standard::Flavor::Google => &self.google_accounts,
+            crate::standard::Flavor::Dropbox => &self.dropbox_accounts,
+        }
     }
 
     pub fn client(&self, client_id: &str) -> Option<&RegisteredClient> {
@@ -324,6 +339,7 @@ impl State {
     }
 
     pub fn revoke_grant(&mut self, account_id: &str) {
+        self.standard.revoke_account(account_id);
         self.cut_refresh(account_id, RefreshDenial::Revoked);
     }
 
@@ -338,6 +354,7 @@ impl State {
     }
 
     pub fn expire_access_tokens(&mut self, account_id: &str) {
+        self.standard.expire_access(account_id);
         let generation = self.generation;
         self.switches
             .entry(account_id.to_owned())

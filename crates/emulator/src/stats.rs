@@ -13,6 +13,18 @@ pub mod endpoint {
     pub const ME: &str = "me";
     pub const MESSAGES: &str = "messages";
     pub const MAILBOX_SETTINGS: &str = "mailbox_settings";
+    pub const GOOGLE_AUTHORIZE: &str = "google.authorize";
+    pub const GOOGLE_CONSENT: &str = "google.consent";
+    pub const GOOGLE_TOKEN: &str = "google.token";
+    pub const GOOGLE_REVOKE: &str = "google.revoke";
+    pub const GOOGLE_USERINFO: &str = "google.userinfo";
+    pub const GMAIL_MESSAGES: &str = "google.gmail_messages";
+    pub const DROPBOX_AUTHORIZE: &str = "dropbox.authorize";
+    pub const DROPBOX_CONSENT: &str = "dropbox.consent";
+    pub const DROPBOX_TOKEN: &str = "dropbox.token";
+    pub const DROPBOX_REVOKE: &str = "dropbox.revoke";
+    pub const DROPBOX_ACCOUNT: &str = "dropbox.get_current_account";
+    pub const DROPBOX_LIST_FOLDER: &str = "dropbox.list_folder";
 }
 
 /// Counters since start or the last reset.
@@ -21,7 +33,8 @@ pub mod endpoint {
 pub struct Stats {
     /// Requests per endpoint (faulted ones included).
     pub endpoints: BTreeMap<String, u64>,
-    /// Token requests per `grant_type` as sent (faulted and failed ones included).
+    /// Token requests per `grant_type` as sent (faulted and failed ones included); Google's
+    /// and Dropbox's are prefixed (`google.refresh_token`).
     pub grants: BTreeMap<String, u64>,
     /// Successful token responses per grant type.
     pub tokens_issued: BTreeMap<String, u64>,
@@ -31,6 +44,8 @@ pub struct Stats {
     pub aadsts: BTreeMap<u32, u64>,
     /// Graph errors per OData error code (`InvalidAuthenticationToken`, ...).
     pub graph_errors: BTreeMap<String, u64>,
+    /// Successful revocations per provider (`google`, `dropbox`).
+    pub revocations: BTreeMap<String, u64>,
     pub consents_accepted: u64,
     pub consents_declined: u64,
     /// Answers replaced by an injected fault.
@@ -48,6 +63,10 @@ impl Stats {
 
     pub fn issued(&self, grant_type: &str) -> u64 {
         self.tokens_issued.get(grant_type).copied().unwrap_or(0)
+    }
+
+    pub fn revocations(&self, provider: &str) -> u64 {
+        self.revocations.get(provider).copied().unwrap_or(0)
     }
 
     pub fn aadsts_count(&self, code: u32) -> u64 {
@@ -69,6 +88,17 @@ impl Stats {
     pub(crate) fn token_error(&mut self, error: &str, code: u32) {
         *self.token_errors.entry(error.to_owned()).or_default() += 1;
         *self.aadsts.entry(code).or_default() += 1;
+    }
+
+    pub(crate) fn standard_token_error(&mut self, provider: &str, error: &str) {
+        *self
+            .token_errors
+            .entry(format!("{provider}.{error}"))
+            .or_default() += 1;
+    }
+
+    pub(crate) fn revoked(&mut self, provider: &str) {
+        *self.revocations.entry(provider.to_owned()).or_default() += 1;
     }
 
     pub(crate) fn graph_error(&mut self, code: &str) {

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::app::AppState;
 use crate::error::{Error, Result};
-use crate::model::UserId;
+use crate::model::{ConnectionState, UserId};
 use crate::oauth::{self, ProviderError, authorization_code, pkce::Pkce, profile, state};
 use crate::provider::ProviderId;
 use crate::store::{Flow, NewConnection, ReturnMode};
@@ -86,10 +86,19 @@ pub async fn start(
             tracing::warn!(error = %e, "dropping the oldest pending flow failed");
         }
     }
+    // Google sends a refresh token only on a forced consent once it has sent one; ask for
+    // that consent only when we hold none (it costs the user a screen, and Google caps the
+    // refresh tokens per user and client).
+    let has_refresh_token = app
+        .store
+        .token_row(user, provider)
+        .await?
+        .is_some_and(|row| row.state == ConnectionState::Connected && row.refresh_token.is_some());
     let auth_url = endpoints.authorize_url(
         &app.redirect_uri(provider),
         flow_state.expose_secret(),
         &pkce.challenge,
+        has_refresh_token,
     );
     tracing::info!(provider = %provider, "connect flow started");
     Ok(Started {
@@ -200,6 +209,39 @@ pub async fn finish(
     finished
 }
 
+/// The stored refresh token of `user`'s connection to `provider`, when that connection is to
+/// the same provider account and still working (another account's grant, or one the provider
+/// refused, is never carried over).
+async fn kept_refresh_token(
+    app: &AppState,
+    user: UserId,
+    provider: ProviderId,
+    provider_user_id: &str,
+) -> std::result::Result<Option<SecretString>, Failure> {
+    let row = app.store.token_row(user, provider).await.map_err(|e| {
+        tracing::error!(error = %e, "reading the stored connection failed");
+        Failure::Internal
+    })?;
+    let Some((row, sealed)) = row
+        .filter(|row| {
+            row.state == ConnectionState::Connected && row.provider_user_id == provider_user_id
+        })
+        .and_then(|row| row.refresh_token.clone().map(|rt| (row, rt)))
+    else {
+        return Ok(None);
+    };
+    match app
+        .keyring
+        .open_string(&token_place("refresh_token", user, provider), &sealed)
+    {
+        Ok(rt) => Ok(Some(rt)),
+        Err(e) => {
+            tracing::warn!(error = %e, connection_id = %row.id, "the stored refresh token does not open; not kept");
+            Ok(None)
+        }
+    }
+}
+
 async fn complete(
     app: &AppState,
     provider: ProviderId,
@@ -273,11 +315,15 @@ async fn complete(
             .map_err(|_| Failure::Internal)
     };
     let access_token = seal("access_token", &tokens.access_token)?;
-    let refresh_token = tokens
-        .refresh_token
-        .as_ref()
-        .map(|rt| seal("refresh_token", rt))
-        .transpose()?;
+    let refresh_token = match tokens.refresh_token.as_ref() {
+        Some(rt) => Some(seal("refresh_token", rt)?),
+        // A reconnect without a new refresh token (Google without forced consent, Dropbox
+        // without offline access) keeps the stored one of the same account.
+        None => kept_refresh_token(app, flow.user_id, provider, &account.provider_user_id)
+            .await?
+            .map(|rt| seal("refresh_token", &rt))
+            .transpose()?,
+    };
     let expires_in = i64::try_from(tokens.expires_in)
         .unwrap_or(0)
         .clamp(0, 86_400);

@@ -84,7 +84,7 @@ fn binding_cookie(value: &str, max_age: i64) -> HeaderValue {
 
 /// Starts connecting a provider: returns the authorize URL and sets the browser-binding cookie.
 #[utoipa::path(get, path = "/v1/integrations/{provider}/auth-url", tag = "user", security(("user_jwt" = [])),
-    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)"), AuthUrlQuery),
+    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`"), AuthUrlQuery),
     responses((status = 200, body = AuthUrl, description = "Also sets the HttpOnly `__Host-` browser-binding cookie; call with `credentials: 'include'`."),
               (status = 400, body = ErrorBody, description = "`mode` is neither `popup` nor `redirect`."),
               (status = 401, body = ErrorBody, description = "No or invalid user token."),
@@ -218,7 +218,7 @@ fn secure_page_headers(response: &mut Response, flow_found: bool) {
 /// Where the provider returns the browser. Renders the result page (popup) or redirects to the
 /// app's settings URL (same-window flow).
 #[utoipa::path(get, path = "/v1/integrations/{provider}/callback", tag = "browser",
-    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)"),
+    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`"),
            ("code" = Option<String>, Query, description = "The provider's authorization code."),
            ("state" = Option<String>, Query, description = "The flow's state, as `auth-url` sent it to the provider."),
            ("error" = Option<String>, Query, description = "The provider's error code, e.g. `access_denied`."),

@@ -36,7 +36,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 #[openapi(
     info(
         title = "Celeste Connect",
-        description = "Connect users' Outlook accounts over OAuth 2.0; tokens stay on the server.",
+        description = "Connect users' Outlook, Gmail and Dropbox accounts over OAuth 2.0; tokens stay on the server.",
     ),
     modifiers(&BearerAuth),
     components(schemas(ProviderName)),
@@ -63,15 +63,18 @@ pub enum ProviderName {
 #[openapi(paths(proxy_doc))]
 struct ProxyDoc;
 
-/// Forwards any method to the provider's API (Graph for Microsoft) with the user's token;
-/// refreshes once and retries on a 401; passes 429 and `Retry-After` through; streams bodies
+/// Forwards any method to the provider's API with the user's token: Graph for Microsoft,
+/// `gmail.googleapis.com` for Google (`X-Connect-Api: www` for `www.googleapis.com`),
+/// `api.dropboxapi.com` for Dropbox (`X-Connect-Api: content` for `content.dropboxapi.com`).
+/// Refreshes once and retries on a 401; passes 429 and `Retry-After` through; streams bodies
 /// (requests up to 4 MiB).
 #[utoipa::path(method(get, post, put, patch, delete, head, options),
     path = "/v1/service/users/{user_id}/integrations/{provider}/proxy/{path}", tag = "service",
     security(("service_key" = [])),
     params(("user_id" = uuid::Uuid, Path, description = "The app's user id (JWT `sub`)."),
-           ("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)"),
-           ("path" = String, Path, description = "Provider API path, e.g. `v1.0/me/messages`.")),
+           ("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`"),
+           ("path" = String, Path, description = "Provider API path, e.g. `v1.0/me/messages`, `gmail/v1/users/me/messages`, `2/files/list_folder`."),
+           ("x-connect-api" = Option<String>, Header, description = "Which of the provider's APIs: `graph`; `gmail` (default) or `www`; `api` (default) or `content`.")),
     responses((status = 400, description = "This service's `invalid_request` (`user_id` is not a UUID, or the path would leave the provider's API), or the provider's own 400."),
               (status = 401, description = "This service's `unauthorized` (no or invalid service key), or the provider's 401 after one refresh and retry."),
               (status = 404, description = "This service's `not_connected` (same answer for an unknown user or provider), or the provider's own 404."),

@@ -16,6 +16,11 @@ pub struct ProviderCard {
     pub id: &'static str,
     pub path_name: &'static str,
     pub label: &'static str,
+    /// What connecting allows, in the user's words ("read your Gmail messages").
+    pub access_summary: &'static str,
+    /// Whether a disconnect revokes at the provider; if not, the page says where to remove it.
+    pub revokes: bool,
+    pub remove_access_at: &'static str,
 }
 
 #[derive(Template)]
@@ -37,6 +42,9 @@ pub async fn settings(State(state): State<AppState>) -> Response {
                 id: p.as_str(),
                 path_name: p.path_name(),
                 label: p.label(),
+                access_summary: p.spec().access_summary,
+                revokes: p.spec().revocation != crate::provider::Revocation::None,
+                remove_access_at: p.spec().remove_access_at,
             })
             .collect(),
         base_url: state

@@ -1,7 +1,8 @@
 //! The provider API proxy for trusted callers: `ANY /v1/service/users/{user_id}/integrations/
-//! {provider}/proxy/{*path}` forwards to the provider's API base only (Graph for Microsoft) with
-//! the user's fresh token. It forwards the method, query, body and a short list of safe
-//! headers; streams the answer back without hop-by-hop or auth headers; on a 401 refreshes once
+//! {provider}/proxy/{*path}` forwards to one of the provider's API bases only (Graph for
+//! Microsoft; Gmail, or `www.googleapis.com` with `X-Connect-Api: www`, for Google; Dropbox's
+//! RPC API, or its content API with `X-Connect-Api: content`) with the user's fresh token. It
+//! forwards the method, query, body, a short list of safe headers and the provider's own; streams the answer back without hop-by-hop or auth headers; on a 401 refreshes once
 //! and retries; passes 429 and `Retry-After` through. No other host is reachable through it.
 
 use std::time::Duration;
@@ -23,8 +24,9 @@ use crate::identity::ServiceCaller;
 /// Largest request body the proxy forwards (kept in memory for the one retry).
 pub const PROXY_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
-/// Request headers passed to the provider; everything else (cookies, auth, forwarding
-/// headers) stays here.
+/// Request headers passed to every provider, besides the provider's own
+/// ([`ProviderSpec::forwarded_headers`](crate::provider::ProviderSpec)); everything else
+/// (cookies, auth, forwarding headers, `X-Connect-Api`) stays here.
 const FORWARD_REQUEST: &[&str] = &[
     "accept",
     "accept-encoding",
@@ -32,11 +34,11 @@ const FORWARD_REQUEST: &[&str] = &[
     "content-type",
     "if-match",
     "if-none-match",
-    "prefer",
-    "consistencylevel",
-    "client-request-id",
-    "return-client-request-id",
 ];
+
+/// Names which of the provider's API bases a request goes to (`content` for Dropbox's content
+/// API); absent, the provider's default.
+pub const API_HEADER: &str = "x-connect-api";
 
 /// Response headers never passed back: hop-by-hop (RFC 9110 §7.6.1), cookies, the provider's
 /// authentication challenges, and `Clear-Site-Data` (it would act on the caller's origin, not
@@ -105,6 +107,7 @@ pub fn upstream_url(api_base: &Url, rest: &str, query: Option<&str>) -> Option<U
 
 async fn send(
     state: &AppState,
+    provider_headers: &[&str],
     method: &reqwest::Method,
     url: &Url,
     headers: &HeaderMap,
@@ -117,7 +120,7 @@ async fn send(
         .bearer_auth(token.access_token.expose_secret())
         .timeout(Duration::from_secs(60));
     for (name, value) in headers {
-        if FORWARD_REQUEST.contains(&name.as_str()) {
+        if FORWARD_REQUEST.contains(&name.as_str()) || provider_headers.contains(&name.as_str()) {
             request = request.header(name, value);
         }
     }
@@ -137,6 +140,13 @@ async fn send(
         })
 }
 
+fn unknown_api(configured: &crate::provider::ConfiguredProvider) -> Error {
+    Error::InvalidRequest(format!(
+        "{API_HEADER} must be one of: {}",
+        configured.spec().api_names.join(", ")
+    ))
+}
+
 pub async fn proxy(
     State(state): State<AppState>,
     caller: ServiceCaller,
@@ -145,19 +155,23 @@ pub async fn proxy(
 ) -> Result<Response> {
     let (user, provider) = target(&user_id, &provider)?;
     state.limits.check_proxy(&caller.key_name, user)?;
-    let api_base = state
-        .provider(provider)
-        .ok_or(Error::NotConnected)?
-        .api_base
-        .clone();
+    let configured = state.provider(provider).ok_or(Error::NotConnected)?;
     let (parts, body) = request.into_parts();
+    let api_name = match parts.headers.get(API_HEADER) {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| unknown_api(configured))?),
+    };
+    let api_base = configured
+        .api_base(api_name)
+        .ok_or_else(|| unknown_api(configured))?;
+    let provider_headers = configured.spec().forwarded_headers;
     // The raw (still percent-encoded) path, so the check sees what the provider would see.
     let raw_path = parts.uri.path();
     let rest = raw_path
         .split_once("/proxy/")
         .map(|(_, rest)| rest)
         .unwrap_or_default();
-    let url = upstream_url(&api_base, rest, parts.uri.query()).ok_or_else(|| {
+    let url = upstream_url(api_base, rest, parts.uri.query()).ok_or_else(|| {
         Error::InvalidRequest("the path must stay within the provider's API".into())
     })?;
     let body = to_bytes(body, PROXY_BODY_LIMIT).await.map_err(|_| {
@@ -166,12 +180,30 @@ pub async fn proxy(
     let method = parts.method.clone();
 
     let token = fresh_token(&state, user, provider, Duration::ZERO, None).await?;
-    let mut upstream = send(&state, &method, &url, &parts.headers, &body, &token).await?;
+    let mut upstream = send(
+        &state,
+        provider_headers,
+        &method,
+        &url,
+        &parts.headers,
+        &body,
+        &token,
+    )
+    .await?;
     if upstream.status() == reqwest::StatusCode::UNAUTHORIZED {
         // The provider no longer takes this token (revoked, clock skew): refresh once, retry once.
         let newer =
             fresh_token(&state, user, provider, Duration::ZERO, Some(token.version)).await?;
-        upstream = send(&state, &method, &url, &parts.headers, &body, &newer).await?;
+        upstream = send(
+            &state,
+            provider_headers,
+            &method,
+            &url,
+            &parts.headers,
+            &body,
+            &newer,
+        )
+        .await?;
     }
     tracing::info!(service_key = %caller.key_name, user_id = %user, provider = %provider,
                    method = %method, status = upstream.status().as_u16(), "proxied");

@@ -60,7 +60,7 @@ pub struct TokenResponse {
 #[utoipa::path(get, path = "/v1/service/users/{user_id}/integrations/{provider}/token", tag = "service",
     security(("service_key" = [])),
     params(("user_id" = uuid::Uuid, Path, description = "The app's user id (JWT `sub`)."),
-           ("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)"), TokenQuery),
+           ("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`"), TokenQuery),
     responses((status = 200, body = TokenResponse, description = "A token valid for at least the skew (5 minutes) or `min_ttl`."),
               (status = 400, body = ErrorBody, description = "`user_id` is not a UUID, or `min_ttl` is out of range."),
               (status = 401, body = ErrorBody, description = "No or invalid service key."),
@@ -138,7 +138,9 @@ pub async fn list(
         .as_deref()
         .map(|p| {
             ProviderId::from_path(p).ok_or_else(|| {
-                Error::InvalidRequest("provider must be outlook or microsoft".into())
+                Error::InvalidRequest(
+                    "provider must be outlook, microsoft, google or dropbox".into(),
+                )
             })
         })
         .transpose()?;

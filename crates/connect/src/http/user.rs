@@ -41,7 +41,7 @@ pub async fn list(
 
 /// The caller's connection to a provider; never a token.
 #[utoipa::path(get, path = "/v1/integrations/{provider}/status", tag = "user", security(("user_jwt" = [])),
-    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)")),
+    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`")),
     responses((status = 200, body = StatusView, description = "The user's connection (never a token)."),
               (status = 401, body = ErrorBody, description = "No or invalid user token."),
               (status = 404, body = ErrorBody, description = "Unknown provider.")))]
@@ -54,12 +54,13 @@ pub async fn status(
     Ok(Json(broker::status(&state.store, user.id, provider).await?))
 }
 
-/// Forgets the caller's connection. Idempotent: 204 whether or not there was one. Microsoft has
-/// no revocation endpoint, so the stored tokens are deleted; the user can also remove the app
-/// at https://myapps.microsoft.com (work or school) or https://account.live.com/consent/Manage
-/// (personal).
+/// Forgets the caller's connection. Idempotent: 204 whether or not there was one. Google and
+/// Dropbox grants are revoked at the provider first; if that fails the connection is deleted
+/// all the same. Microsoft has no revocation endpoint, so the stored tokens are deleted; the
+/// user can also remove the app at https://myapps.microsoft.com (work or school) or
+/// https://account.live.com/consent/Manage (personal).
 #[utoipa::path(delete, path = "/v1/integrations/{provider}/disconnect", tag = "user", security(("user_jwt" = [])),
-    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`)")),
+    params(("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`")),
     responses((status = 204, description = "Disconnected (or was not connected)."),
               (status = 401, body = ErrorBody, description = "No or invalid user token."),
               (status = 404, body = ErrorBody, description = "Unknown provider.")))]

@@ -1,6 +1,6 @@
 //! OAuth 2.0 client side, laid out like the spec: `pkce` and `state` (the secrets a flow
 //! carries), `authorization_code` (the code grant at the token endpoint), `profile` (who the
-//! tokens belong to). Provider differences come from `provider::`; nothing here stores
+//! tokens belong to), `revocation` (giving a grant back). Provider differences come from `provider::`; nothing here stores
 //! anything or knows HTTP routes. Tokens are [`SecretString`]s from the moment they are parsed.
 //!
 //! Every number a provider sends is clamped here, where it is parsed (`Retry-After` to at most
@@ -12,7 +12,10 @@ pub mod authorization_code;
 pub mod pkce;
 pub mod profile;
 pub mod refresh_token;
+pub mod revocation;
 pub mod state;
+
+use crate::provider::{ClientAuth, ConfiguredProvider};
 
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
@@ -183,24 +186,39 @@ impl ProviderError {
 }
 
 /// Posts a form to the provider's token endpoint (either grant) and reads the answer. The
-/// client secret travels in the form body, URL-encoded, as Microsoft documents.
+/// client authenticates as its spec says (form body or HTTP Basic); `scope` goes along when
+/// `with_scope`.
 pub(crate) async fn token_request(
     http: &reqwest::Client,
-    provider: &crate::provider::ProviderEndpoints,
+    provider: &ConfiguredProvider,
     grant: &[(&str, &str)],
+    with_scope: bool,
     timeout: std::time::Duration,
 ) -> Result<TokenSet, ProviderError> {
     use secrecy::ExposeSecret;
-    let client = [
-        ("client_id", provider.client_id.as_str()),
-        ("client_secret", provider.client_secret.expose_secret()),
-        ("scope", provider.scope.as_str()),
-    ];
-    let form: Vec<(&str, &str)> = grant.iter().copied().chain(client).collect();
-    let response = http
-        .post(provider.token_url.clone())
+    let mut form: Vec<(&str, &str)> = grant.to_vec();
+    if with_scope {
+        form.push(("scope", provider.scope.as_str()));
+    }
+    let mut request = http.post(provider.token_url.clone()).timeout(timeout);
+    match provider.spec().client_auth {
+        ClientAuth::FormBody => {
+            form.push(("client_id", provider.client_id.as_str()));
+            form.push(("client_secret", provider.client_secret.expose_secret()));
+        }
+        ClientAuth::Basic => {
+            // RFC 6749 §2.3.1: each part form-encoded before Base64.
+            let encode = |v: &str| -> String {
+                url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
+            };
+            request = request.basic_auth(
+                encode(&provider.client_id),
+                Some(encode(provider.client_secret.expose_secret())),
+            );
+        }
+    }
+    let response = request
         .form(&form)
-        .timeout(timeout)
         .send()
         .await
         .map_err(|e| ProviderError::from_transport(&e))?;

@@ -1,16 +1,25 @@
-//! The provider catalog: which providers exist, how a path names them, and the endpoints and
-//! scopes each one uses. Providers are data plus a small amount of code in their own file, so
-//! adding one touches that file, the catalog below and the emulator. Nothing here performs I/O.
+//! The provider catalog. A provider is data — a [`ProviderSpec`]: its paths and label, default
+//! scopes, authorize parameters, how the token endpoint wants the client authenticated and
+//! whether it wants `scope`, where the profile is and what in it names the account, how a
+//! grant is revoked, which API hosts the proxy may reach and which headers it forwards — plus
+//! the little a table cannot say, behind the [`Provider`] trait (Microsoft's reading of
+//! `invalid_grant`). Each provider lives in one file that also owns its command-line arguments.
+//! A deployment's credentials and URLs make a [`ConfiguredProvider`]; the [`Catalog`] finds one
+//! by id without allocating. Nothing here performs I/O.
+//!
+//! Adding a fourth provider: a variant in [`ProviderId`] (and in the table's `check`
+//! constraint), a file like `dropbox.rs` with its spec, its `Args` and `on_emulator`, one line
+//! in [`ProviderId::provider`] and in `config::ProviderArgs`, and its routes in the emulator.
 
+pub mod dropbox;
+pub mod google;
 pub mod microsoft;
 
 use secrecy::SecretString;
 use serde::Serialize;
 use url::Url;
 
-/// A provider the schema knows. The string form is what the database stores. Only Microsoft
-/// can be configured so far; the others exist so rows and flows naming them are understood
-/// (and refused where they do not belong) rather than read as corrupt.
+/// A provider the schema knows. The string form is what the database stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderId {
@@ -26,46 +35,49 @@ impl ProviderId {
         ProviderId::Dropbox,
     ];
 
-    /// Canonical id, as stored and returned.
-    pub fn as_str(self) -> &'static str {
+    /// The provider's behaviour and data.
+    pub fn provider(self) -> &'static dyn Provider {
         match self {
-            ProviderId::Microsoft => "microsoft",
-            ProviderId::Google => "google",
-            ProviderId::Dropbox => "dropbox",
+            ProviderId::Microsoft => &microsoft::Microsoft,
+            ProviderId::Google => &google::Google,
+            ProviderId::Dropbox => &dropbox::Dropbox,
         }
     }
 
-    /// The name used in the seed's paths (`/v1/integrations/outlook/...`).
+    pub fn spec(self) -> &'static ProviderSpec {
+        self.provider().spec()
+    }
+
+    /// Canonical id, as stored and returned.
+    pub fn as_str(self) -> &'static str {
+        self.spec().id
+    }
+
+    /// The name used in paths (`/v1/integrations/outlook/...`).
     pub fn path_name(self) -> &'static str {
-        match self {
-            ProviderId::Microsoft => "outlook",
-            ProviderId::Google => "google",
-            ProviderId::Dropbox => "dropbox",
-        }
+        self.spec().path_names[0]
     }
 
     /// What people call it on a settings page.
     pub fn label(self) -> &'static str {
-        match self {
-            ProviderId::Microsoft => "Microsoft Outlook",
-            ProviderId::Google => "Google",
-            ProviderId::Dropbox => "Dropbox",
-        }
+        self.spec().label
     }
 
     /// Parses a path segment; `outlook` and `microsoft` name the same provider. Exact and
     /// case-sensitive, like every other path segment.
     pub fn from_path(segment: &str) -> Option<Self> {
-        match segment {
-            "outlook" | "microsoft" => Some(ProviderId::Microsoft),
-            "google" => Some(ProviderId::Google),
-            "dropbox" => Some(ProviderId::Dropbox),
-            _ => None,
-        }
+        ProviderId::ALL
+            .into_iter()
+            .find(|p| p.spec().path_names.contains(&segment))
     }
 
     pub fn from_db(value: &str) -> Option<Self> {
         ProviderId::ALL.into_iter().find(|p| p.as_str() == value)
+    }
+
+    /// Position in [`ProviderId::ALL`], for look-ups without hashing.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -75,46 +87,185 @@ impl std::fmt::Display for ProviderId {
     }
 }
 
-/// A configured provider's client credentials and endpoints, resolved from the settings.
+/// How the token endpoint wants the client to prove itself (RFC 6749 §2.3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the form body.
+    FormBody,
+    /// `Authorization: Basic` with the URL-encoded id and secret.
+    Basic,
+}
+
+/// How the profile is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileCall {
+    Get,
+    /// `POST` with the JSON body `null` (Dropbox's RPC style).
+    PostNull,
+}
+
+/// Where the account's id, email and name are in the profile answer (JSON pointers; the
+/// first non-empty email wins).
+#[derive(Debug)]
+pub struct ProfileSpec {
+    pub call: ProfileCall,
+    pub id: &'static str,
+    pub email: &'static [&'static str],
+    pub name: &'static str,
+}
+
+/// How a grant is given back at disconnect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// No per-app revocation endpoint: the user removes the app at the provider.
+    None,
+    /// RFC 7009: `POST` a form `token=<refresh token>`; revokes the whole grant.
+    Rfc7009Form,
+    /// `POST` with `Authorization: Bearer <access token>` and no argument; revokes the access
+    /// token and its refresh token.
+    BearerRpc,
+}
+
+/// Everything about a provider that does not depend on the deployment.
+#[derive(Debug)]
+pub struct ProviderSpec {
+    /// Canonical id, as stored.
+    pub id: &'static str,
+    /// Path segments naming it; the first is the canonical one.
+    pub path_names: &'static [&'static str],
+    /// Company and product, for settings pages ("Microsoft Outlook").
+    pub label: &'static str,
+    /// What the connection gives access to, for settings pages ("your mail").
+    pub access_summary: &'static str,
+    /// Where users remove the app's access themselves, in words for a settings page.
+    pub remove_access_at: &'static str,
+    /// Prefix of its environment variables (`GOOGLE_`).
+    pub env_prefix: &'static str,
+    pub default_scopes: &'static [&'static str],
+    /// Sent on every authorize request.
+    pub authorize_params: &'static [(&'static str, &'static str)],
+    /// Sent only when no refresh token is stored, to get one (Google's `prompt=consent`).
+    pub authorize_params_without_refresh_token: &'static [(&'static str, &'static str)],
+    /// Whether `scope` is sent with the code exchange.
+    pub scope_on_code_exchange: bool,
+    /// Whether `scope` is sent with a refresh.
+    pub scope_on_refresh: bool,
+    pub client_auth: ClientAuth,
+    pub profile: ProfileSpec,
+    pub revocation: Revocation,
+    /// Names of the API bases the proxy may reach, first the default (`X-Connect-Api` picks
+    /// another).
+    pub api_names: &'static [&'static str],
+    /// Request headers the proxy forwards beyond the common ones.
+    pub forwarded_headers: &'static [&'static str],
+}
+
+/// What data cannot say. Everything has a default; a provider overrides what differs.
+pub trait Provider: Sync {
+    fn spec(&self) -> &'static ProviderSpec;
+
+    /// Whether a refused refresh means the grant is gone for good (the user must connect
+    /// again).
+    fn means_reauth(&self, error: &str, _codes: &[u64]) -> bool {
+        error == "invalid_grant"
+    }
+}
+
+/// Whether a refused refresh means the grant is gone for good (the user must connect again).
+pub fn means_reauth(provider: ProviderId, error: &str, codes: &[u64]) -> bool {
+    provider.provider().means_reauth(error, codes)
+}
+
+/// A provider as this deployment configured it: credentials, scopes and URLs.
 #[derive(Clone, Debug)]
-pub struct ProviderEndpoints {
+pub struct ConfiguredProvider {
     pub id: ProviderId,
     pub client_id: String,
     pub client_secret: SecretString,
     pub authorize_url: Url,
     pub token_url: Url,
     pub profile_url: Url,
-    /// The API the proxy may reach (Graph for Microsoft); nothing else is reachable through it.
-    pub api_base: Url,
-    /// Space-separated scopes requested at authorize and token time.
+    /// `None` when the provider has no revocation endpoint.
+    pub revocation_url: Option<Url>,
+    /// The API bases the proxy may reach, in the order of [`ProviderSpec::api_names`].
+    pub api_bases: Vec<Url>,
+    /// Space-separated scopes requested.
     pub scope: String,
-    /// Extra authorize parameters (e.g. `prompt=select_account`).
-    pub authorize_extra: Vec<(&'static str, &'static str)>,
 }
 
-impl ProviderEndpoints {
-    /// The URL the user's browser is sent to.
-    pub fn authorize_url(&self, redirect_uri: &str, state: &str, code_challenge: &str) -> Url {
+impl ConfiguredProvider {
+    pub fn spec(&self) -> &'static ProviderSpec {
+        self.id.spec()
+    }
+
+    /// The URL the user's browser is sent to. `has_refresh_token`: whether one is stored for
+    /// this user already (then no forced consent is asked for).
+    pub fn authorize_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        code_challenge: &str,
+        has_refresh_token: bool,
+    ) -> Url {
+        let spec = self.spec();
         let mut url = self.authorize_url.clone();
-        url.query_pairs_mut()
-            .append_pair("client_id", &self.client_id)
-            .append_pair("response_type", "code")
-            .append_pair("redirect_uri", redirect_uri)
-            .append_pair("response_mode", "query")
-            .append_pair("scope", &self.scope)
-            .append_pair("state", state)
-            .append_pair("code_challenge", code_challenge)
-            .append_pair("code_challenge_method", "S256")
-            .extend_pairs(self.authorize_extra.iter());
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("client_id", &self.client_id)
+                .append_pair("response_type", "code")
+                .append_pair("redirect_uri", redirect_uri)
+                .append_pair("scope", &self.scope)
+                .append_pair("state", state)
+                .append_pair("code_challenge", code_challenge)
+                .append_pair("code_challenge_method", "S256")
+                .extend_pairs(spec.authorize_params.iter());
+            if !has_refresh_token {
+                query.extend_pairs(spec.authorize_params_without_refresh_token.iter());
+            }
+        }
         url
+    }
+
+    /// The API base named `name` (the default when `None`).
+    pub fn api_base(&self, name: Option<&str>) -> Option<&Url> {
+        match name {
+            None => self.api_bases.first(),
+            Some(name) => {
+                let i = self.spec().api_names.iter().position(|n| *n == name)?;
+                self.api_bases.get(i)
+            }
+        }
     }
 }
 
-/// Whether a refused refresh means the grant is gone for good (the user must connect again).
-pub fn means_reauth(provider: ProviderId, error: &str, codes: &[u64]) -> bool {
-    match provider {
-        ProviderId::Microsoft => microsoft::means_reauth(error, codes),
-        ProviderId::Google | ProviderId::Dropbox => error == "invalid_grant",
+/// The configured providers, found by id in constant time.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    slots: [Option<ConfiguredProvider>; ProviderId::ALL.len()],
+}
+
+impl Catalog {
+    pub fn new(providers: impl IntoIterator<Item = ConfiguredProvider>) -> Self {
+        let mut catalog = Catalog::default();
+        for provider in providers {
+            let i = provider.id.index();
+            catalog.slots[i] = Some(provider);
+        }
+        catalog
+    }
+
+    pub fn get(&self, id: ProviderId) -> Option<&ConfiguredProvider> {
+        self.slots[id.index()].as_ref()
+    }
+
+    /// Configured providers, in catalog order.
+    pub fn iter(&self) -> impl Iterator<Item = &ConfiguredProvider> {
+        self.slots.iter().flatten()
+    }
+
+    pub fn ids(&self) -> Vec<ProviderId> {
+        self.iter().map(|p| p.id).collect()
     }
 }
 
@@ -156,7 +307,39 @@ mod tests {
             ProviderId::from_path("microsoft"),
             Some(ProviderId::Microsoft)
         );
+        assert_eq!(ProviderId::from_path("google"), Some(ProviderId::Google));
+        assert_eq!(ProviderId::from_path("dropbox"), Some(ProviderId::Dropbox));
         assert_eq!(ProviderId::from_path("Outlook"), None);
         assert_eq!(ProviderId::from_path("gmail"), None);
+    }
+
+    #[test]
+    fn every_provider_knows_its_own_id() {
+        for id in ProviderId::ALL {
+            assert_eq!(ProviderId::from_db(id.spec().id), Some(id));
+            assert_eq!(ProviderId::ALL[id.index()], id);
+            assert!(!id.spec().api_names.is_empty());
+        }
+    }
+
+    #[test]
+    fn forced_consent_is_asked_only_without_a_stored_refresh_token() {
+        let base = Url::parse("http://127.0.0.1:9/").unwrap();
+        let google =
+            google::on_emulator(&base, "id", SecretString::from("secret".to_owned())).unwrap();
+        let query = |has_rt| {
+            google
+                .authorize_url("http://cb", "st", "ch", has_rt)
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect::<Vec<_>>()
+        };
+        let first = query(false);
+        assert!(first.contains(&("prompt".into(), "consent".into())));
+        assert!(first.contains(&("access_type".into(), "offline".into())));
+        assert!(first.contains(&("include_granted_scopes".into(), "true".into())));
+        let again = query(true);
+        assert!(!again.iter().any(|(k, _)| k == "prompt"));
+        assert!(again.contains(&("access_type".into(), "offline".into())));
     }
 }

@@ -187,7 +187,7 @@ async fn the_proxy_drops_headers_the_upstream_names_hop_by_hop_and_site_state_he
     .await;
     let db = TestDb::new(Backend::Sqlite).await;
     let app = TestApp::start_with(db, |s| {
-        s.microsoft.as_mut().unwrap().graph_url = upstream.clone();
+        s.providers[0].api_bases = vec![upstream.clone()];
     })
     .await;
     let user = Uuid::new_v4();
@@ -416,7 +416,7 @@ async fn proxy_requests_are_limited_per_user_within_a_key() {
     .await;
     let db = TestDb::new(Backend::Sqlite).await;
     let app = TestApp::start_with(db, |s| {
-        s.microsoft.as_mut().unwrap().graph_url = upstream.clone();
+        s.providers[0].api_bases = vec![upstream.clone()];
         s.rate_limits.proxy_per_user = per_minute(1);
     })
     .await;

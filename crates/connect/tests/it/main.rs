@@ -13,6 +13,7 @@ mod identity;
 mod keys;
 mod n8n_examples;
 mod postgres_rls;
+mod providers;
 mod store_contract;
 mod supabase;
 mod supabase_shape;

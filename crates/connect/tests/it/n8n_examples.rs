@@ -14,6 +14,9 @@ use serde_json::{Value, json};
 const CREDENTIAL_NAME: &str = "Celeste Connect service key";
 const PROXY_FILE: &str = "latest-emails-via-proxy.json";
 const TOKEN_FILE: &str = "token-then-graph.json";
+const ALL_USERS_FILE: &str = "all-connected-users.json";
+const GMAIL_FILE: &str = "gmail-latest-messages-via-proxy.json";
+const DROPBOX_FILE: &str = "dropbox-list-folder-via-proxy.json";
 const HTTP_REQUEST: &str = "n8n-nodes-base.httpRequest";
 const STICKY_NOTE: &str = "n8n-nodes-base.stickyNote";
 
@@ -85,8 +88,9 @@ fn calls_connect(node: &Value) -> bool {
     url(node).contains("/v1/service/")
 }
 
+/// Graph at its public address, or at the workflow's `graph_url` setting.
 fn calls_graph(node: &Value) -> bool {
-    url(node).contains("graph.microsoft.com")
+    url(node).contains("graph.microsoft.com") || url(node).contains(".json.graph_url }}")
 }
 
 /// `name: value` pairs of a fixed collection such as `queryParameters` or `headerParameters`.
@@ -269,6 +273,15 @@ fn settings_problems(wf: &Value) -> Vec<String> {
     .collect()
 }
 
+/// The value the `Settings` node gives `field`.
+fn setting<'a>(wf: &'a Value, field: &str) -> Option<&'a str> {
+    nodes(wf).iter().find(|n| name(n) == "Settings")?["parameters"]["assignments"]["assignments"]
+        .as_array()?
+        .iter()
+        .find(|a| a["name"] == field)?["value"]
+        .as_str()
+}
+
 fn assert_none(file: &str, check: &str, problems: Vec<String>) {
     assert!(
         problems.is_empty(),
@@ -381,8 +394,13 @@ fn the_token_recipe_gets_a_token_then_calls_graph_with_it() {
         })
         .unwrap_or_else(|| panic!("{TOKEN_FILE}: no call to /token"));
     let graph = http_nodes(&wf.json)
-        .find(|n| url(n).contains("graph.microsoft.com/v1.0/me/messages"))
+        .find(|n| calls_graph(n) && url(n).ends_with("/v1.0/me/messages"))
         .unwrap_or_else(|| panic!("{TOKEN_FILE}: no call to Graph's me/messages"));
+    assert_eq!(
+        setting(&wf.json, "graph_url"),
+        Some("https://graph.microsoft.com"),
+        "Graph's address is a setting (the demo's emulator is elsewhere), Graph by default"
+    );
     assert!(
         downstream(&wf.json, name(token)).contains(name(graph)),
         "Graph is called after the token is fetched"
@@ -398,6 +416,71 @@ fn the_token_recipe_gets_a_token_then_calls_graph_with_it() {
             if value.starts_with('=') && value.contains("Bearer {{") && value.contains("$json.access_token")),
         "one Authorization header, an expression over the fetched token: {authorization:?}"
     );
+}
+
+#[test]
+fn the_all_users_recipe_reports_users_who_must_reconnect_instead_of_dropping_them() {
+    let wf = workflow(ALL_USERS_FILE);
+    let list = http_nodes(&wf.json)
+        .find(|n| url(n).ends_with("/v1/service/integrations"))
+        .unwrap_or_else(|| panic!("{ALL_USERS_FILE}: no call to the connection list"));
+    let query = pairs(list, "queryParameters");
+    assert!(query.contains(&("provider", "outlook")));
+    assert!(
+        !query.iter().any(|(name, _)| *name == "status"),
+        "listing only `connected` loses needs_reauth users silently: {query:?}"
+    );
+    let attention = nodes(&wf.json)
+        .iter()
+        .find(|n| name(n) == "Needs attention")
+        .expect("a Needs attention node");
+    assert!(
+        attention.to_string().contains("409"),
+        "409 reauth_required has an action"
+    );
+}
+
+#[test]
+fn the_gmail_and_dropbox_recipes_read_through_the_proxy_without_a_token() {
+    for (file, path, split, fields) in [
+        (
+            GMAIL_FILE,
+            "/integrations/google/proxy/gmail/v1/users/me/messages",
+            "messages",
+            &["subject", "from", "received"][..],
+        ),
+        (
+            DROPBOX_FILE,
+            "/integrations/dropbox/proxy/2/files/list_folder",
+            "entries",
+            &["name", "path", "type"][..],
+        ),
+    ] {
+        let wf = workflow(file);
+        assert!(
+            http_nodes(&wf.json).all(calls_connect),
+            "{file}: only the service is called"
+        );
+        assert!(
+            http_nodes(&wf.json).any(|n| url(n).contains(path)),
+            "{file}: calls {path}"
+        );
+        assert!(
+            !wf.text.contains("access_token"),
+            "{file}: no node handles a token"
+        );
+        let splits = nodes(&wf.json).iter().any(|n| {
+            node_type(n) == "n8n-nodes-base.splitOut" && n["parameters"]["fieldToSplitOut"] == split
+        });
+        assert!(splits, "{file}: splits {split}");
+        let text = wf.json.to_string();
+        for field in fields {
+            assert!(
+                text.contains(&format!("\"name\":\"{field}\"")),
+                "{file}: keeps {field}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -467,5 +550,215 @@ fn each_check_catches_a_planted_mistake() {
     assert!(
         !settings_problems(&saving).is_empty(),
         "execution data saved"
+    );
+}
+
+/// Renders one n8n parameter for the expression forms the recipes use: `$json.<field>` (the
+/// incoming item) and `$('Settings').first().json.<field>`. Anything else fails the test, so a
+/// recipe cannot grow an expression this check silently skips.
+fn render(template: &str, settings: &Value, item: &Value) -> String {
+    let Some(expression) = template.strip_prefix('=') else {
+        return template.to_owned();
+    };
+    let mut out = String::new();
+    let mut rest = expression;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find("}}").expect("closing }}") + start;
+        let inner = rest[start + 2..end].trim();
+        let (source, field) = if let Some(field) = inner.strip_prefix("$('Settings').first().json.")
+        {
+            (settings, field)
+        } else if let Some(field) = inner.strip_prefix("$json.") {
+            (item, field)
+        } else {
+            panic!("an expression this check does not evaluate: {inner}");
+        };
+        match &source[field] {
+            Value::String(s) => out.push_str(s),
+            other => out.push_str(&other.to_string()),
+        }
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Sends the request an HTTP Request node describes, with the service key when the node uses
+/// the credential, as n8n would.
+async fn send_node(
+    c: &crate::support::Connected,
+    node: &Value,
+    settings: &Value,
+    item: &Value,
+) -> reqwest::Response {
+    let params = &node["parameters"];
+    let method = params["method"].as_str().unwrap_or("GET");
+    let mut target = url::Url::parse(&render(url(node), settings, item)).unwrap();
+    for (k, v) in pairs(node, "queryParameters") {
+        target
+            .query_pairs_mut()
+            .append_pair(k, &render(v, settings, item));
+    }
+    let mut request = c.app.http.request(method.parse().unwrap(), target);
+    for (header, value) in pairs(node, "headerParameters") {
+        request = request.header(header, render(value, settings, item));
+    }
+    if node["credentials"]["httpHeaderAuth"]["name"] == CREDENTIAL_NAME {
+        request = request.bearer_auth(&c.app.service_key);
+    }
+    if params["sendBody"] == true {
+        // The Dropbox recipe's one body expression, evaluated as n8n's JavaScript would.
+        assert_eq!(
+            params["jsonBody"],
+            "={{ JSON.stringify({ path: $json.folder_path, limit: 100 }) }}"
+        );
+        request = request.json(&json!({"path": item["folder_path"], "limit": 100}));
+    }
+    request.send().await.unwrap()
+}
+
+fn node_named<'a>(wf: &'a Value, wanted: &str) -> &'a Value {
+    nodes(wf)
+        .iter()
+        .find(|n| name(n) == wanted)
+        .unwrap_or_else(|| panic!("no node {wanted:?}"))
+}
+
+#[tokio::test]
+async fn every_recipes_requests_work_against_the_service_and_the_emulator() {
+    use crate::support::{Backend, with_emulator};
+    use uuid::Uuid;
+    let c = with_emulator(Backend::Sqlite, provider_emulator::demo_accounts()).await;
+    let (outlook, google, dropbox, gone) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    c.connect_to("outlook", outlook, "5f0a2c3e-8d41-4b7a-9c55-1e2f3a4b5c6d")
+        .await;
+    c.connect_to("outlook", gone, "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d")
+        .await;
+    c.connect_to("google", google, "108234567890123456789")
+        .await;
+    c.connect_to("dropbox", dropbox, "dbid:AADx7bYc2qLcQ1m3vT9kP0sWnE4rUfHgJ")
+        .await;
+    c.app
+        .exec(
+            "update connect.integration_tokens set status = 'needs_reauth' where user_id = $1::uuid and $2::bigint = $2::bigint",
+            "update integration_tokens set status = 'needs_reauth' where user_id = $1 and $2 = $2",
+            gone,
+            0,
+        )
+        .await;
+    let connect_url = c.app.url("");
+    let settings = |user: Uuid| json!({"connect_url": connect_url, "user_id": user.to_string(), "folder_path": "/Documents"});
+
+    let wf = workflow(PROXY_FILE).json;
+    let answer = send_node(
+        &c,
+        node_named(&wf, "Latest 10 emails via Connect proxy"),
+        &settings(outlook),
+        &settings(outlook),
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+    let mail: Value = answer.json().await.unwrap();
+    assert_eq!(mail["value"].as_array().unwrap().len(), 10);
+    assert!(mail["value"][0]["subject"].is_string());
+
+    let wf = workflow(TOKEN_FILE).json;
+    let mut token_settings = settings(outlook);
+    token_settings["graph_url"] = json!(c.emulator_base().as_str().trim_end_matches('/'));
+    let token: Value = send_node(
+        &c,
+        node_named(&wf, "Get Outlook access token"),
+        &token_settings,
+        &token_settings,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let graph = send_node(
+        &c,
+        node_named(&wf, "Latest 10 emails from Graph"),
+        &token_settings,
+        &token,
+    )
+    .await;
+    assert_eq!(graph.status(), 200, "the token works at Graph");
+
+    let wf = workflow(GMAIL_FILE).json;
+    let ids: Value = send_node(
+        &c,
+        node_named(&wf, "Latest 10 Gmail message ids via Connect proxy"),
+        &settings(google),
+        &settings(google),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let first = &ids["messages"][0];
+    let message: Value = send_node(
+        &c,
+        node_named(&wf, "Message headers via Connect proxy"),
+        &settings(google),
+        first,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(
+        message["payload"]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["name"] == "Subject")
+    );
+
+    let wf = workflow(DROPBOX_FILE).json;
+    let listing = send_node(
+        &c,
+        node_named(&wf, "List folder via Connect proxy"),
+        &settings(dropbox),
+        &settings(dropbox),
+    )
+    .await;
+    assert_eq!(listing.status(), 200);
+    let listing: Value = listing.json().await.unwrap();
+    assert!(!listing["entries"].as_array().unwrap().is_empty());
+
+    let wf = workflow(ALL_USERS_FILE).json;
+    let page: Value = send_node(
+        &c,
+        node_named(&wf, "List Outlook connections"),
+        &settings(outlook),
+        &settings(outlook),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let rows = page["connections"].as_array().unwrap();
+    let reconnect = rows
+        .iter()
+        .find(|row| row["user_id"] == gone.to_string())
+        .expect("the user who must reconnect is listed");
+    assert_eq!(reconnect["status"], "needs_reauth");
+    let read = send_node(
+        &c,
+        node_named(&wf, "Latest 10 emails via Connect proxy"),
+        &settings(outlook),
+        reconnect,
+    )
+    .await;
+    assert_eq!(
+        read.status(),
+        409,
+        "and lands in Needs attention with its 409"
     );
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use celeste_connect::app::{App, AppState};
-use celeste_connect::config::{JwtSettings, MicrosoftSettings, Settings};
+use celeste_connect::config::{JwtSettings, Settings};
 use celeste_connect::identity::service_key;
 use celeste_connect::model::UserId;
 use celeste_connect::provider::ProviderId;
@@ -317,13 +317,14 @@ pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
         },
         service_keys: Vec::new(),
         keyring: test_keyring(),
-        microsoft: Some(MicrosoftSettings {
-            client_id: "11111111-2222-3333-4444-555555555555".into(),
-            client_secret: SecretString::from("test-client-secret".to_owned()),
-            tenant: "common".into(),
-            authority: Url::parse("http://127.0.0.1:9/").unwrap(),
-            graph_url: Url::parse("http://127.0.0.1:9/").unwrap(),
-        }),
+        providers: vec![
+            celeste_connect::provider::microsoft::on_emulator(
+                &Url::parse("http://127.0.0.1:9/").unwrap(),
+                "11111111-2222-3333-4444-555555555555",
+                SecretString::from("test-client-secret".to_owned()),
+            )
+            .unwrap(),
+        ],
         db_pool_size: 5,
         db_read_pool_size: 2,
         migrate_on_start: true,
@@ -543,11 +544,14 @@ pub async fn error_code(response: reqwest::Response) -> String {
     body["error"].as_str().expect("error code").to_owned()
 }
 
-/// The service with the Microsoft provider pointed at a provider emulator of its own, running on
-/// its own port, with this service's redirect URI registered.
+/// The service with every provider pointed at a provider emulator of its own, running on its
+/// own port, with this service's redirect URIs registered.
 pub struct Connected {
     pub app: TestApp,
     pub emulator: provider_emulator::Emulator,
+    /// Where the emulator listens (its Microsoft authority and Graph; Google and Dropbox
+    /// below `google/` and `dropbox/`).
+    pub base: Url,
 }
 
 pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
@@ -584,19 +588,29 @@ pub async fn with_emulator_on(
     let router = emulator.router();
     tokio::spawn(async move { axum::serve(listener, router).await });
     let app = TestApp::start_with(db, |s| {
-        let ms = s.microsoft.as_mut().unwrap();
-        ms.client_secret = SecretString::from(CLIENT_SECRET.to_owned());
-        ms.authority = base.clone();
-        ms.graph_url = base.clone();
+        let secret = || SecretString::from(CLIENT_SECRET.to_owned());
+        use celeste_connect::provider::{dropbox, google, microsoft};
+        s.providers = vec![
+            microsoft::on_emulator(&base, CLIENT_ID, secret()).unwrap(),
+            google::on_emulator(&base, CLIENT_ID, secret()).unwrap(),
+            dropbox::on_emulator(&base, CLIENT_ID, secret()).unwrap(),
+        ];
         adjust(s);
     })
     .await;
     emulator.add_client(provider_emulator::RegisteredClient {
         client_id: CLIENT_ID.into(),
         client_secret: CLIENT_SECRET.into(),
-        redirect_uris: vec![app.state.redirect_uri(ProviderId::Microsoft)],
+        redirect_uris: ProviderId::ALL
+            .iter()
+            .map(|p| app.state.redirect_uri(*p))
+            .collect(),
     });
-    Connected { app, emulator }
+    Connected {
+        app,
+        emulator,
+        base,
+    }
 }
 
 /// A browser's view of one connect flow.
@@ -608,14 +622,19 @@ pub struct BrowserFlow {
 }
 
 impl Connected {
-    /// The app's page asks for an authorize URL, as `user`, from the app's origin.
+    /// The app's page asks for an Outlook authorize URL, as `user`, from the app's origin.
     pub async fn start_flow(&self, user: Uuid, mode: &str) -> BrowserFlow {
+        self.start_flow_for("outlook", user, mode).await
+    }
+
+    /// The app's page asks for the authorize URL of the provider at path `provider`.
+    pub async fn start_flow_for(&self, provider: &str, user: Uuid, mode: &str) -> BrowserFlow {
         let response = self
             .app
             .http
             .get(
                 self.app
-                    .url(&format!("/v1/integrations/outlook/auth-url?mode={mode}")),
+                    .url(&format!("/v1/integrations/{provider}/auth-url?mode={mode}")),
             )
             .bearer_auth(user_token(user))
             .header("origin", APP_ORIGIN)
@@ -684,9 +703,14 @@ impl Connected {
         request.send().await.unwrap()
     }
 
-    /// A whole successful connect for `user` with the emulator's account `account`.
+    /// A whole successful Outlook connect for `user` with the emulator's account `account`.
     pub async fn connect(&self, user: Uuid, account: &str) -> reqwest::Response {
-        let flow = self.start_flow(user, "popup").await;
+        self.connect_to("outlook", user, account).await
+    }
+
+    /// A whole connect to the provider at path `provider`.
+    pub async fn connect_to(&self, provider: &str, user: Uuid, account: &str) -> reqwest::Response {
+        let flow = self.start_flow_for(provider, user, "popup").await;
         let redirect = self.consent(&flow, Some(account), "accept").await;
         self.callback(&redirect, Some(&flow.cookie)).await
     }
@@ -709,21 +733,19 @@ impl Connected {
 
     /// The emulator's base URL (its authority and Graph).
     pub fn emulator_base(&self) -> Url {
-        self.app
-            .state
-            .settings
-            .microsoft
-            .as_ref()
-            .unwrap()
-            .authority
-            .clone()
+        self.base.clone()
     }
 
     /// GET the service token endpoint for `user`.
     pub async fn token(&self, user: Uuid, query: &str) -> reqwest::Response {
+        self.token_for("outlook", user, query).await
+    }
+
+    /// GET the service token endpoint for `user` and the provider at path `provider`.
+    pub async fn token_for(&self, provider: &str, user: Uuid, query: &str) -> reqwest::Response {
         self.app
             .get_service(&format!(
-                "/v1/service/users/{user}/integrations/outlook/token{query}"
+                "/v1/service/users/{user}/integrations/{provider}/token{query}"
             ))
             .await
     }
@@ -738,10 +760,9 @@ impl Connected {
             secs,
         )
         .await;
-        self.app
-            .state
-            .cache
-            .invalidate(UserId(user), ProviderId::Microsoft);
+        for provider in ProviderId::ALL {
+            self.app.state.cache.invalidate(UserId(user), provider);
+        }
     }
 }
 

@@ -219,7 +219,18 @@ fn parse_options(query: &str) -> Result<ListOptions, (&'static str, String)> {
                 continue;
             }
             "$select" => {
-                let selected = parse_select(&value, MESSAGE_PROPERTIES).map_err(|unknown| {
+                // `id` is always returned, and Graph accepts it in `$select` all the same.
+                let mut wants_id = false;
+                let others: Vec<&str> = value
+                    .split(',')
+                    .filter(|item| {
+                        let is_id = item.trim().eq_ignore_ascii_case("id");
+                        wants_id |= is_id;
+                        !is_id
+                    })
+                    .collect();
+                let mut selected =
+                    parse_select(&others.join(","), MESSAGE_PROPERTIES).map_err(|unknown| {
                     (
                         "RequestBroker--ParseUri",
                         format!(
@@ -227,6 +238,9 @@ fn parse_options(query: &str) -> Result<ListOptions, (&'static str, String)> {
                         ),
                     )
                 })?;
+                if wants_id {
+                    selected.insert(0, "id");
+                }
                 options.select = (!selected.is_empty()).then_some(selected);
             }
             "$orderby" if is_default_order(&value) => {}

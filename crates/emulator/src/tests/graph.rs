@@ -446,3 +446,28 @@ async fn client_request_id_is_echoed_by_graph() {
         .await;
     assert_eq!(reply.header("client-request-id"), Some("abc-123"));
 }
+
+#[tokio::test]
+async fn messages_select_accepts_id_as_graph_does() {
+    let h = Harness::new();
+    let token = access_token(&h, ADELE).await;
+    let list = h
+        .graph("/v1.0/me/messages?$select=id,subject,from&$top=2", &token)
+        .await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text());
+    let first = &list.json()["value"][0];
+    assert!(first["id"].is_string());
+    assert!(first["subject"].is_string());
+    let id = first["id"].as_str().unwrap().to_owned();
+    let single = h
+        .graph(
+            &format!("/v1.0/me/messages/{id}?$select=id,subject"),
+            &token,
+        )
+        .await;
+    assert_eq!(single.status, StatusCode::OK, "{}", single.text());
+    let both = h
+        .graph("/v1.0/me/messages?$select=ID,subject,id&$top=1", &token)
+        .await;
+    assert_eq!(both.status, StatusCode::OK, "{}", both.text());
+}

@@ -6,6 +6,7 @@ mod authorize;
 mod controls;
 mod graph;
 mod refresh;
+mod standard;
 mod token;
 
 use axum::Router;
