@@ -11,6 +11,7 @@ mod faults;
 mod identity;
 mod keys;
 mod n8n_examples;
+mod newcomer;
 mod postgres_rls;
 mod store_contract;
 mod support;
