@@ -56,9 +56,9 @@ struct ProxyDoc;
 /// Forwards any method to the provider's API (Graph for Microsoft) with the user's token;
 /// refreshes once and retries on a 401; passes 429 and `Retry-After` through; streams bodies
 /// (requests up to 4 MiB).
-#[utoipa::path(get, path = "/v1/service/users/{user_id}/integrations/{provider}/proxy/{path}", tag = "service",
+#[utoipa::path(method(get, post, put, patch, delete), path = "/v1/service/users/{user_id}/integrations/{provider}/proxy/{path}", tag = "service",
     security(("service_key" = [])),
-    params(("user_id" = String, Path), ("provider" = String, Path, description = "`outlook`"),
+    params(("user_id" = String, Path), ("provider" = String, Path, description = "`outlook` (alias `microsoft`)"),
            ("path" = String, Path, description = "Provider API path, e.g. `v1.0/me/messages`.")),
     responses((status = 200, description = "The provider's answer, as it came (also for its errors)."),
               (status = 400, description = "The path would leave the provider's API."), (status = 401),

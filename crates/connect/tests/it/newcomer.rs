@@ -434,3 +434,12 @@ async fn an_unknown_path_is_logged_with_its_path_but_not_its_query() {
     assert!(line.contains("path=\"/no-such/page-7f3a\""), "{line}");
     assert!(!logs.contains("query-secret-91c2"), "{line}");
 }
+
+#[test]
+fn the_openapi_document_lists_every_method_the_proxy_forwards() {
+    let doc = serde_json::to_value(celeste_connect::http::openapi()).unwrap();
+    let proxy = &doc["paths"]["/v1/service/users/{user_id}/integrations/{provider}/proxy/{path}"];
+    for method in ["get", "post", "put", "patch", "delete"] {
+        assert!(proxy[method].is_object(), "{method} is documented: {proxy}");
+    }
+}
