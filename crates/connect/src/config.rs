@@ -1,7 +1,8 @@
 //! One typed configuration, read from the command line and the environment (each secret also as
 //! `NAME_FILE`), validated before anything starts. `--help` is the reference for every
-//! variable. A missing or placeholder secret stops `serve` with a message that says what to set;
-//! nothing here logs a secret or keeps one outside a [`SecretString`].
+//! variable. Every missing, placeholder or invalid setting is collected, and `serve` stops with
+//! one message that names them all and says what to set; nothing here logs a secret or keeps one
+//! outside a [`SecretString`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
