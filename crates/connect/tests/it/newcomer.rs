@@ -2,7 +2,8 @@
 //! names every setting to fix in one run and names an unreachable database's host (never its
 //! password); `.env` is read and the environment wins; the demo prints a service key (stable
 //! across restarts) and a `curl` line that fetches the connected user's token, accepts extra
-//! app origins, sends `/` to the settings page, and answers `/favicon.ico`.
+//! app origins, sends `/` to the settings page, and answers `/favicon.ico`; the n8n proxy
+//! recipe's request, filled in as the demo's banner says, reads the connected user's mail.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -325,6 +326,39 @@ async fn connect_demo_user(http: &reqwest::Client, base: &Url, name: &str) {
     assert_eq!(done.status(), 200, "connected");
 }
 
+/// The URL the proxy recipe (examples/n8n/latest-emails-via-proxy.json) requests, with its
+/// Settings node's `connect_url` and `user_id` set as the demo's banner says.
+fn n8n_proxy_recipe_url(base: &Url, user_id: &str) -> Url {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/n8n/latest-emails-via-proxy.json");
+    let workflow: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let request = workflow["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["type"] == "n8n-nodes-base.httpRequest")
+        .unwrap();
+    let template = request["parameters"]["url"].as_str().unwrap();
+    let url = template
+        .trim_start_matches('=')
+        .replace(
+            "{{ $json.connect_url }}",
+            base.as_str().trim_end_matches('/'),
+        )
+        .replace("{{ $json.user_id }}", user_id);
+    let mut url = Url::parse(&url).unwrap();
+    for parameter in request["parameters"]["queryParameters"]["parameters"]
+        .as_array()
+        .unwrap()
+    {
+        url.query_pairs_mut().append_pair(
+            parameter["name"].as_str().unwrap(),
+            parameter["value"].as_str().unwrap(),
+        );
+    }
+    url
+}
+
 #[tokio::test]
 async fn demo_prints_a_service_key_and_curl_line_that_fetch_the_connected_users_token() {
     let folder = tempfile::tempdir().unwrap();
@@ -360,6 +394,27 @@ async fn demo_prints_a_service_key_and_curl_line_that_fetch_the_connected_users_
             .as_str()
             .is_some_and(|t| !t.is_empty())
     );
+
+    // The n8n proxy recipe's request, as n8n would send it with the demo's printed settings.
+    let user_id = banner
+        .token_url
+        .path_segments()
+        .unwrap()
+        .nth(3)
+        .unwrap()
+        .to_owned();
+    let mail = http
+        .get(n8n_proxy_recipe_url(&banner.base, &user_id))
+        .header("authorization", format!("Bearer {}", banner.service_key))
+        .send()
+        .await
+        .unwrap();
+    let status = mail.status();
+    assert_eq!(status, 200, "{}", mail.text().await.unwrap());
+    let mail: Value = mail.json().await.unwrap();
+    let messages = mail["value"].as_array().unwrap();
+    assert!(!messages.is_empty() && messages.len() <= 10, "{mail}");
+    assert!(messages.iter().all(|m| m["subject"].is_string()), "{mail}");
 
     // Extra app origins from CONNECT_APP_ORIGINS may call the user API from the browser.
     for origin in ["http://localhost:3000", "http://127.0.0.1:5173"] {
