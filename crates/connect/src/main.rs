@@ -223,6 +223,21 @@ fn load_dotenv() -> Result<bool, dotenvy::Error> {
     Ok(true)
 }
 
+/// What is wrong with `.env`, without the offending line: it may hold a secret.
+fn dotenv_problem(error: &dotenvy::Error) -> String {
+    match error {
+        dotenvy::Error::LineParse(line, _) => {
+            let name = line.split('=').next().unwrap_or("").trim();
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                format!("the line of {name} cannot be parsed (check its quotes)")
+            } else {
+                "a line cannot be parsed (check its quotes)".to_owned()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
 /// `NAME=`, `NAME=""` or `NAME=''`: a template line left empty.
 fn is_unfilled_line(line: &str) -> bool {
     let line = line.trim();
@@ -241,7 +256,7 @@ fn main() -> ExitCode {
     let loaded_dotenv = match load_dotenv() {
         Ok(loaded) => loaded,
         Err(e) => {
-            eprintln!("error: cannot read .env: {e}");
+            eprintln!("error: cannot read .env: {}", dotenv_problem(&e));
             return ExitCode::FAILURE;
         }
     };

@@ -223,6 +223,21 @@ fn serve_starts_from_an_edited_env_file_and_the_environment_wins() {
     assert!(dir.path().join("connect.db").exists());
 }
 
+#[test]
+fn a_malformed_env_line_is_named_without_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "CONNECT_LISTEN=127.0.0.1:0\nCONNECT_JWT_SECRET=\"s3cr3t-never-shown\nMICROSOFT_TENANT=common\n",
+    )
+    .unwrap();
+    let output = binary(dir.path()).arg("serve").output().unwrap();
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("cannot read .env"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t-never-shown"), "{stderr}");
+}
+
 /// What the demo printed, read back the way a person copies it.
 struct DemoBanner {
     base: Url,
