@@ -1,7 +1,9 @@
 //! `celeste-connect demo`: the whole service on one machine with no setup. Embedded SQLite and
 //! generated secrets in a data folder (files mode 0600), the provider emulator mounted
-//! in-process, a demo sign-in, and the settings page. Everything else runs exactly as `serve`
-//! runs it. Never used by `serve`.
+//! in-process, a demo sign-in, and the settings page; a service key generated once into the data
+//! folder, printed at start with ready `curl` lines so the token API, the proxy and n8n can be
+//! tried too; extra app origins from `--app-origins` / `CONNECT_APP_ORIGINS`. Everything else
+//! runs exactly as `serve` runs it. Never used by `serve`, which never prints a key.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
