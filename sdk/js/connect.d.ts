@@ -98,7 +98,9 @@ export declare class ConnectError extends Error {
   constructor(code: string, message: string, options?: { status?: number; requestId?: string | null; cause?: unknown });
   readonly name: 'ConnectError';
   /** Stable snake_case code: the API's `error` (`unauthorized`, `not_found`, `forbidden`, …) or
-   * the SDK's (`network_error`, `not_signed_in`, `invalid_response`, `flow_in_progress`). */
+   * the SDK's (`network_error`, `origin_not_allowed` — the service answered but the browser blocked
+   * the response because this page's origin is not in CONNECT_APP_ORIGINS — `not_signed_in`,
+   * `invalid_response`, `flow_in_progress`). */
   code: string;
   /** HTTP status, 0 when no response was received. */
   status: number;

@@ -51,6 +51,7 @@ const REASON_TEXT = Object.freeze({
   popup_blocked: 'Your browser blocked the sign-in window. Allow pop-ups for this site and try again.',
   not_confirmed: 'The sign-in finished, but the connection could not be confirmed. Reload the page to check.',
   network_error: 'Could not reach the Celeste Connect service. Check your connection and try again.',
+  origin_not_allowed: 'The Celeste Connect service does not accept requests from this page’s origin: add it to CONNECT_APP_ORIGINS.',
   not_signed_in: 'You are not signed in. Sign in and try again.',
   unauthorized: 'Your session has expired. Sign in again.',
   forbidden: 'This app is not allowed to connect accounts on this service.',
@@ -190,7 +191,7 @@ export function createConnectClient(options = {}) {
         cache: 'no-store',
       });
     } catch (cause) {
-      throw new ConnectError('network_error', REASON_TEXT.network_error, { cause });
+      throw await unreachableError(cause);
     }
     if (!response.ok) throw await errorFromResponse(response);
     if (response.status === 204) return null;
@@ -203,6 +204,28 @@ export function createConnectClient(options = {}) {
         cause,
       });
     }
+  }
+
+  /**
+   * Browsers report a response blocked by CORS exactly like a network failure. A `no-cors`
+   * request (its answer is opaque, but it resolves when the service answered at all) tells the
+   * two apart: the service is up, so it refused this page's origin.
+   */
+  async function unreachableError(cause) {
+    let reachable = false;
+    try {
+      await fetchImpl(`${base.prefix}/v1/health`, { method: 'GET', mode: 'no-cors', credentials: 'omit', cache: 'no-store' });
+      reachable = true;
+    } catch {
+      // Down, offline, or blocked before any answer: a network error.
+    }
+    if (!reachable) return new ConnectError('network_error', REASON_TEXT.network_error, { cause });
+    const origin = g.location?.origin ?? 'this page’s origin';
+    return new ConnectError(
+      'origin_not_allowed',
+      `The Celeste Connect service at ${base.origin} answered, but the browser blocked its response: ${origin} is not one of its app origins. Add ${origin} to CONNECT_APP_ORIGINS (the demo: --app-origins ${origin}).`,
+      { cause },
+    );
   }
 
   const api = {
@@ -352,6 +375,8 @@ export function createConnectClient(options = {}) {
       for (const timer of timers) clearTimeout(timer);
       timers.clear();
       w.removeEventListener('message', onMessage);
+      w.removeEventListener('blur', onBlur);
+      w.removeEventListener('focus', onFocus);
       signal?.removeEventListener('abort', onAbort);
       if (channel) {
         channel.onmessage = null;
@@ -413,11 +438,29 @@ export function createConnectClient(options = {}) {
       later(poll, timing.pollIntervalMs);
     };
 
+    // A popup closed by hand gives the focus back to this window at once; one cut off by COOP
+    // keeps it while the user signs in. So this window regaining focus after the popup took it
+    // means the window is gone, and the grace period below is not needed.
+    let blurred = false;
+    let refocused = false;
+    let onClosedAndRefocused = null;
+    const onBlur = () => {
+      blurred = true;
+    };
+    const onFocus = () => {
+      if (!blurred) return;
+      refocused = true;
+      onClosedAndRefocused?.();
+    };
+
     const watchClosed = () => {
       if (!isClosed(popup)) return later(watchClosed, timing.closedCheckMs);
       // Under COOP `closed` reads true while the user is still signing in: keep listening and
       // polling for a while, with one last read before calling it cancelled.
-      later(async () => {
+      let reading = false;
+      const lastRead = async () => {
+        if (reading) return;
+        reading = true;
         try {
           const value = await api.status(path);
           if (isNewConnection(value)) return finish({ result: 'connected', status: value });
@@ -425,10 +468,15 @@ export function createConnectClient(options = {}) {
           // Fall through to cancelled.
         }
         finish({ result: 'cancelled' });
-      }, timing.closedGraceMs);
+      };
+      if (refocused) return lastRead();
+      onClosedAndRefocused = lastRead;
+      later(lastRead, timing.closedGraceMs);
     };
 
     w.addEventListener('message', onMessage);
+    w.addEventListener('blur', onBlur);
+    w.addEventListener('focus', onFocus);
     if (signal) {
       if (signal.aborted) onAbort();
       else signal.addEventListener('abort', onAbort, { once: true });

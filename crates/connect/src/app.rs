@@ -72,6 +72,12 @@ impl AppState {
 pub enum StartError {
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    /// The database could not be opened; names where it is, never the credentials.
+    #[error("cannot open the database at {location}: {source}")]
+    Unreachable {
+        location: String,
+        source: StoreError,
+    },
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("encryption keys: {0}")]
@@ -80,6 +86,24 @@ pub enum StartError {
     Config(String),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Where a database URL points, for error messages: `host:port/database` for PostgreSQL, the
+/// file for SQLite; never the user name or the password.
+pub fn database_location(url: &str) -> String {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let path = path.trim_start_matches("//");
+        return path.split('?').next().unwrap_or(path).to_owned();
+    }
+    match url::Url::parse(url) {
+        Ok(parsed) => format!(
+            "{}:{}{}",
+            parsed.host_str().unwrap_or("localhost"),
+            parsed.port().unwrap_or(5432),
+            parsed.path()
+        ),
+        Err(_) => "an unparsable DATABASE_URL".to_owned(),
+    }
 }
 
 /// Builds the outbound HTTP client every provider call and JWKS fetch uses.
@@ -111,7 +135,11 @@ impl AppState {
                 migrate: settings.migrate_on_start,
             },
         )
-        .await?;
+        .await
+        .map_err(|source| StartError::Unreachable {
+            location: database_location(settings.database_url.expose_secret()),
+            source,
+        })?;
         verify_keys(&store, &settings.keyring).await?;
         let http = http_client()?;
         let providers = Catalog::new(settings.providers.iter().cloned());

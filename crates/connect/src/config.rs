@@ -1,7 +1,8 @@
 //! One typed configuration, read from the command line and the environment (each secret also as
 //! `NAME_FILE`), validated before anything starts. `--help` is the reference for every
-//! variable. A missing or placeholder secret stops `serve` with a message that says what to set;
-//! nothing here logs a secret or keeps one outside a [`SecretString`].
+//! variable. Every missing, placeholder or invalid setting is collected, and `serve` stops with
+//! one message that names them all and says what to set; nothing here logs a secret or keeps one
+//! outside a [`SecretString`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -524,87 +525,160 @@ pub fn parse_origin(value: &str) -> Result<String, ConfigError> {
     Ok(origin.ascii_serialization())
 }
 
+/// Every problem found in one configuration, so that one run names them all.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [only] => write!(f, "{only}"),
+            all => {
+                write!(f, "{} configuration problems:", all.len())?;
+                for problem in all {
+                    write!(f, "\n  - {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(error: ConfigError) -> Self {
+        Self(vec![error])
+    }
+}
+
+impl ConfigErrors {
+    /// Keeps the value, or records the problem and goes on checking the rest.
+    fn check<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+}
+
+/// Shortest HS256 secret accepted: Supabase's JWT secrets are at least this long, and a shorter
+/// one can be guessed offline from any token it signed.
+pub const MIN_JWT_SECRET_CHARS: usize = 32;
+
 impl ServeArgs {
-    /// Validates the arguments into [`Settings`], or says exactly what to set.
-    pub fn into_settings(self) -> Result<Settings, ConfigError> {
-        let database_url = resolve_secret(
-            "DATABASE_URL",
-            self.database_url,
-            self.database_url_file.as_ref(),
-        )?
-        .ok_or_else(|| ConfigError::Missing {
-            name: "DATABASE_URL",
-            hint: "Set it to postgres://… (PostgreSQL or Supabase) or sqlite://connect.db.".into(),
-        })?;
-        let public_url = self.public_url.ok_or_else(|| ConfigError::Missing {
+    /// Validates the arguments into [`Settings`], or names every setting to fix at once.
+    pub fn into_settings(self) -> Result<Settings, ConfigErrors> {
+        let mut problems = ConfigErrors(Vec::new());
+        let database_url = problems
+            .check(resolve_secret(
+                "DATABASE_URL",
+                self.database_url,
+                self.database_url_file.as_ref(),
+            ))
+            .and_then(|url| {
+                problems.check(url.ok_or_else(|| {
+                    ConfigError::Missing {
+                    name: "DATABASE_URL",
+                    hint: "Set it to postgres://… (PostgreSQL or Supabase) or sqlite://connect.db."
+                        .into(),
+                }
+                }))
+            });
+        let public_url = problems.check(self.public_url.ok_or_else(|| ConfigError::Missing {
             name: "CONNECT_PUBLIC_URL",
-            hint: "Set it to the service's public base URL, e.g. https://connect.example.com."
-                .into(),
-        })?;
+            hint:
+                "Set it to the service's public base URL, e.g. https://connect.example.com.".into(),
+        }));
+        let mut app_origins = Vec::new();
         if self.app_origins.is_empty() {
-            return Err(ConfigError::Missing {
+            problems.0.push(ConfigError::Missing {
                 name: "CONNECT_APP_ORIGINS",
                 hint: "Set it to your app's origin(s), e.g. https://app.example.com.".into(),
             });
         }
-        let app_origins = self
-            .app_origins
-            .iter()
-            .map(|o| parse_origin(o))
-            .collect::<Result<Vec<_>, _>>()?;
-        let app_settings_url = match self.app_settings_url {
-            Some(url) => url,
-            None => Url::parse(&format!("{}/settings", app_origins[0])).map_err(|e| {
-                ConfigError::Invalid {
-                    name: "CONNECT_APP_SETTINGS_URL",
-                    why: e.to_string(),
-                }
-            })?,
+        for origin in &self.app_origins {
+            app_origins.extend(problems.check(parse_origin(origin)));
+        }
+        let app_settings_url = match (self.app_settings_url, app_origins.first()) {
+            (Some(url), _) => Some(url),
+            (None, Some(first)) => {
+                problems.check(Url::parse(&format!("{first}/settings")).map_err(|e| {
+                    ConfigError::Invalid {
+                        name: "CONNECT_APP_SETTINGS_URL",
+                        why: e.to_string(),
+                    }
+                }))
+            }
+            (None, None) => None,
         };
 
-        let jwt_secret = resolve_secret(
-            "CONNECT_JWT_SECRET",
-            self.jwt_secret,
-            self.jwt_secret_file.as_ref(),
-        )?;
+        let jwt_secret = problems
+            .check(resolve_secret(
+                "CONNECT_JWT_SECRET",
+                self.jwt_secret,
+                self.jwt_secret_file.as_ref(),
+            ))
+            .flatten();
         if jwt_secret.is_none() && self.jwks_url.is_none() {
-            return Err(ConfigError::Missing {
+            problems.0.push(ConfigError::Missing {
                 name: "CONNECT_JWT_SECRET or CONNECT_JWKS_URL",
                 hint: "Set Supabase's JWT secret (Settings → API → JWT secret) and/or its JWKS \
                        URL (https://<ref>.supabase.co/auth/v1/.well-known/jwks.json)."
                     .into(),
             });
         }
-        if let Some(why) = jwt_secret
-            .as_ref()
-            .and_then(|s| placeholder_reason(s.expose_secret()))
-        {
-            return Err(ConfigError::Placeholder {
-                name: "CONNECT_JWT_SECRET",
-                why,
-                hint: "Copy Supabase's JWT secret.".into(),
-            });
+        if let Some(secret) = &jwt_secret {
+            if let Some(why) = placeholder_reason(secret.expose_secret()) {
+                problems.0.push(ConfigError::Placeholder {
+                    name: "CONNECT_JWT_SECRET",
+                    why,
+                    hint: "Copy Supabase's JWT secret.".into(),
+                });
+            } else if secret.expose_secret().chars().count() < MIN_JWT_SECRET_CHARS {
+                problems.0.push(ConfigError::Invalid {
+                    name: "CONNECT_JWT_SECRET",
+                    why: format!(
+                        "it is shorter than {MIN_JWT_SECRET_CHARS} characters, so tokens signed \
+                         with it could be forged. Copy Supabase's JWT secret (Settings → API), or \
+                         make one with `openssl rand -base64 32`."
+                    ),
+                });
+            }
+        }
+        for (name, value) in [
+            ("CONNECT_JWKS_URL", self.jwks_url.as_ref().map(Url::as_str)),
+            ("CONNECT_JWT_ISSUER", self.jwt_issuer.as_deref()),
+        ] {
+            if let Some(why) = value.and_then(placeholder_reason) {
+                problems.0.push(ConfigError::Placeholder {
+                    name,
+                    why,
+                    hint: "Put your Supabase project's reference (Settings → General → Project \
+                           ID) in place of YOUR-PROJECT-REF."
+                        .into(),
+                });
+            }
         }
 
-        let service_keys = match resolve_secret(
+        let service_keys = match problems.check(resolve_secret(
             "CONNECT_SERVICE_KEYS",
             self.service_keys,
             self.service_keys_file.as_ref(),
-        )? {
-            Some(list) => {
-                parse_service_keys(list.expose_secret()).map_err(|why| ConfigError::Invalid {
-                    name: "CONNECT_SERVICE_KEYS",
-                    why,
-                })?
-            }
-            None => Vec::new(),
+        )) {
+            Some(Some(list)) => problems
+                .check(parse_service_keys(list.expose_secret()).map_err(|why| {
+                    ConfigError::Invalid {
+                        name: "CONNECT_SERVICE_KEYS",
+                        why,
+                    }
+                }))
+                .unwrap_or_default(),
+            _ => Vec::new(),
         };
 
-        let keys = resolve_secret(
+        let keys = problems.check(resolve_secret(
             "CONNECT_ENCRYPTION_KEYS",
             self.encryption_keys,
             self.encryption_keys_file.as_ref(),
-        )?;
+        ));
         let key_hint = || {
             let example = generate_entry("k1")
                 .map(|e| format!(" For example (freshly generated, keep it secret): CONNECT_ENCRYPTION_KEYS={}", e.expose_secret()))
@@ -613,13 +687,51 @@ impl ServeArgs {
                 "Tokens are encrypted at rest and the service will not start without a key; `celeste-connect keygen encryption k1` prints one.{example}"
             )
         };
-        let keys = require_real("CONNECT_ENCRYPTION_KEYS", keys, key_hint)?;
-        let keyring = Keyring::parse(keys.expose_secret()).map_err(|e| ConfigError::Invalid {
-            name: "CONNECT_ENCRYPTION_KEYS",
-            why: e.to_string(),
-        })?;
+        let keyring = keys
+            .and_then(|keys| {
+                problems.check(require_real("CONNECT_ENCRYPTION_KEYS", keys, key_hint))
+            })
+            .and_then(|keys| {
+                problems.check(Keyring::parse(keys.expose_secret()).map_err(|e| {
+                    ConfigError::Invalid {
+                        name: "CONNECT_ENCRYPTION_KEYS",
+                        why: e.to_string(),
+                    }
+                }))
+            });
 
-        let providers = self.providers.resolve()?;
+        let provider_errors_before = problems.0.len();
+        let mut providers = Vec::new();
+        for resolved in [
+            self.providers.microsoft.resolve(),
+            self.providers.google.resolve(),
+            self.providers.dropbox.resolve(),
+        ] {
+            if let Some(Some(provider)) = problems.check(resolved) {
+                providers.push(provider);
+            }
+        }
+        if providers.is_empty() && problems.0.len() == provider_errors_before {
+            problems.0.push(ConfigError::Missing {
+                name: "MICROSOFT_CLIENT_ID",
+                hint: "No provider is configured, so every connect would answer \"No such \
+                       provider\". Set MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET (Entra ID \
+                       → App registrations), GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET, or \
+                       DROPBOX_CLIENT_ID and DROPBOX_CLIENT_SECRET (to try the service without \
+                       one, run `celeste-connect demo`)."
+                    .into(),
+            });
+        }
+
+        if !problems.0.is_empty() {
+            return Err(problems);
+        }
+        // Each value below is missing only when a problem was recorded for it.
+        let (Some(database_url), Some(public_url), Some(app_settings_url), Some(keyring)) =
+            (database_url, public_url, app_settings_url, keyring)
+        else {
+            return Err(problems);
+        };
 
         Ok(Settings {
             database_url,
@@ -731,6 +843,138 @@ pub fn same_site(a: &Url, b: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// What `into_settings` says about these arguments (flags, so the environment plays no part
+    /// unless a variable of ours is set in the test process).
+    fn problems(args: &[&str]) -> String {
+        let cli =
+            Cli::try_parse_from(std::iter::once("celeste-connect").chain(args.iter().copied()))
+                .unwrap();
+        match cli.serve.into_settings() {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn valid_args() -> Vec<String> {
+        let key = generate_entry("k1").unwrap();
+        [
+            "--database-url=sqlite://x.db",
+            "--public-url=https://api.example.com",
+            "--app-origins=https://app.example.com",
+            "--jwt-secret=0123456789abcdefghijklmnopqrstuvwxyz",
+            "--microsoft-client-id=41f6dc82-8127-4330-97e0-c6b26e6aa967",
+            "--microsoft-client-secret=Xy8Q~abcdefGHIJKL1234567890",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain([format!("--encryption-keys={}", key.expose_secret())])
+        .collect()
+    }
+
+    fn problems_with(extra: &[&str], drop: &[&str]) -> String {
+        let mut args: Vec<String> = valid_args()
+            .into_iter()
+            .filter(|a| !drop.iter().any(|d| a.starts_with(d)))
+            .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        problems(&refs)
+    }
+
+    #[test]
+    fn a_complete_configuration_is_accepted() {
+        assert_eq!(problems_with(&[], &[]), "");
+    }
+
+    #[test]
+    fn every_missing_setting_is_named_in_one_report() {
+        let report = problems(&[]);
+        for name in [
+            "DATABASE_URL",
+            "CONNECT_PUBLIC_URL",
+            "CONNECT_APP_ORIGINS",
+            "CONNECT_JWT_SECRET or CONNECT_JWKS_URL",
+            "CONNECT_ENCRYPTION_KEYS",
+            "MICROSOFT_CLIENT_ID",
+        ] {
+            assert!(
+                report.contains(&format!("{name} is not set")),
+                "{name}: {report}"
+            );
+        }
+        assert!(report.starts_with("6 configuration problems"), "{report}");
+    }
+
+    #[test]
+    fn invalid_values_are_reported_together_with_missing_ones() {
+        let report = problems_with(
+            &[
+                "--app-origins=https://app.example.com/settings",
+                "--encryption-keys=k1:c2hvcnQ=",
+            ],
+            &["--app-origins", "--encryption-keys", "--database-url"],
+        );
+        assert!(report.contains("DATABASE_URL is not set"), "{report}");
+        assert!(
+            report.contains("CONNECT_APP_ORIGINS is invalid"),
+            "{report}"
+        );
+        assert!(report.contains("32 bytes"), "{report}");
+    }
+
+    #[test]
+    fn no_configured_provider_refuses_to_start() {
+        let report = problems_with(&[], &["--microsoft-client-id", "--microsoft-client-secret"]);
+        assert!(
+            report.contains("MICROSOFT_CLIENT_ID is not set"),
+            "{report}"
+        );
+        assert!(report.contains("No provider is configured"), "{report}");
+    }
+
+    #[test]
+    fn placeholder_jwks_url_and_issuer_are_flagged() {
+        let report = problems_with(
+            &[
+                "--jwks-url=https://YOUR-PROJECT-REF.supabase.co/auth/v1/.well-known/jwks.json",
+                "--jwt-issuer=https://YOUR-PROJECT-REF.supabase.co/auth/v1",
+            ],
+            &[],
+        );
+        assert!(
+            report.contains("CONNECT_JWKS_URL looks like a placeholder"),
+            "{report}"
+        );
+        assert!(
+            report.contains("CONNECT_JWT_ISSUER looks like a placeholder"),
+            "{report}"
+        );
+        assert!(
+            report.contains("YOUR-PROJECT-REF"),
+            "says what to replace: {report}"
+        );
+    }
+
+    #[test]
+    fn jwt_secret_shorter_than_supabases_is_refused() {
+        let report = problems_with(&["--jwt-secret=short-secret-1234"], &["--jwt-secret"]);
+        assert!(report.contains("CONNECT_JWT_SECRET is invalid"), "{report}");
+        assert!(report.contains("shorter than 32 characters"), "{report}");
+        assert!(
+            !report.contains("short-secret-1234"),
+            "the secret is never echoed: {report}"
+        );
+        let exactly_32 = format!("--jwt-secret={}", "a1".repeat(16));
+        assert_eq!(problems_with(&[&exactly_32], &["--jwt-secret"]), "");
+    }
 
     #[test]
     fn rates_read_as_operators_write_them() {

@@ -1,7 +1,9 @@
 //! `celeste-connect demo`: the whole service on one machine with no setup. Embedded SQLite and
 //! generated secrets in a data folder (files mode 0600), the provider emulator mounted
-//! in-process, a demo sign-in, and the settings page. Everything else runs exactly as `serve`
-//! runs it. Never used by `serve`.
+//! in-process, a demo sign-in, and the settings page; a service key generated once into the data
+//! folder, printed at start with ready `curl` lines so the token API, the proxy and n8n can be
+//! tried too; extra app origins from `--app-origins` / `CONNECT_APP_ORIGINS`. Everything else
+//! runs exactly as `serve` runs it. Never used by `serve`, which never prints a key.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,8 +17,9 @@ use url::Url;
 use provider_emulator::{Emulator, EmulatorConfig, RegisteredClient};
 
 use crate::app::{App, AppState};
-use crate::config::{JwtSettings, Settings};
-use crate::identity::service_key::parse_service_keys;
+use crate::config::{JwtSettings, Settings, parse_origin};
+use crate::http::demo::user_id_for;
+use crate::identity::service_key::{self, parse_service_keys};
 use crate::provider::{ProviderId, dropbox, google, microsoft};
 use crate::vault::{Keyring, generate_entry};
 
@@ -28,10 +31,24 @@ pub struct DemoArgs {
     /// Folder for the demo database and its generated secrets.
     #[arg(long, default_value = ".demo")]
     pub data_dir: PathBuf,
+    /// Other app origins allowed to use the user API and the SDK (comma-separated), e.g. a
+    /// local Next.js app at `http://localhost:3000`. The demo's own origin is always allowed.
+    #[arg(long, env = "CONNECT_APP_ORIGINS", value_delimiter = ',')]
+    pub app_origins: Vec<String>,
 }
 
 /// The demo's service key (for n8n and other backends), in the data folder.
 pub const SERVICE_KEY_FILE: &str = "service.key";
+
+/// The demo's service key, for its own sign-in to print ready `curl` lines with.
+#[derive(Clone)]
+pub struct DemoServiceKey(pub SecretString);
+
+/// The name of the demo's service key, as logs show it.
+pub const DEMO_SERVICE_KEY_NAME: &str = "demo";
+
+/// The user the demo's start-up lines use (the first of the settings page's quick picks).
+pub const DEMO_USER: &str = "alice";
 
 /// The emulator's app registration for the demo.
 pub const DEMO_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000c0de";
@@ -84,8 +101,38 @@ fn random_secret() -> anyhow::Result<String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
 }
 
-/// The demo's settings for a service reachable at `public_url`, with its files in `data_dir`.
-pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
+/// The demo's service key: generated once into `data_dir`, the same on every start.
+pub fn service_key(data_dir: &Path) -> anyhow::Result<SecretString> {
+    secret_file(&data_dir.join(SERVICE_KEY_FILE), || {
+        let (key, _) = service_key::generate(DEMO_SERVICE_KEY_NAME).map_err(anyhow::Error::msg)?;
+        Ok(key)
+    })
+}
+
+/// The service's token endpoint for a user, as printed for `curl` and n8n.
+pub fn token_url(public_url: &Url, user: uuid::Uuid) -> String {
+    format!(
+        "{}/v1/service/users/{user}/integrations/outlook/token",
+        public_url.as_str().trim_end_matches('/')
+    )
+}
+
+/// The `curl` line that fetches a user's fresh access token with the demo's service key.
+pub fn token_curl(public_url: &Url, key: &SecretString, user: uuid::Uuid) -> String {
+    format!(
+        "curl -H 'Authorization: Bearer {}' {}",
+        key.expose_secret(),
+        token_url(public_url, user)
+    )
+}
+
+/// The demo's settings for a service reachable at `public_url`, with its files in `data_dir`
+/// and `extra_origins` allowed beside its own.
+pub fn settings(
+    public_url: &Url,
+    data_dir: &Path,
+    extra_origins: &[String],
+) -> anyhow::Result<Settings> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     // The folder holds the database and the demo's keys: this user only.
@@ -100,26 +147,25 @@ pub fn settings(public_url: &Url, data_dir: &Path) -> anyhow::Result<Settings> {
         Ok(generate_entry("demo1")?.expose_secret().to_owned())
     })?;
     let keyring = Keyring::parse(keys.expose_secret())?;
-    // A service key for n8n and other backends, so the service API works in the demo too.
-    let service_key = secret_file(&data_dir.join(SERVICE_KEY_FILE), || {
-        crate::identity::service_key::generate("demo")
-            .map(|(key, _)| key)
-            .map_err(|e| anyhow::anyhow!(e))
-    })?;
-    let service_keys = parse_service_keys(&format!(
-        "demo:{}",
-        crate::identity::service_key::hash_key(service_key.expose_secret())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    ))
-    .map_err(|e| anyhow::anyhow!(e))?;
     let origin = public_url.origin().ascii_serialization();
+    let mut app_origins = vec![origin];
+    for extra in extra_origins.iter().filter(|o| !o.trim().is_empty()) {
+        let extra = parse_origin(extra).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !app_origins.contains(&extra) {
+            app_origins.push(extra);
+        }
+    }
+    let key = service_key(data_dir)?;
+    let service_keys = parse_service_keys(&service_key::entry(
+        DEMO_SERVICE_KEY_NAME,
+        key.expose_secret(),
+    ))
+    .map_err(anyhow::Error::msg)?;
     let database = data_dir.join("connect.db");
     Ok(Settings {
         database_url: SecretString::from(format!("sqlite://{}", database.display())),
         public_url: public_url.clone(),
-        app_origins: vec![origin.clone()],
+        app_origins,
         app_settings_url: public_url.join("settings")?,
         jwt: JwtSettings {
             hs256_secret: Some(jwt_secret),
@@ -168,26 +214,41 @@ pub async fn run(
         })?;
     let addr = listener.local_addr()?;
     let public_url = Url::parse(&format!("http://{addr}/"))?;
-    let settings = settings(&public_url, &args.data_dir)?;
+    let settings = settings(&public_url, &args.data_dir, &args.app_origins)?;
+    let key = service_key(&args.data_dir)?;
+    let origins = settings.app_origins.join(", ");
     let state = AppState::build(settings).await?;
     let emulator = emulator_for(&state).context("the demo configures every provider")?;
     let mut app = App::from_state(state);
-    app.api = app.api.nest("/emulator", emulator.router());
-    println!("listening on http://{addr}");
-    println!("settings page: {}settings", public_url);
-    println!(
-        "provider emulator: {}emulator (sign-in and API stand-ins for {})",
-        public_url,
-        ProviderId::ALL.map(ProviderId::label).join(", ")
+    app.api = app
+        .api
+        .nest("/emulator", emulator.router())
+        .layer(axum::Extension(DemoServiceKey(key.clone())));
+    let base = public_url.as_str().trim_end_matches('/');
+    let alice = user_id_for(DEMO_USER);
+    let data_dir = args.data_dir.display();
+    // Everything a newcomer needs to try each side of the service, in the order they need it.
+    let banner = format!(
+        "listening on {base}
+settings page: {base}/settings (sign in with any name, then Connect)
+provider emulator: {base}/emulator (sign-in and API stand-ins for {providers})
+app origins allowed (SDK, user API): {origins} (add more with --app-origins or CONNECT_APP_ORIGINS)
+service key (token API, proxy, n8n; kept in {data_dir}/service.key):
+  {key}
+once {DEMO_USER} is connected, fetch {DEMO_USER}'s token:
+  {curl}
+or read {DEMO_USER}'s mail through the proxy:
+  curl -H 'Authorization: Bearer {key}' '{base}/v1/service/users/{alice}/integrations/outlook/proxy/v1.0/me/messages?$top=3'
+n8n (examples/n8n): set connect_url to {base} (n8n in Docker: run it with --network host) and the Header Auth credential's value to: Bearer {key}
+data folder: {data_dir} (delete it to start over)
+",
+        providers = ProviderId::ALL.map(ProviderId::label).join(", "),
+        key = key.expose_secret(),
+        curl = token_curl(&public_url, &key, alice),
     );
-    println!(
-        "service key for n8n and other backends: in {} (header `Authorization: Bearer <key>`)",
-        args.data_dir.join(SERVICE_KEY_FILE).display()
-    );
-    println!(
-        "data folder: {} (delete it to start over)",
-        args.data_dir.display()
-    );
+    // A reader that went away must not stop the demo.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     app.serve(listener, None, shutdown).await?;
     Ok(())
 }
@@ -200,11 +261,11 @@ mod tests {
     fn the_demo_accepts_its_own_service_key_and_configures_every_provider() {
         let dir = std::env::temp_dir().join(format!("cc-demo-{}", uuid::Uuid::new_v4()));
         let url = Url::parse("http://127.0.0.1:8080/").unwrap();
-        let settings = settings(&url, &dir).unwrap();
+        let settings = settings(&url, &dir, &[]).unwrap();
         let key = std::fs::read_to_string(dir.join(SERVICE_KEY_FILE)).unwrap();
         let keys = crate::identity::service_key::ServiceKeys::new(settings.service_keys.clone());
         assert_eq!(keys.verify(key.trim()), Some("demo"));
-        let again = super::settings(&url, &dir).unwrap();
+        let again = super::settings(&url, &dir, &[]).unwrap();
         assert_eq!(
             again.service_keys.len(),
             1,

@@ -93,10 +93,13 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: draining in-flight requests");
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, loaded_dotenv: bool) -> anyhow::Result<()> {
     let listen: SocketAddr = args.listen;
     let admin_listen: SocketAddr = args.admin_listen;
     telemetry::init_logging(&args.log_format);
+    if loaded_dotenv {
+        tracing::info!("read .env (variables already in the environment win)");
+    }
     for name in config::unknown_env_vars() {
         tracing::warn!(variable = %name, "unknown variable in the environment (typo?)");
     }
@@ -131,9 +134,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, loaded_dotenv: bool) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(*args).await,
+        Command::Serve(args) => serve(*args, loaded_dotenv).await,
         Command::Demo(args) => {
             telemetry::init_logging("text");
             demo::run(args, shutdown_signal()).await
@@ -202,7 +205,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Reads `./.env` into the environment for variables not already set: the environment wins, and
+/// only the current folder is searched, so a `.env` elsewhere never changes a run by surprise.
+/// A line with nothing after `=` (as `.env.example` ships them) counts as not set.
+fn load_dotenv() -> Result<bool, dotenvy::Error> {
+    let text = match std::fs::read_to_string(".env") {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(dotenvy::Error::Io(e)),
+    };
+    let filled: String = text
+        .lines()
+        .filter(|line| !is_unfilled_line(line))
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    dotenvy::from_read(filled.as_bytes())?;
+    Ok(true)
+}
+
+/// What is wrong with `.env`, without the offending line: it may hold a secret.
+fn dotenv_problem(error: &dotenvy::Error) -> String {
+    match error {
+        dotenvy::Error::LineParse(line, _) => {
+            let name = line.split('=').next().unwrap_or("").trim();
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                format!("the line of {name} cannot be parsed (check its quotes)")
+            } else {
+                "a line cannot be parsed (check its quotes)".to_owned()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `NAME=`, `NAME=""` or `NAME=''`: a template line left empty.
+fn is_unfilled_line(line: &str) -> bool {
+    let line = line.trim();
+    let line = line.strip_prefix("export ").unwrap_or(line);
+    match line.split_once('=') {
+        Some((name, value)) => {
+            !name.trim().is_empty()
+                && !name.trim_start().starts_with('#')
+                && matches!(value.trim(), "" | "\"\"" | "''")
+        }
+        None => false,
+    }
+}
+
 fn main() -> ExitCode {
+    let loaded_dotenv = match load_dotenv() {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("error: cannot read .env: {}", dotenv_problem(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -214,11 +271,28 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, loaded_dotenv)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: several layers quote their source
+/// in their own message, and `{:#}` would repeat it at every level.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

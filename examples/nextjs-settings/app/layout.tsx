@@ -1,5 +1,7 @@
 import type { ReactNode } from 'react';
 
+export const metadata = { title: 'Settings — Celeste Connect example' };
+
 export default function RootLayout({ children }: { children: ReactNode }) {
   return (
     <html lang="en">

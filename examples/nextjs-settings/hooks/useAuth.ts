@@ -1,31 +1,30 @@
-// The seed's useAuth: the current Supabase user, kept up to date.
+// The seed's useAuth: the current user, kept up to date (Supabase, or the demo in local mode).
 'use client';
 
-import type { User } from '@supabase/supabase-js';
 import { useEffect, useState } from 'react';
 
-import { supabase } from '../lib/supabase';
+import type { AppAuth, AppUser } from '../lib/auth';
 
-export function useAuth(): { user: User | null; loading: boolean } {
-  const [user, setUser] = useState<User | null>(null);
+export function useAuth(auth: AppAuth): { user: AppUser | null; loading: boolean } {
+  const [user, setUser] = useState<AppUser | null>(null);
   const [loading, setLoading] = useState(true);
 
   useEffect(() => {
     let active = true;
-    supabase.auth.getSession().then(({ data }) => {
+    auth.currentUser().then((current) => {
       if (!active) return;
-      setUser(data.session?.user ?? null);
+      setUser(current);
       setLoading(false);
     });
-    const { data } = supabase.auth.onAuthStateChange((_event, session) => {
-      setUser(session?.user ?? null);
+    const stop = auth.onChange((next) => {
+      setUser(next);
       setLoading(false);
     });
     return () => {
       active = false;
-      data.subscription.unsubscribe();
+      stop();
     };
-  }, []);
+  }, [auth]);
 
   return { user, loading };
 }

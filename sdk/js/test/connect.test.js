@@ -249,6 +249,45 @@ describe('connect', () => {
     assert.deepEqual(await settledWithin(promise, 1000), { result: 'cancelled' });
   });
 
+  test('a popup closed by hand (this window gets the focus back) resolves cancelled at once', async () => {
+    const promise = client({ timing: { ...FAST, closedGraceMs: 10_000 } }).connect('outlook');
+    await sleep(20);
+    win.dispatchEvent(new Event('blur')); // the popup took the focus
+    win.popup.close();
+    win.dispatchEvent(new Event('focus')); // the browser hands it back on close
+    assert.deepEqual(await settledWithin(promise, 300), { result: 'cancelled' });
+  });
+
+  test('focus coming back before the closed check is noticed too', async () => {
+    const promise = client({ timing: { ...FAST, closedCheckMs: 50, closedGraceMs: 10_000 } }).connect('outlook');
+    await sleep(20);
+    win.dispatchEvent(new Event('blur'));
+    win.popup.close();
+    win.dispatchEvent(new Event('focus'));
+    assert.deepEqual(await settledWithin(promise, 400), { result: 'cancelled' });
+  });
+
+  test('COOP: closed reads true while the popup keeps the focus, so the grace period applies', async () => {
+    const promise = client({ timing: { ...FAST, closedGraceMs: 10_000 } }).connect('outlook');
+    await sleep(20);
+    win.dispatchEvent(new Event('blur'));
+    win.popup.closed = true; // severed, not closed: no focus comes back
+    assert.equal(await settledWithin(promise, 300), 'pending');
+    win.dispatchEvent(new Event('focus')); // the user comes back to this window
+    assert.deepEqual(await settledWithin(promise, 300), { result: 'cancelled' });
+  });
+
+  test('a focus event that was not preceded by losing the focus does not end the wait', async () => {
+    const controller = new AbortController();
+    const promise = client({ timing: { ...FAST, closedGraceMs: 10_000 } }).connect('outlook', { signal: controller.signal });
+    await sleep(20);
+    win.dispatchEvent(new Event('focus'));
+    win.popup.closed = true;
+    assert.equal(await settledWithin(promise, 300), 'pending');
+    controller.abort();
+    assert.deepEqual(await promise, { result: 'cancelled' });
+  });
+
   test('closing the popup before it navigated resolves cancelled at once', async () => {
     const promise = client().connect('outlook');
     win.popup.close();
@@ -463,6 +502,33 @@ describe('API calls', () => {
     const err = await client().list().catch((e) => e);
     assert.equal(err.code, 'network_error');
     assert.equal(err.status, 0);
+  });
+
+  test('a response blocked by CORS (the service answers no-cors requests) names the origin to add', async () => {
+    const probes = [];
+    server.fetch = async (url, init) => {
+      if (init.mode === 'no-cors') {
+        probes.push({ url, credentials: init.credentials });
+        return new Response(null, { status: 200 });
+      }
+      throw new TypeError('Failed to fetch');
+    };
+    const err = await client().list().catch((e) => e);
+    assert.equal(err.code, 'origin_not_allowed');
+    assert.match(err.message, /Add https:\/\/app\.example\.com to CONNECT_APP_ORIGINS/);
+    assert.deepEqual(probes, [{ url: `${SERVICE}/v1/health`, credentials: 'omit' }]);
+    assert.match(describeReason('origin_not_allowed'), /CONNECT_APP_ORIGINS/);
+  });
+
+  test('a connect refused by CORS ends with origin_not_allowed and closes the popup', async () => {
+    server.fetch = async (_url, init) => {
+      if (init.mode === 'no-cors') return new Response(null, { status: 200 });
+      throw new TypeError('Failed to fetch');
+    };
+    const outcome = await client().connect('outlook');
+    assert.equal(outcome.result, 'error');
+    assert.equal(outcome.reason, 'origin_not_allowed');
+    assert.equal(win.popup.closed, true);
   });
 
   test('a base URL with a path prefix is kept', async () => {

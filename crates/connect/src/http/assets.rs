@@ -50,6 +50,17 @@ pub async fn sdk() -> Response {
     response
 }
 
+/// `GET /favicon.ico`: browsers ask on every page; "no icon" (204, cached for a day) keeps
+/// that out of the error logs.
+pub async fn favicon() -> Response {
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    response
+}
+
 /// `GET /static/{file}`.
 pub async fn static_file(Path(file): Path<String>) -> Response {
     match FILES.iter().find(|(name, _, _)| *name == file) {

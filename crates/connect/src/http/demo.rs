@@ -1,10 +1,11 @@
 //! Demo mode's sign-in: `POST /demo/session` turns a name into a user token signed with the
 //! demo's own JWT secret, exactly like the tokens a Supabase app would send, so the settings
 //! page can be tried without an app. The same name always maps to the same user. Mounted only
-//! by `celeste-connect demo`.
+//! by `celeste-connect demo`, which also prints, for each sign-in, the `curl` line that fetches
+//! that user's token with the demo's service key.
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::demo::DemoServiceKey;
 use crate::error::{Error, Result};
 
 const SESSION_HOURS: i64 = 12;
@@ -41,6 +43,7 @@ pub fn user_id_for(name: &str) -> Uuid {
 
 pub async fn session(
     State(state): State<AppState>,
+    service_key: Option<Extension<DemoServiceKey>>,
     Json(request): Json<SessionRequest>,
 ) -> Result<Json<Session>> {
     let name = request.user.trim();
@@ -72,6 +75,13 @@ pub async fn session(
         &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
     )
     .map_err(|e| Error::Internal(format!("signing the demo token: {e}")))?;
+    // The demo's terminal is its user interface: say how to fetch this user's token.
+    if let Some(Extension(DemoServiceKey(key))) = service_key {
+        println!(
+            "demo user {name:?} signed in (user id {user_id}); once connected, their token:\n  {}",
+            crate::demo::token_curl(&state.settings.public_url, &key, user_id)
+        );
+    }
     Ok(Json(Session {
         access_token,
         user_id,

@@ -89,12 +89,15 @@ pub fn method_label(method: &Method) -> &'static str {
 
 pub async fn request_context(mut request: Request, next: Next) -> Response {
     let request_id = uuid::Uuid::new_v4().simple().to_string();
-    // Route labels come from the router's own templates only, never from the request path.
-    let route = request
+    let matched = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .map(|p| p.as_str().to_owned());
+    // Route labels come from the router's own templates only, never from the request path. A
+    // path no route knows is logged as it came, without its query string (which may hold a
+    // code or a token); metrics keep the one label `unmatched`.
+    let unmatched_path = matched.is_none().then(|| request.uri().path().to_owned());
+    let route = matched.unwrap_or_else(|| "unmatched".to_owned());
     let method = method_label(request.method());
     let refused = refusal(&request);
     request
@@ -105,9 +108,13 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         request_id = %request_id,
         method = %method,
         route = %route,
+        path = tracing::field::Empty,
         user_id = tracing::field::Empty,
         service_key = tracing::field::Empty,
     );
+    if let Some(path) = &unmatched_path {
+        span.record("path", path.as_str());
+    }
     let started = Instant::now();
     let mut response = match refused {
         Some(response) => response,

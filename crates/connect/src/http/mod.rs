@@ -191,6 +191,8 @@ pub fn api_router(state: AppState) -> Router {
         .route("/static/{file}", axum::routing::get(assets::static_file))
         .route("/sdk/connect.js", axum::routing::get(assets::sdk))
         .route("/settings", axum::routing::get(pages::settings))
+        .route("/", axum::routing::get(pages::home))
+        .route("/favicon.ico", axum::routing::get(assets::favicon))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .merge(
             Router::new()

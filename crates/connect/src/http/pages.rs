@@ -6,7 +6,7 @@
 use askama::Template;
 use axum::extract::State;
 use axum::http::HeaderValue;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use crate::app::AppState;
 use crate::error::Error;
@@ -29,6 +29,11 @@ struct SettingsPage {
     demo: bool,
     providers: Vec<ProviderCard>,
     base_url: String,
+}
+
+/// `GET /`: the settings page is the only page a person opens here.
+pub async fn home() -> Redirect {
+    Redirect::to("settings")
 }
 
 /// `GET /settings`.

@@ -77,6 +77,11 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     out
 }
 
+/// The configuration entry (`name:sha256hex`) that accepts `key`.
+pub fn entry(name: &str, key: &str) -> String {
+    format!("{name}:{}", hex(&hash_key(key)))
+}
+
 /// A new key and the configuration entry that accepts it.
 pub fn generate(name: &str) -> Result<(String, String), String> {
     let mut raw = [0u8; 32];
@@ -84,7 +89,7 @@ pub fn generate(name: &str) -> Result<(String, String), String> {
         .fill(&mut raw)
         .map_err(|_| "no randomness".to_owned())?;
     let key = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
-    let entry = format!("{name}:{}", hex(&hash_key(&key)));
+    let entry = entry(name, &key);
     parse_service_keys(&entry)?;
     Ok((key, entry))
 }

@@ -37,7 +37,7 @@ pub const USER_READ_ROLE: &str = "connect_user_reader";
 pub struct PgStore {
     pool: PgPool,
     /// How to open one connection of our own, to tell a busy pool from a database that is gone.
-    probe: PgConnectOptions,
+    probe: std::sync::Arc<PgConnectOptions>,
     user_reads: UserReads,
     health: std::sync::Arc<super::Health>,
 }
@@ -285,7 +285,7 @@ impl PgStore {
             })
             .connect_with(connect.clone())
             .await?;
-        let probe = connect.clone().application_name("celeste-connect-probe");
+        let probe = std::sync::Arc::new(connect.clone().application_name("celeste-connect-probe"));
         let connect = connect.application_name("celeste-connect-reads");
         let user_reads = UserReads::builder(UserReadConnections { connect })
             .max_size(options.read_pool_size.max(1) as usize)

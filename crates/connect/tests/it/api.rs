@@ -283,7 +283,6 @@ async fn unknown_providers_routes_and_methods_get_json_errors() {
         ("/v1/integrations/google/status", "not_found"),
         ("/v1/integrations/Outlook/status", "not_found"),
         ("/v1/nothing-here", "not_found"),
-        ("/", "not_found"),
     ] {
         let response = app.get_as(user, path).await;
         assert_eq!(response.status(), 404, "{path}");

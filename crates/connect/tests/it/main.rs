@@ -12,6 +12,7 @@ mod hardening;
 mod identity;
 mod keys;
 mod n8n_examples;
+mod newcomer;
 mod postgres_rls;
 mod providers;
 mod store_contract;

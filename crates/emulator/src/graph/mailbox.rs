@@ -11,8 +11,10 @@ use time::{Duration, OffsetDateTime};
 
 use crate::config::TestAccount;
 
-/// Every message property the emulator serves (the names `$select` accepts).
+/// Every message property the emulator serves (the names `$select` accepts). `id` is always
+/// returned, and Graph accepts it in `$select` too (the n8n recipes ask for it).
 pub(crate) const MESSAGE_PROPERTIES: &[&str] = &[
+    "id",
     "createdDateTime",
     "lastModifiedDateTime",
     "changeKey",

@@ -352,6 +352,27 @@ async fn messages_select_projects_and_names_the_shape_in_the_context() {
 }
 
 #[tokio::test]
+async fn messages_select_may_name_the_id_as_graph_allows() {
+    let h = Harness::new();
+    let token = access_token(&h, ADELE).await;
+    let reply = h
+        .graph(
+            "/v1.0/me/messages?$select=id,subject,from,receivedDateTime&$top=2",
+            &token,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json();
+    let keys: Vec<&String> = body["value"][0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys.len(),
+        5,
+        "@odata.etag, id and the three others: {keys:?}"
+    );
+    assert!(body["value"][0]["id"].is_string());
+}
+
+#[tokio::test]
 async fn unsupported_query_options_are_refused_not_ignored() {
     let h = Harness::new();
     let token = access_token(&h, ADELE).await;
