@@ -76,7 +76,7 @@ describe('the SDK on an app origin', () => {
     try {
       await page.goto(app.origin);
       const answer = await listFromApp(page, allowing.base, await demoToken(allowing.base, 'sdk-origin'));
-      assert.deepEqual(answer, { ok: true, providers: ['microsoft'] });
+      assert.deepEqual(answer, { ok: true, providers: ['microsoft', 'google', 'dropbox'] });
     } finally {
       await page.close();
     }
