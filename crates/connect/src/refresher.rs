@@ -42,8 +42,10 @@ pub async fn run_once(app: &AppState, shutdown: &watch::Receiver<bool>) -> Resul
     let Some(idle) = settings.keepalive_idle else {
         return Ok(Pass::default());
     };
-    let idle_since =
-        OffsetDateTime::now_utc() - time::Duration::try_from(idle).unwrap_or(time::Duration::MAX);
+    let idle_since = time::Duration::try_from(idle)
+        .ok()
+        .and_then(|d| OffsetDateTime::now_utc().checked_sub(d))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let batch = batch_size(
         settings.keepalive_concurrency,
         settings.lease,

@@ -542,8 +542,11 @@ pub async fn refresh_claimed(
                 _ => Duration::ZERO,
             };
             let cooldown = retry_after.max(settings.cooldown);
-            let until = OffsetDateTime::now_utc()
-                + time::Duration::try_from(cooldown).unwrap_or(time::Duration::MAX);
+            // Checked: the cooldown comes from configuration and the provider's Retry-After.
+            let until = time::Duration::try_from(cooldown)
+                .ok()
+                .and_then(|d| OffsetDateTime::now_utc().checked_add(d))
+                .unwrap_or(OffsetDateTime::now_utc() + time::Duration::days(1));
             let reason = match &e {
                 ProviderError::Unavailable { reason, .. } => format!("unavailable: {reason}"),
                 ProviderError::Refused { error, codes, .. } => {

@@ -97,18 +97,6 @@ impl deadpool::managed::Manager for UserReadConnections {
     }
 }
 
-/// Whether `e` means the connection itself is gone (closed socket, broken protocol, or the
-/// server ending the session: SQLSTATE classes 08 and 57P), not that the statement failed.
-fn connection_lost(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
-        _ => false,
-    }
-}
-
 fn pool_error(e: deadpool::managed::PoolError<sqlx::Error>) -> StoreError {
     use deadpool::managed::PoolError;
     StoreError::Database(match e {
@@ -380,7 +368,7 @@ impl PgStore {
                 Err(e) => {
                     drop(deadpool::managed::Object::take(conn));
                     attempts -= 1;
-                    if !connection_lost(&e) || attempts == 0 {
+                    if !super::connection_lost(&e) || attempts == 0 {
                         return Err(e.into());
                     }
                     tracing::info!(error = %e, "user-read connection was closed; retrying the read");

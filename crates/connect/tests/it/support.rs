@@ -736,6 +736,15 @@ impl Connected {
         self.base.clone()
     }
 
+    /// GET `rest` of Graph through the service's proxy for `user`, with the service key.
+    pub async fn proxy_get(&self, user: Uuid, rest: &str) -> reqwest::Response {
+        self.app
+            .get_service(&format!(
+                "/v1/service/users/{user}/integrations/outlook/proxy/{rest}"
+            ))
+            .await
+    }
+
     /// GET the service token endpoint for `user`.
     pub async fn token(&self, user: Uuid, query: &str) -> reqwest::Response {
         self.token_for("outlook", user, query).await

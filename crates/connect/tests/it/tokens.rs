@@ -602,16 +602,7 @@ async fn the_proxy_calls_graph_with_the_users_token() {
 async fn the_proxy_refreshes_once_and_retries_when_graph_refuses_the_token() {
     let (c, user) = connected(Backend::Sqlite).await;
     c.emulator.expire_access_tokens(ADELE);
-    let response = c
-        .app
-        .http
-        .get(c.app.url(&format!(
-            "/v1/service/users/{user}/integrations/outlook/proxy/v1.0/me"
-        )))
-        .bearer_auth(&c.app.service_key)
-        .send()
-        .await
-        .unwrap();
+    let response = c.proxy_get(user, "v1.0/me").await;
     assert_eq!(response.status(), 200);
     assert_eq!(c.refreshes(), 1);
 }
@@ -623,16 +614,7 @@ async fn the_proxy_passes_throttling_through() {
         graph: Some(HttpFault::throttled(7)),
         ..Faults::default()
     });
-    let response = c
-        .app
-        .http
-        .get(c.app.url(&format!(
-            "/v1/service/users/{user}/integrations/outlook/proxy/v1.0/me/messages"
-        )))
-        .bearer_auth(&c.app.service_key)
-        .send()
-        .await
-        .unwrap();
+    let response = c.proxy_get(user, "v1.0/me/messages").await;
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "7");
     let body: Value = response.json().await.unwrap();
