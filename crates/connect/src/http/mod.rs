@@ -56,6 +56,8 @@ struct ApiDoc;
 pub enum ProviderName {
     Outlook,
     Microsoft,
+    Google,
+    Dropbox,
 }
 
 /// Documents the proxy, which is routed by hand (any method, a wildcard path).

@@ -136,6 +136,11 @@ async fn the_served_api_document_is_valid_openapi_3_1_and_says_what_is_accepted(
         );
     }
     assert!(doc["paths"][callback]["get"]["responses"]["404"].is_object());
+    assert_eq!(
+        doc["components"]["schemas"]["ProviderName"]["enum"],
+        serde_json::json!(["outlook", "microsoft", "google", "dropbox"]),
+        "every provider path name is documented"
+    );
     for method in ["get", "post", "put", "patch", "delete"] {
         assert!(
             doc["paths"][proxy][method].is_object(),
