@@ -139,7 +139,17 @@ impl AppState {
         .map_err(|source| StartError::Unreachable {
             location: database_location(settings.database_url.expose_secret()),
             source,
-        })?;
+        })?
+        .with_outbox(Arc::new(crate::store::Outbox {
+            endpoints: settings
+                .webhooks
+                .endpoints
+                .iter()
+                .map(|e| e.name.clone())
+                .collect(),
+            failing_after: settings.webhooks.failing_after,
+            written: Default::default(),
+        }));
         verify_keys(&store, &settings.keyring).await?;
         let http = http_client()?;
         let providers = Catalog::new(settings.providers.iter().cloned());
@@ -246,6 +256,12 @@ impl App {
                 .tokens
                 .tasks
                 .spawn(crate::refresher::run(self.state.clone(), rx.clone()));
+        }
+        if !self.state.settings.webhooks.endpoints.is_empty() {
+            self.state
+                .tokens
+                .tasks
+                .spawn(crate::webhooks::worker::run(self.state.clone(), rx.clone()));
         }
         let mut api_rx = rx;
         let served = axum::serve(

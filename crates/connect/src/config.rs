@@ -180,6 +180,32 @@ pub struct ServeArgs {
     /// address is used, e.g. `x-forwarded-for`); unset: the TCP peer address.
     #[arg(long, env = "CONNECT_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<axum::http::HeaderName>,
+
+    /// Webhook endpoints that hear of connection changes (docs/webhooks.md): `name:https://…`,
+    /// comma-separated, e.g. `n8n:https://n8n.example.com/webhook/connect`.
+    #[arg(long, env = "CONNECT_WEBHOOK_ENDPOINTS")]
+    pub webhook_endpoints: Option<String>,
+    /// Their signing secrets: `name:whsec_…`, comma-separated; several for one name sign each
+    /// message (rotation), the first first. `celeste-connect keygen webhook NAME` prints one.
+    #[arg(long, env = "CONNECT_WEBHOOK_SECRETS", hide_env_values = true, value_parser = parse_secret)]
+    pub webhook_secrets: Option<SecretString>,
+    /// File holding CONNECT_WEBHOOK_SECRETS.
+    #[arg(long, env = "CONNECT_WEBHOOK_SECRETS_FILE")]
+    pub webhook_secrets_file: Option<PathBuf>,
+    /// Let webhooks reach loopback and private addresses (a receiver on this machine or
+    /// network, such as a local n8n). Off: such addresses are refused when connecting.
+    #[arg(long, env = "CONNECT_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private_networks: bool,
+    /// Let webhook endpoints use plain http:// (payloads then travel unencrypted).
+    #[arg(long, env = "CONNECT_WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_http: bool,
+    /// Longest wait for one webhook delivery (seconds).
+    #[arg(long, env = "CONNECT_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
+    pub webhook_timeout_secs: u64,
+    /// Refreshes failing (provider down, throttled) for this long send
+    /// `connection.refresh_failing`: seconds, or 90s, 30m, 1h.
+    #[arg(long, env = "CONNECT_WEBHOOK_FAILING_AFTER", default_value = "1h")]
+    pub webhook_failing_after: String,
 }
 
 /// Everything the service needs, validated. Built from [`ServeArgs`] by `serve`, and directly
@@ -209,6 +235,8 @@ pub struct Settings {
     pub demo_coop: Option<String>,
     /// Per-process rate limits and the pending-flow cap.
     pub rate_limits: RateLimitSettings,
+    /// Connection webhooks: endpoints, reach, timeouts.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// A rate: a burst of `count`, refilled evenly over `per` (`10/min` lets 10 through at once,
@@ -723,6 +751,39 @@ impl ServeArgs {
             });
         }
 
+        let reach = crate::webhooks::net::Reach {
+            allow_http: self.webhook_allow_http,
+            allow_private_networks: self.webhook_allow_private_networks,
+        };
+        let webhook_secrets = problems
+            .check(resolve_secret(
+                crate::webhooks::SECRETS_VAR,
+                self.webhook_secrets,
+                self.webhook_secrets_file.as_ref(),
+            ))
+            .flatten();
+        let webhook_endpoints = match crate::webhooks::parse_endpoints(
+            self.webhook_endpoints.as_deref(),
+            webhook_secrets.as_ref().map(|s| s.expose_secret()),
+            reach,
+        ) {
+            Ok(endpoints) => endpoints,
+            Err(found) => {
+                problems.0.extend(found);
+                Vec::new()
+            }
+        };
+        let failing_after = problems
+            .check(
+                crate::webhooks::parse_duration(&self.webhook_failing_after).map_err(|why| {
+                    ConfigError::Invalid {
+                        name: "CONNECT_WEBHOOK_FAILING_AFTER",
+                        why,
+                    }
+                }),
+            )
+            .unwrap_or(Duration::from_secs(3600));
+
         if !problems.0.is_empty() {
             return Err(problems);
         }
@@ -774,6 +835,13 @@ impl ServeArgs {
                 proxy_per_user: self.rate_limit_proxy_per_user,
                 callback_per_ip: self.rate_limit_callback_per_ip,
                 client_ip_header: self.client_ip_header,
+            },
+            webhooks: crate::webhooks::WebhookSettings {
+                endpoints: webhook_endpoints,
+                reach,
+                timeout: Duration::from_secs(self.webhook_timeout_secs.clamp(1, 60)),
+                failing_after,
+                ..crate::webhooks::WebhookSettings::default()
             },
         })
     }

@@ -6,7 +6,7 @@
 //! mapped to HTTP in one place), `model` (newtypes and views), `provider` (the catalog),
 //! `identity` (user JWTs, service keys), `limits` (per-process rate limits), `vault` (encryption at rest), `store` (PostgreSQL and
 //! SQLite behind one contract), `broker` (use cases), `http` (routes and pages), `telemetry`,
-//! and `app` (the one place that wires them together).
+//! `webhooks` (signed connection events and their delivery), and `app` (the one place that wires them together).
 
 pub mod app;
 pub mod broker;
@@ -23,3 +23,4 @@ pub mod refresher;
 pub mod store;
 pub mod telemetry;
 pub mod vault;
+pub mod webhooks;

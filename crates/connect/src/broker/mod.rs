@@ -45,17 +45,20 @@ pub async fn list(
 /// same — a disconnect never leaves the user connected. Microsoft has no per-app revocation
 /// endpoint: the stored tokens are deleted, and the user can remove the app's access at
 /// https://myapps.microsoft.com or https://account.live.com/consent/Manage.
+/// `by` says who asked (the user, or the operator through the service API), for the
+/// `connection.disconnected` event.
 pub async fn disconnect(
     app: &crate::app::AppState,
     user: UserId,
     provider: ProviderId,
+    by: crate::webhooks::event::DisconnectedBy,
 ) -> Result<()> {
     let revocation = revoke(app, user, provider).await;
     metrics::counter!("revocation_total", "provider" => provider.as_str(), "outcome" => revocation)
         .increment(1);
-    let deleted = app.store.delete_connection(user, provider).await?;
+    let deleted = app.store.delete_connection(user, provider, by).await?;
     app.cache.invalidate(user, provider);
-    tracing::info!(provider = %provider, user_id = %user, deleted, revocation, "disconnected");
+    tracing::info!(provider = %provider, user_id = %user, deleted, revocation, by = by.as_str(), "disconnected");
     Ok(())
 }
 

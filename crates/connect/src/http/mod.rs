@@ -13,6 +13,7 @@ pub mod pages;
 pub mod proxy;
 pub mod service;
 pub mod user;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -120,6 +121,11 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(browser::callback))
         .routes(routes!(service::list))
         .routes(routes!(service::token))
+        .routes(routes!(service::disconnect))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::retry_delivery))
+        .routes(routes!(webhooks::list_endpoints))
+        .routes(routes!(webhooks::enable_endpoint))
 }
 
 /// The OpenAPI document of the API.

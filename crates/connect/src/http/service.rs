@@ -100,6 +100,38 @@ pub async fn token(
     Ok(response)
 }
 
+/// Disconnects a user's connection as the operator: the same revocation as the user's own
+/// disconnect (Google and Dropbox grants revoked first; a failed revocation still deletes), and
+/// `connection.disconnected` with `by: operator`. Idempotent.
+#[utoipa::path(delete, path = "/v1/service/users/{user_id}/integrations/{provider}", tag = "service",
+    operation_id = "disconnect_as_operator", security(("service_key" = [])),
+    params(("user_id" = uuid::Uuid, Path, description = "The app's user id (JWT `sub`)."),
+           ("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`")),
+    responses((status = 204, description = "Disconnected (or was not connected)."),
+              (status = 400, body = ErrorBody, description = "`user_id` is not a UUID."),
+              (status = 401, body = ErrorBody, description = "No or invalid service key."),
+              (status = 404, body = ErrorBody, description = "Unknown provider.")))]
+pub async fn disconnect(
+    State(state): State<AppState>,
+    caller: ServiceCaller,
+    Path((user_id, provider)): Path<(String, String)>,
+) -> Result<axum::http::StatusCode> {
+    let user = uuid::Uuid::parse_str(&user_id)
+        .map_err(|_| Error::InvalidRequest("user_id must be a UUID".into()))?;
+    let provider = ProviderId::from_path(&provider)
+        .filter(|p| state.provider(*p).is_some())
+        .ok_or(Error::NotFound("provider"))?;
+    broker::disconnect(
+        &state,
+        UserId(user),
+        provider,
+        crate::webhooks::event::DisconnectedBy::Operator,
+    )
+    .await?;
+    tracing::info!(service_key = %caller.key_name, user_id = %user, provider = %provider, "disconnected by the operator");
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
 #[derive(Deserialize, IntoParams)]
 pub struct ListQuery {
     /// `outlook` (alias `microsoft`), `google` or `dropbox`.

@@ -5,7 +5,9 @@
 
 pub mod postgres;
 mod postgres_migrate;
+mod postgres_outbox;
 pub mod sqlite;
+mod sqlite_outbox;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -305,6 +307,13 @@ macro_rules! dispatch {
     };
 }
 
+mod outbox;
+pub use outbox::{
+    AttemptOutcome, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryRecord, DeliveryStatus,
+    DisabledEndpoint, Outbox,
+};
+pub use postgres_outbox::CHANNEL as WEBHOOK_CHANNEL;
+
 impl Store {
     /// Opens the database `url` names, applying migrations first when `options.migrate`.
     pub async fn connect(url: &str, options: StoreOptions) -> StoreResult<Self> {
@@ -367,9 +376,15 @@ impl Store {
         dispatch!(self, s => s.user_connection(user, provider).await)
     }
 
-    /// Deletes the user's connection to `provider`; true when a row was deleted.
-    pub async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {
-        dispatch!(self, s => s.delete_connection(user, provider).await)
+    /// Deletes the user's connection to `provider` (with its `connection.disconnected` event);
+    /// true when a row was deleted.
+    pub async fn delete_connection(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        by: crate::webhooks::event::DisconnectedBy,
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.delete_connection(user, provider, by).await)
     }
 
     /// Inserts or atomically replaces the user's connection to the provider.

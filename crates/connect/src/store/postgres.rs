@@ -23,6 +23,7 @@ use super::{
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
+use crate::webhooks::event::{self, DisconnectedBy, EventType, Subject};
 
 pub use super::postgres_migrate::{Advice, MigrationError, migration_checksums};
 
@@ -40,6 +41,7 @@ pub struct PgStore {
     probe: std::sync::Arc<PgConnectOptions>,
     user_reads: UserReads,
     health: std::sync::Arc<super::Health>,
+    outbox: std::sync::Arc<super::Outbox>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -288,7 +290,17 @@ impl PgStore {
             probe,
             user_reads,
             health: Default::default(),
+            outbox: Default::default(),
         })
+    }
+
+    pub fn with_outbox(mut self, outbox: std::sync::Arc<super::Outbox>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    pub fn outbox(&self) -> &std::sync::Arc<super::Outbox> {
+        &self.outbox
     }
 
     /// Whether a new connection to the database can be opened right now (within 1 s). A pool
@@ -393,19 +405,63 @@ impl PgStore {
             .next())
     }
 
-    pub async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "delete from connect.integration_tokens where user_id = $1 and provider = $2",
+    pub async fn delete_connection(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        by: DisconnectedBy,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let deleted: Option<Uuid> = sqlx::query_scalar(
+            "delete from connect.integration_tokens where user_id = $1 and provider = $2 returning id",
         )
         .bind(user.0)
         .bind(provider.as_str())
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(result.rows_affected() > 0)
+        if let (Some(id), true) = (deleted, self.outbox.is_active()) {
+            let event = event::build(
+                EventType::Disconnected,
+                Subject {
+                    connection_id: id,
+                    user,
+                    provider,
+                    status: ConnectionState::NotConnected,
+                },
+                None,
+                event::disconnected_fields(by),
+            );
+            super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+        }
+        tx.commit().await?;
+        self.announce(deleted.is_some());
+        Ok(deleted.is_some())
+    }
+
+    /// Wakes this process's webhook worker after a committed event (other replicas hear the
+    /// NOTIFY).
+    fn announce(&self, written: bool) {
+        if written && self.outbox.is_active() {
+            self.outbox.written.notify_one();
+        }
     }
 
     pub async fn upsert_connection(&self, c: &NewConnection) -> StoreResult<()> {
-        sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        // What was stored before decides the event: created, or reconnected (same account?).
+        let before: Option<(String, String)> = if self.outbox.is_active() {
+            sqlx::query_as(
+                "select status, provider_user_id from connect.integration_tokens \
+                 where user_id = $1 and provider = $2 for update",
+            )
+            .bind(c.user_id.0)
+            .bind(c.provider.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        } else {
+            None
+        };
+        let id: Uuid = sqlx::query_scalar(
             "insert into connect.integration_tokens \
                (user_id, provider, access_token, refresh_token, key_id, expires_at, \
                 provider_user_id, provider_email, display_name, scopes, status, last_refreshed_at) \
@@ -416,7 +472,10 @@ impl PgStore {
                provider_user_id = excluded.provider_user_id, provider_email = excluded.provider_email, \
                display_name = excluded.display_name, scopes = excluded.scopes, status = 'connected', \
                last_refreshed_at = now(), last_error = null, refresh_lease_owner = null, \
-               refresh_lease_until = null, refresh_cooldown_until = null, version = connect.integration_tokens.version + 1",
+               refresh_lease_until = null, refresh_cooldown_until = null, \
+               refresh_failing_since = null, refresh_failing_notified = false, \
+               version = connect.integration_tokens.version + 1 \
+             returning id",
         )
         .bind(c.user_id.0)
         .bind(c.provider.as_str())
@@ -428,8 +487,14 @@ impl PgStore {
         .bind(&c.provider_email)
         .bind(&c.display_name)
         .bind(&c.scopes)
-        .execute(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        if self.outbox.is_active() {
+            let event = event::connected(id, c, before.as_ref().map(|(s, p)| (s.as_str(), p.as_str())));
+            super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+        }
+        tx.commit().await?;
+        self.announce(true);
         Ok(())
     }
 
@@ -561,11 +626,27 @@ impl PgStore {
         owner: Uuid,
         r: &Refreshed,
     ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        // A refresh that ends a failing spell for which refresh_failing was sent: recovered.
+        let failing: Option<(Uuid, String, Option<OffsetDateTime>, bool)> = if self.outbox.is_active() {
+            sqlx::query_as(
+                "select user_id, provider, refresh_failing_since, refresh_failing_notified \
+                 from connect.integration_tokens \
+                 where id = $1 and version = $2 and refresh_lease_owner = $3 for update",
+            )
+            .bind(id)
+            .bind(version)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?
+        } else {
+            None
+        };
         let result = sqlx::query(
             "update connect.integration_tokens set access_token = $4, refresh_token = $5, key_id = $6, \
                expires_at = $7, scopes = coalesce($8, scopes), last_refreshed_at = now(), last_error = null, \
                refresh_cooldown_until = null, refresh_lease_owner = null, refresh_lease_until = null, \
-               version = version + 1 \
+               refresh_failing_since = null, refresh_failing_notified = false, version = version + 1 \
              where id = $1 and version = $2 and refresh_lease_owner = $3",
         )
         .bind(id)
@@ -576,9 +657,28 @@ impl PgStore {
         .bind(&r.key_id)
         .bind(r.expires_at)
         .bind(&r.scopes)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        let stored = result.rows_affected() == 1;
+        let mut written = false;
+        if let (true, Some((user, provider, Some(since), true))) = (stored, failing) {
+            let event = event::build(
+                EventType::Recovered,
+                Subject {
+                    connection_id: id,
+                    user: UserId(user),
+                    provider: super::provider(&provider)?,
+                    status: ConnectionState::Connected,
+                },
+                None,
+                event::failing_since_fields(since),
+            );
+            super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+            written = true;
+        }
+        tx.commit().await?;
+        self.announce(written);
+        Ok(stored)
     }
 
     pub async fn mark_needs_reauth(
@@ -588,18 +688,28 @@ impl PgStore {
         owner: Uuid,
         reason: &str,
     ) -> StoreResult<bool> {
-        let result = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let marked: Option<(Uuid, String)> = sqlx::query_as(
             "update connect.integration_tokens set status = 'needs_reauth', last_error = $4, \
-               refresh_lease_owner = null, refresh_lease_until = null, version = version + 1 \
-             where id = $1 and version = $2 and refresh_lease_owner = $3",
+               refresh_lease_owner = null, refresh_lease_until = null, \
+               refresh_failing_since = null, refresh_failing_notified = false, version = version + 1 \
+             where id = $1 and version = $2 and refresh_lease_owner = $3 \
+             returning user_id, provider",
         )
         .bind(id)
         .bind(version)
         .bind(owner)
         .bind(reason)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        let written = self.outbox.is_active() && marked.is_some();
+        if let (Some((user, provider)), true) = (&marked, written) {
+            let event = event::needs_reauth(id, UserId(*user), super::provider(provider)?, reason);
+            super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+        }
+        tx.commit().await?;
+        self.announce(written);
+        Ok(marked.is_some())
     }
 
     pub async fn release_refresh_lease(
@@ -609,17 +719,53 @@ impl PgStore {
         cooldown_until: Option<OffsetDateTime>,
         reason: Option<&str>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "update connect.integration_tokens set refresh_lease_owner = null, refresh_lease_until = null, \
-               refresh_cooldown_until = coalesce($3, refresh_cooldown_until), last_error = coalesce($4, last_error) \
-             where id = $1 and refresh_lease_owner = $2",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(cooldown_until)
-        .bind(reason)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        // A cooldown means the refresh failed: a failing spell starts (or goes on).
+        let released: Option<(Uuid, String, String, Option<OffsetDateTime>, bool, Option<String>, bool)> =
+            sqlx::query_as(
+                "update connect.integration_tokens set refresh_lease_owner = null, refresh_lease_until = null, \
+                   refresh_cooldown_until = coalesce($3, refresh_cooldown_until), \
+                   last_error = coalesce($4, last_error), \
+                   refresh_failing_since = case when $3::timestamptz is null then refresh_failing_since \
+                                                else coalesce(refresh_failing_since, now()) end \
+                 where id = $1 and refresh_lease_owner = $2 \
+                 returning user_id, provider, status, refresh_failing_since, refresh_failing_notified, last_error, \
+                           refresh_failing_since <= now() - make_interval(secs => $5)",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(cooldown_until)
+            .bind(reason)
+            .bind(self.outbox.failing_after.as_secs_f64())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut written = false;
+        if let (Some((user, provider, status, Some(since), false, last_error, true)), true, Some(_)) =
+            (released, self.outbox.is_active(), cooldown_until)
+        {
+            // Once per spell: the flag is cleared by the next successful refresh or reconnect.
+            sqlx::query(
+                "update connect.integration_tokens set refresh_failing_notified = true where id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let event = event::build(
+                EventType::RefreshFailing,
+                Subject {
+                    connection_id: id,
+                    user: UserId(user),
+                    provider: super::provider(&provider)?,
+                    status: ConnectionState::from_db(&status),
+                },
+                Some(&event::failure_reason(last_error.as_deref())),
+                event::failing_since_fields(since),
+            );
+            super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+            written = true;
+        }
+        tx.commit().await?;
+        self.announce(written);
         Ok(())
     }
 

@@ -68,13 +68,21 @@ async fn connection_lifecycle_behaves_the_same_on_both_backends() {
         // Deleting is idempotent and touches only the caller's row.
         assert!(
             store
-                .delete_connection(UserId(alice), ProviderId::Microsoft)
+                .delete_connection(
+                    UserId(alice),
+                    ProviderId::Microsoft,
+                    celeste_connect::webhooks::event::DisconnectedBy::User,
+                )
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .delete_connection(UserId(alice), ProviderId::Microsoft)
+                .delete_connection(
+                    UserId(alice),
+                    ProviderId::Microsoft,
+                    celeste_connect::webhooks::event::DisconnectedBy::User,
+                )
                 .await
                 .unwrap()
         );
