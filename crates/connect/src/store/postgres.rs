@@ -730,7 +730,7 @@ impl PgStore {
                                                 else coalesce(refresh_failing_since, now()) end \
                  where id = $1 and refresh_lease_owner = $2 \
                  returning user_id, provider, status, refresh_failing_since, refresh_failing_notified, last_error, \
-                           refresh_failing_since <= now() - make_interval(secs => $5)",
+                           coalesce(refresh_failing_since <= now() - make_interval(secs => $5), false)",
             )
             .bind(id)
             .bind(owner)
