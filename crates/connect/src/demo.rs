@@ -235,12 +235,7 @@ pub async fn run(
         args.webhook_secrets.as_deref(),
         settings.webhooks.reach,
     )
-    .map_err(|problems| {
-        anyhow::anyhow!(
-            "{}",
-            crate::config::ConfigErrors(problems)
-        )
-    })?;
+    .map_err(|problems| anyhow::anyhow!("{}", crate::config::ConfigErrors(problems)))?;
     let key = service_key(&args.data_dir)?;
     let origins = settings.app_origins.join(", ");
     let state = AppState::build(settings).await?;

@@ -209,7 +209,9 @@ async fn run(cli: Cli, loaded_dotenv: bool) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?;
             println!("signing secret for endpoint {name} (give it to the receiver; shown once):");
             println!("  {secret}");
-            println!("entry for CONNECT_WEBHOOK_SECRETS (comma-separated; a new secret goes first):");
+            println!(
+                "entry for CONNECT_WEBHOOK_SECRETS (comma-separated; a new secret goes first):"
+            );
             println!("  {name}:{secret}");
             Ok(())
         }

@@ -221,9 +221,9 @@ async fn endpoint_views(state: &AppState) -> Result<Vec<EndpointView>> {
         .endpoints
         .iter()
         .map(|e| {
-            let off = disabled
-                .iter()
-                .find(|d| d.name == e.name && d.url_sha256.as_deref() == Some(e.url_sha256().as_str()));
+            let off = disabled.iter().find(|d| {
+                d.name == e.name && d.url_sha256.as_deref() == Some(e.url_sha256().as_str())
+            });
             EndpointView {
                 name: e.name.clone(),
                 origin: e.origin(),

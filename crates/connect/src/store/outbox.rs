@@ -179,7 +179,10 @@ impl Store {
     }
 
     /// A page of the delivery log.
-    pub async fn list_deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<DeliveryRecord>> {
+    pub async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
         dispatch!(self, s => s.list_deliveries(filter).await)
     }
 

@@ -255,6 +255,18 @@ impl TryFrom<TokenRowDb> for TokenRow {
     }
 }
 
+/// A released lease's connection, to tell whether its failing spell is long enough to report.
+#[derive(sqlx::FromRow)]
+struct Released {
+    user_id: Uuid,
+    provider: String,
+    status: String,
+    refresh_failing_since: Option<OffsetDateTime>,
+    refresh_failing_notified: bool,
+    last_error: Option<String>,
+    failing_long_enough: bool,
+}
+
 const TOKEN_COLUMNS: &str = "id, user_id, provider, status, access_token, refresh_token, key_id, expires_at, version, provider_user_id, provider_email, scopes, refresh_cooldown_until";
 
 impl PgStore {
@@ -490,7 +502,11 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         if self.outbox.is_active() {
-            let event = event::connected(id, c, before.as_ref().map(|(s, p)| (s.as_str(), p.as_str())));
+            let event = event::connected(
+                id,
+                c,
+                before.as_ref().map(|(s, p)| (s.as_str(), p.as_str())),
+            );
             super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
         }
         tx.commit().await?;
@@ -628,20 +644,21 @@ impl PgStore {
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
         // A refresh that ends a failing spell for which refresh_failing was sent: recovered.
-        let failing: Option<(Uuid, String, Option<OffsetDateTime>, bool)> = if self.outbox.is_active() {
-            sqlx::query_as(
-                "select user_id, provider, refresh_failing_since, refresh_failing_notified \
+        let failing: Option<(Uuid, String, Option<OffsetDateTime>, bool)> =
+            if self.outbox.is_active() {
+                sqlx::query_as(
+                    "select user_id, provider, refresh_failing_since, refresh_failing_notified \
                  from connect.integration_tokens \
                  where id = $1 and version = $2 and refresh_lease_owner = $3 for update",
-            )
-            .bind(id)
-            .bind(version)
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await?
-        } else {
-            None
-        };
+                )
+                .bind(id)
+                .bind(version)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?
+            } else {
+                None
+            };
         let result = sqlx::query(
             "update connect.integration_tokens set access_token = $4, refresh_token = $5, key_id = $6, \
                expires_at = $7, scopes = coalesce($8, scopes), last_refreshed_at = now(), last_error = null, \
@@ -721,7 +738,7 @@ impl PgStore {
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         // A cooldown means the refresh failed: a failing spell starts (or goes on).
-        let released: Option<(Uuid, String, String, Option<OffsetDateTime>, bool, Option<String>, bool)> =
+        let released: Option<Released> =
             sqlx::query_as(
                 "update connect.integration_tokens set refresh_lease_owner = null, refresh_lease_until = null, \
                    refresh_cooldown_until = coalesce($3, refresh_cooldown_until), \
@@ -730,7 +747,7 @@ impl PgStore {
                                                 else coalesce(refresh_failing_since, now()) end \
                  where id = $1 and refresh_lease_owner = $2 \
                  returning user_id, provider, status, refresh_failing_since, refresh_failing_notified, last_error, \
-                           coalesce(refresh_failing_since <= now() - make_interval(secs => $5), false)",
+                           coalesce(refresh_failing_since <= now() - make_interval(secs => $5), false) as failing_long_enough",
             )
             .bind(id)
             .bind(owner)
@@ -740,8 +757,19 @@ impl PgStore {
             .fetch_optional(&mut *tx)
             .await?;
         let mut written = false;
-        if let (Some((user, provider, status, Some(since), false, last_error, true)), true, Some(_)) =
-            (released, self.outbox.is_active(), cooldown_until)
+        if let (
+            Some(Released {
+                user_id: user,
+                provider,
+                status,
+                refresh_failing_since: Some(since),
+                refresh_failing_notified: false,
+                last_error,
+                failing_long_enough: true,
+            }),
+            true,
+            Some(_),
+        ) = (released, self.outbox.is_active(), cooldown_until)
         {
             // Once per spell: the flag is cleared by the next successful refresh or reconnect.
             sqlx::query(

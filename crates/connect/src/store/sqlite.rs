@@ -190,6 +190,18 @@ fn lease_secs(lease: Duration) -> i64 {
     i64::try_from(lease.as_secs() + u64::from(lease.subsec_nanos() > 0)).unwrap_or(i64::MAX)
 }
 
+/// A released lease's connection, to tell whether its failing spell is long enough to report.
+#[derive(sqlx::FromRow)]
+struct Released {
+    user_id: String,
+    provider: String,
+    status: String,
+    refresh_failing_since: Option<i64>,
+    refresh_failing_notified: bool,
+    last_error: Option<String>,
+    failing_long_enough: bool,
+}
+
 const TOKEN_COLUMNS: &str = "id, user_id, provider, status, access_token, refresh_token, key_id, expires_at, version, provider_user_id, provider_email, scopes, refresh_cooldown_until";
 
 const SUMMARY_COLUMNS: &str = "user_id, provider, status, provider_email, display_name, scopes, \
@@ -592,7 +604,7 @@ impl SqliteStore {
         reason: Option<&str>,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let released: Option<(String, String, String, Option<i64>, bool, Option<String>, bool)> =
+        let released: Option<Released> =
             sqlx::query_as(
                 "update integration_tokens set refresh_lease_owner = null, refresh_lease_until = null, \
                    refresh_cooldown_until = coalesce($3, refresh_cooldown_until), \
@@ -601,7 +613,7 @@ impl SqliteStore {
                                                 else coalesce(refresh_failing_since, unixepoch()) end \
                  where id = $1 and refresh_lease_owner = $2 \
                  returning user_id, provider, status, refresh_failing_since, refresh_failing_notified, last_error, \
-                           coalesce(refresh_failing_since <= unixepoch() - $5, 0)",
+                           coalesce(refresh_failing_since <= unixepoch() - $5, 0) as failing_long_enough",
             )
             .bind(id.to_string())
             .bind(owner.to_string())
@@ -611,8 +623,19 @@ impl SqliteStore {
             .fetch_optional(&mut *tx)
             .await?;
         let mut written = false;
-        if let (Some((user, provider, status, Some(since), false, last_error, true)), true, Some(_)) =
-            (released, self.outbox.is_active(), cooldown_until)
+        if let (
+            Some(Released {
+                user_id: user,
+                provider,
+                status,
+                refresh_failing_since: Some(since),
+                refresh_failing_notified: false,
+                last_error,
+                failing_long_enough: true,
+            }),
+            true,
+            Some(_),
+        ) = (released, self.outbox.is_active(), cooldown_until)
         {
             sqlx::query("update integration_tokens set refresh_failing_notified = 1 where id = $1")
                 .bind(id.to_string())

@@ -36,7 +36,8 @@ pub struct Endpoint {
 impl Endpoint {
     /// SHA-256 of the URL (hex): which URL a 410 disabled, without storing the URL.
     pub fn url_sha256(&self) -> String {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.url.as_str().as_bytes());
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.url.as_str().as_bytes());
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -132,13 +133,19 @@ pub fn parse_endpoints(
             continue;
         }
         if parsed.iter().any(|e| e.name == name) {
-            problems.push(invalid(ENDPOINTS_VAR, format!("endpoint {name} is named twice")));
+            problems.push(invalid(
+                ENDPOINTS_VAR,
+                format!("endpoint {name} is named twice"),
+            ));
             continue;
         }
         let url = match Url::parse(url.trim()) {
             Ok(url) => url,
             Err(e) => {
-                problems.push(invalid(ENDPOINTS_VAR, format!("endpoint {name}: not a URL ({e})")));
+                problems.push(invalid(
+                    ENDPOINTS_VAR,
+                    format!("endpoint {name}: not a URL ({e})"),
+                ));
                 continue;
             }
         };
@@ -220,7 +227,11 @@ mod tests {
     fn problems(endpoints: &str, secrets: &str, reach: net::Reach) -> String {
         match parse_endpoints(Some(endpoints), Some(secrets), reach) {
             Ok(_) => String::new(),
-            Err(all) => all.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+            Err(all) => all
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
         }
     }
 
@@ -256,13 +267,19 @@ mod tests {
             assert!(report.contains(expected), "{expected}: {report}");
         }
         assert!(report.contains(SECRETS_VAR) && report.contains(ENDPOINTS_VAR));
-        assert!(!report.contains("private-path") && !report.contains("not-a-secret-value"), "{report}");
+        assert!(
+            !report.contains("private-path") && !report.contains("not-a-secret-value"),
+            "{report}"
+        );
     }
 
     #[test]
     fn an_endpoint_without_a_secret_is_refused() {
         let report = problems("n8n:https://n8n.example.com/x", "", net::Reach::default());
-        assert!(report.contains("Endpoint n8n has no signing secret"), "{report}");
+        assert!(
+            report.contains("Endpoint n8n has no signing secret"),
+            "{report}"
+        );
     }
 
     #[test]

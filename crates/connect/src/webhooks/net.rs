@@ -75,9 +75,11 @@ pub fn check_url(url: &Url, reach: Reach) -> Result<(), String> {
         other => return Err(format!("{other}:// is not an HTTP URL")),
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("a user name or password in the URL is refused (it would be logged and \
+        return Err(
+            "a user name or password in the URL is refused (it would be logged and \
                     stored); authenticate with the webhook signature"
-            .into());
+                .into(),
+        );
     }
     let ip = match url.host() {
         None => return Err("the URL has no host".into()),
@@ -104,9 +106,8 @@ impl reqwest::dns::Resolve for FilteringResolver {
         let allow_private = self.allow_private_networks;
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = found
                 .iter()
                 .copied()
@@ -140,7 +141,10 @@ pub fn client(reach: Reach, timeout: Duration) -> Result<reqwest::Client, reqwes
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(30))
-        .user_agent(concat!("celeste-connect-webhooks/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!(
+            "celeste-connect-webhooks/",
+            env!("CARGO_PKG_VERSION")
+        ))
         .build()
 }
 
@@ -174,7 +178,13 @@ mod tests {
         ] {
             assert!(forbidden(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(!forbidden(ip.parse().unwrap()), "{ip}");
         }
     }
@@ -194,7 +204,11 @@ mod tests {
             allow_private_networks: true,
         };
         assert!(check_url(&url("http://127.0.0.1:5678/webhook/x"), local).is_ok());
-        let message = check_url(&url("https://10.0.0.1/secret-path?token=abc"), strict).unwrap_err();
-        assert!(!message.contains("secret-path") && !message.contains("abc"), "{message}");
+        let message =
+            check_url(&url("https://10.0.0.1/secret-path?token=abc"), strict).unwrap_err();
+        assert!(
+            !message.contains("secret-path") && !message.contains("abc"),
+            "{message}"
+        );
     }
 }

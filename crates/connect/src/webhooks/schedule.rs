@@ -84,13 +84,19 @@ mod tests {
         let s = Duration::from_secs;
         assert_eq!(next_delay(1, Some(s(120)), 0.0), Some(s(120)));
         assert_eq!(next_delay(2, Some(s(10)), 0.0), Some(s(300)));
-        assert_eq!(next_delay(1, Some(s(10 * 86_400)), 0.0), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            next_delay(1, Some(s(10 * 86_400)), 0.0),
+            Some(MAX_RETRY_AFTER)
+        );
     }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {
         let now = time::macros::datetime!(2026-12-01 10:00:00 UTC);
-        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Tue, 01 Dec 2026 10:02:00 GMT", now),
             Some(Duration::from_secs(120))

@@ -104,11 +104,23 @@ mod tests {
     fn rotation_sends_one_signature_per_secret_in_order() {
         let old = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let new = SigningSecret::parse(&generate_secret().unwrap()).unwrap();
-        let header = signature_header(&[new.clone(), old], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, br#"{"test": 2432232314}"#);
+        let header = signature_header(
+            &[new.clone(), old],
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1_614_265_330,
+            br#"{"test": 2432232314}"#,
+        );
         let parts: Vec<&str> = header.split(' ').collect();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[1], "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-        assert_eq!(parts[0], new.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, br#"{"test": 2432232314}"#));
+        assert_eq!(
+            parts[0],
+            new.sign(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1_614_265_330,
+                br#"{"test": 2432232314}"#
+            )
+        );
         assert_ne!(parts[0], parts[1]);
     }
 
@@ -121,7 +133,10 @@ mod tests {
             "whsec_",
         ] {
             let error = SigningSecret::parse(bad).unwrap_err();
-            assert!(!error.contains(bad.trim_start_matches("whsec_")) || bad == "whsec_", "{error}");
+            assert!(
+                !error.contains(bad.trim_start_matches("whsec_")) || bad == "whsec_",
+                "{error}"
+            );
         }
         assert!(SigningSecret::parse(&generate_secret().unwrap()).is_ok());
     }

@@ -69,7 +69,9 @@ pub async fn run(app: AppState, mut shutdown: watch::Receiver<bool>) {
     match app.store.release_deliveries_of(app.tokens.owner).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(released = n, "webhook claims given back at shutdown"),
-        Err(e) => tracing::warn!(error = %e, "webhook claims not given back; their lease ends on its own"),
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook claims not given back; their lease ends on its own")
+        }
     }
 }
 
@@ -82,9 +84,9 @@ async fn enabled_endpoints(app: &AppState) -> StoreResult<Vec<String>> {
         .endpoints
         .iter()
         .filter(|e| {
-            !disabled
-                .iter()
-                .any(|d| d.name == e.name && d.url_sha256.as_deref() == Some(e.url_sha256().as_str()))
+            !disabled.iter().any(|d| {
+                d.name == e.name && d.url_sha256.as_deref() == Some(e.url_sha256().as_str())
+            })
         })
         .map(|e| e.name.clone())
         .collect())
@@ -103,7 +105,12 @@ pub async fn pass(
     }
     let claimed = app
         .store
-        .claim_deliveries(&names, settings.concurrency, app.tokens.owner, settings.lease())
+        .claim_deliveries(
+            &names,
+            settings.concurrency,
+            app.tokens.owner,
+            settings.lease(),
+        )
         .await?;
     let count = claimed.len();
     futures::stream::iter(claimed)
@@ -157,10 +164,12 @@ async fn deliver(app: &AppState, client: &reqwest::Client, delivery: ClaimedDeli
         .increment(1);
     match status {
         DeliveryStatus::Delivered => {
-            metrics::counter!("webhook_delivered_total", "endpoint" => endpoint.name.clone()).increment(1)
+            metrics::counter!("webhook_delivered_total", "endpoint" => endpoint.name.clone())
+                .increment(1)
         }
         DeliveryStatus::Failed => {
-            metrics::counter!("webhook_failed_total", "endpoint" => endpoint.name.clone()).increment(1)
+            metrics::counter!("webhook_failed_total", "endpoint" => endpoint.name.clone())
+                .increment(1)
         }
         DeliveryStatus::Pending => {}
     }
@@ -184,8 +193,10 @@ async fn deliver(app: &AppState, client: &reqwest::Client, delivery: ClaimedDeli
         Ok(true) => {}
         Ok(false) => tracing::warn!(endpoint = %endpoint.name, event_id = %delivery.event_id,
             "webhook claim lost before its attempt was recorded; another replica sends it again"),
-        Err(e) => tracing::warn!(error = %e, endpoint = %endpoint.name, event_id = %delivery.event_id,
-            "webhook attempt not recorded; it is sent again when its claim ends"),
+        Err(e) => {
+            tracing::warn!(error = %e, endpoint = %endpoint.name, event_id = %delivery.event_id,
+            "webhook attempt not recorded; it is sent again when its claim ends")
+        }
     }
 }
 

@@ -148,8 +148,8 @@ async fn other_replicas_drop_their_entry_when_one_replica_disconnects_or_marks_r
         ProviderId::Microsoft,
         celeste_connect::webhooks::event::DisconnectedBy::User,
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     eventually("alice's entry is dropped", || {
         here.cache
             .get(UserId(alice), ProviderId::Microsoft)

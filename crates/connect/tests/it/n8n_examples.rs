@@ -508,7 +508,11 @@ fn the_readme_names_every_workflow() {
 /// Runs the events recipe's Code node as n8n would (an async function with `$input`, `$env`,
 /// `$getWorkflowStaticData`, `require` and `this.helpers`) on each request in turn, with one
 /// workflow static data shared by all; returns each run's first output item.
-fn run_verify_code(code: &str, secret_env: &str, requests: &[(Vec<(String, String)>, String)]) -> Vec<Value> {
+fn run_verify_code(
+    code: &str,
+    secret_env: &str,
+    requests: &[(Vec<(String, String)>, String)],
+) -> Vec<Value> {
     const HARNESS: &str = r#"
 const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));
 const AsyncFunction = Object.getPrototypeOf(async function () {}).constructor;
@@ -558,7 +562,12 @@ fn the_events_recipe_verifies_signatures_and_sends_needs_reauth_to_attention() {
     assert_eq!(webhook["parameters"]["options"]["rawBody"], true);
     // Unsigned requests are refused; signed ones accepted, and needs_reauth goes on.
     let verify = downstream(&wf.json, "Connection events");
-    for wanted in ["Verify signature", "Accept (204)", "Refuse (401)", "Needs attention"] {
+    for wanted in [
+        "Verify signature",
+        "Accept (204)",
+        "Refuse (401)",
+        "Needs attention",
+    ] {
         assert!(verify.contains(wanted), "{wanted}");
     }
     let gate = &wf.json["connections"]["Signed by Celeste Connect?"]["main"];
@@ -584,11 +593,17 @@ fn the_events_recipe_verifies_signatures_and_sends_needs_reauth_to_attention() {
         .to_string()
     };
     let signed = |id: &str, ts: i64, raw: &str, secrets: &[&str]| {
-        let secrets: Vec<SigningSecret> = secrets.iter().map(|s| SigningSecret::parse(s).unwrap()).collect();
+        let secrets: Vec<SigningSecret> = secrets
+            .iter()
+            .map(|s| SigningSecret::parse(s).unwrap())
+            .collect();
         let headers = vec![
             ("webhook-id".to_owned(), id.to_owned()),
             ("webhook-timestamp".to_owned(), ts.to_string()),
-            ("webhook-signature".to_owned(), signature_header(&secrets, id, ts, raw.as_bytes())),
+            (
+                "webhook-signature".to_owned(),
+                signature_header(&secrets, id, ts, raw.as_bytes()),
+            ),
         ];
         (headers, raw.to_owned())
     };
@@ -610,11 +625,17 @@ fn the_events_recipe_verifies_signatures_and_sends_needs_reauth_to_attention() {
     assert_eq!(results[0]["valid"], true, "{results:?}");
     assert_eq!(results[0]["type"], "connection.needs_reauth");
     assert_eq!(results[0]["provider_code"], "AADSTS70008");
-    assert_eq!((&results[1]["valid"], &results[1]["duplicate"]), (&json!(true), &json!(true)));
+    assert_eq!(
+        (&results[1]["valid"], &results[1]["duplicate"]),
+        (&json!(true), &json!(true))
+    );
     assert_eq!(results[2]["reason"], "signature does not match");
     assert_eq!(results[3]["reason"], "timestamp too old or too new");
     assert_eq!(results[4]["valid"], false, "another secret's signature");
-    assert_eq!(results[5]["valid"], true, "one of several signatures (rotation)");
+    assert_eq!(
+        results[5]["valid"], true,
+        "one of several signatures (rotation)"
+    );
     // Without the secret in n8n's environment, nothing passes.
     let unset = run_verify_code(&code, "", &[signed("msg_6", now, &reauth, &[&current])]);
     assert_eq!(unset[0]["valid"], false);

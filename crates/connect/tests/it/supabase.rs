@@ -199,8 +199,10 @@ async fn nobody_reaches_alices_connection(exposed: bool) {
         "select * from connect.webhook_events".to_owned(),
         "select * from connect.webhook_deliveries".to_owned(),
         "select * from connect.webhook_endpoints".to_owned(),
-        "insert into connect.webhook_endpoints (name, disabled_at) values ('hooks', now())".to_owned(),
-        "update connect.webhook_deliveries set status = 'pending', next_attempt_at = now()".to_owned(),
+        "insert into connect.webhook_endpoints (name, disabled_at) values ('hooks', now())"
+            .to_owned(),
+        "update connect.webhook_deliveries set status = 'pending', next_attempt_at = now()"
+            .to_owned(),
         "delete from connect.webhook_events".to_owned(),
     ];
     for caller in [anon(), signed_in(bob)] {

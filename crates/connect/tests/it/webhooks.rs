@@ -73,12 +73,11 @@ impl Receiver {
     pub async fn start() -> Self {
         let inner = Arc::new(Inner::default());
         let state = inner.clone();
-        let router = axum::Router::new().fallback(
-            move |headers: axum::http::HeaderMap, body: String| {
+        let router =
+            axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
                 let inner = state.clone();
                 async move { inner.answer(headers, body).await }
-            },
-        );
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hooks/connect", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await });
@@ -371,7 +370,11 @@ async fn next_event(receiver: &Receiver, seen: &mut usize) -> Value {
     let ts: i64 = hit.timestamp.parse().unwrap();
     assert!((time::OffsetDateTime::now_utc().unix_timestamp() - ts).abs() < 60);
     let mut event: Value = serde_json::from_str(&hit.body).unwrap();
-    assert_eq!(event["id"], hit.id.as_str(), "the payload's id is the webhook-id");
+    assert_eq!(
+        event["id"],
+        hit.id.as_str(),
+        "the payload's id is the webhook-id"
+    );
     assert!(hit.id.starts_with("msg_"));
     let at = time::OffsetDateTime::parse(
         event["timestamp"].as_str().unwrap(),
@@ -463,7 +466,12 @@ async fn every_connection_change_reaches_the_receiver_signed_with_its_exact_payl
             json!({"type": "connection.refresh_failing", "data": data(&id, "connected", event["data"]["reason"].clone(),
                 json!({"failing_since": since}))})
         );
-        assert!(event["data"]["reason"].as_str().is_some_and(|r| r.contains("503")), "{event}");
+        assert!(
+            event["data"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("503")),
+            "{event}"
+        );
         assert_eq!(c.token(user, "").await.status(), 503);
         c.emulator.set_faults(Faults::default());
         assert_eq!(c.token(user, "").await.status(), 200);
@@ -474,7 +482,10 @@ async fn every_connection_change_reaches_the_receiver_signed_with_its_exact_payl
             "one refresh_failing for the spell, then recovered"
         );
 
-        let response = c.app.delete_as(user, "/v1/integrations/outlook/disconnect").await;
+        let response = c
+            .app
+            .delete_as(user, "/v1/integrations/outlook/disconnect")
+            .await;
         assert_eq!(response.status(), 204);
         assert_eq!(
             next_event(&receiver, &mut seen).await,
@@ -490,7 +501,10 @@ async fn every_connection_change_reaches_the_receiver_signed_with_its_exact_payl
         let response = c
             .app
             .http
-            .delete(c.app.url(&format!("/v1/service/users/{user}/integrations/outlook")))
+            .delete(
+                c.app
+                    .url(&format!("/v1/service/users/{user}/integrations/outlook")),
+            )
             .bearer_auth(&c.app.service_key)
             .send()
             .await
@@ -510,9 +524,17 @@ async fn every_connection_change_reaches_the_receiver_signed_with_its_exact_payl
             for marker in ["TOKMARK", "CSMARK", "refresh_token", "access_token"] {
                 assert!(!hit.body.contains(marker), "{marker} in {}", hit.body);
             }
-            assert!(!hit.body.contains("contoso"), "no provider email in {}", hit.body);
+            assert!(
+                !hit.body.contains("contoso"),
+                "no provider email in {}",
+                hit.body
+            );
         }
-        for marker in ["TOKMARK", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "/hooks/connect"] {
+        for marker in [
+            "TOKMARK",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "/hooks/connect",
+        ] {
             assert!(!logs.contains(marker), "{marker} in the logs");
         }
     }
@@ -538,7 +560,10 @@ async fn a_receiver_that_answers_500_then_200_gets_the_event_on_the_retry() {
 
         time_passes(&c.app, 6.0).await;
         let hits = receiver.wait_for_hits(2).await;
-        assert_eq!(hits[0].id, hits[1].id, "the retry carries the same webhook-id");
+        assert_eq!(
+            hits[0].id, hits[1].id,
+            "the retry carries the same webhook-id"
+        );
         assert_eq!(hits[0].body, hits[1].body, "and the same body");
         assert!(hits.iter().all(|h| signed_with(h, SECRET)));
         let page = wait_for_delivery(&c.app, "delivered", 1).await;
@@ -561,7 +586,10 @@ async fn retry_after_is_honoured_when_longer_than_the_schedule() {
         receiver.wait_for_hits(1).await;
         worker_caught_up(&c.app).await;
         let due = next_due_in(&c.app).await;
-        assert!((7190.0..=7201.0).contains(&due), "{backend:?}: due in {due}, not 5 s");
+        assert!(
+            (7190.0..=7201.0).contains(&due),
+            "{backend:?}: due in {due}, not 5 s"
+        );
 
         // A shorter Retry-After than the schedule's next delay (5 min) does not bring it forward.
         time_passes(&c.app, 7200.0).await;
@@ -597,21 +625,37 @@ async fn a_410_disables_the_endpoint_until_the_operator_enables_it_again() {
             "{endpoints}"
         );
         assert_eq!(hooks["disabled_reason"], "410 Gone");
-        assert_eq!(hooks["origin"], receiver.url.trim_end_matches("/hooks/connect"));
-        assert!(!endpoints.to_string().contains("/hooks/connect"), "no path shown");
+        assert_eq!(
+            hooks["origin"],
+            receiver.url.trim_end_matches("/hooks/connect")
+        );
+        assert!(
+            !endpoints.to_string().contains("/hooks/connect"),
+            "no path shown"
+        );
 
         // Later events wait; nothing is sent to a disabled endpoint, even when due.
-        let response = c.app.delete_as(user, "/v1/integrations/outlook/disconnect").await;
+        let response = c
+            .app
+            .delete_as(user, "/v1/integrations/outlook/disconnect")
+            .await;
         assert_eq!(response.status(), 204);
         time_passes(&c.app, 60.0).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(receiver.hits().len(), 1, "{backend:?}: nothing sent while disabled");
+        assert_eq!(
+            receiver.hits().len(),
+            1,
+            "{backend:?}: nothing sent while disabled"
+        );
         wait_for_delivery(&c.app, "pending", 1).await;
 
         let enable = |name: &str| {
             c.app
                 .http
-                .post(c.app.url(&format!("/v1/service/webhooks/endpoints/{name}/enable")))
+                .post(
+                    c.app
+                        .url(&format!("/v1/service/webhooks/endpoints/{name}/enable")),
+                )
                 .bearer_auth(&c.app.service_key)
                 .send()
         };
@@ -650,11 +694,28 @@ async fn a_410_disables_the_endpoint_until_the_operator_enables_it_again() {
 #[tokio::test]
 async fn loopback_is_refused_without_the_switch_and_redirects_are_not_followed() {
     let receiver = Receiver::start().await;
-    let port = receiver.url.split(':').nth(2).unwrap().split('/').next().unwrap().to_owned();
+    let port = receiver
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
     for (url, refusal) in [
-        (format!("http://localhost:{port}/hooks/connect"), "resolves only to loopback"),
-        (format!("http://127.0.0.1:{port}/hooks/connect"), "is a loopback"),
-        (format!("http://[::1]:{port}/hooks/connect"), "is a loopback"),
+        (
+            format!("http://localhost:{port}/hooks/connect"),
+            "resolves only to loopback",
+        ),
+        (
+            format!("http://127.0.0.1:{port}/hooks/connect"),
+            "is a loopback",
+        ),
+        (
+            format!("http://[::1]:{port}/hooks/connect"),
+            "is a loopback",
+        ),
     ] {
         let c = with_emulator_adjusted(Backend::Sqlite, demo_accounts(), |s| {
             with_receiver(s, &url);
@@ -670,11 +731,17 @@ async fn loopback_is_refused_without_the_switch_and_redirects_are_not_followed()
             tokio::time::sleep(Duration::from_millis(25)).await;
             page = deliveries(&c.app, "?status=pending").await;
         }
-        let error = page["deliveries"][0]["last_error"].as_str().unwrap().to_owned();
+        let error = page["deliveries"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert!(error.contains(refusal), "{url}: {error}");
         assert!(page["deliveries"][0]["last_status"].is_null());
     }
-    assert!(receiver.hits().is_empty(), "the loopback receiver was never reached");
+    assert!(
+        receiver.hits().is_empty(),
+        "the loopback receiver was never reached"
+    );
 
     // A redirect is an answer, not a way elsewhere: the target is never asked.
     let target = Receiver::start().await;
@@ -699,8 +766,10 @@ async fn two_replicas_on_one_postgresql_never_send_the_same_attempt_at_once() {
     let receiver = Receiver::start().await;
     receiver.delay(150);
     let url = receiver.url.clone();
-    let c = with_emulator_adjusted(Backend::Postgres, demo_accounts(), |s| with_receiver(s, &url))
-        .await;
+    let c = with_emulator_adjusted(Backend::Postgres, demo_accounts(), |s| {
+        with_receiver(s, &url)
+    })
+    .await;
     let url = receiver.url.clone();
     let other = TestApp::start_with(c.app.db.clone(), |s| {
         with_receiver(s, &url);
@@ -767,7 +836,11 @@ async fn a_receiver_down_for_an_hour_gets_every_event_afterwards() {
         let age = time::OffsetDateTime::now_utc() - backlog.oldest_created_at.unwrap();
         assert!(age.whole_seconds() >= 3590, "{age}");
         let refused = receiver.hits().len();
-        assert_eq!(refused, users.len() * 4, "{backend:?}: 0 s, 5 s, 5 min, 35 min");
+        assert_eq!(
+            refused,
+            users.len() * 4,
+            "{backend:?}: 0 s, 5 s, 5 min, 35 min"
+        );
 
         // The receiver is back: at its next scheduled attempt (2 h ± 10 % after the last),
         // each event arrives.
@@ -786,11 +859,19 @@ async fn a_receiver_down_for_an_hour_gets_every_event_afterwards() {
         }
         let delivered: std::collections::HashSet<String> = receiver.hits()[refused..]
             .iter()
-            .map(|h| serde_json::from_str::<Value>(&h.body).unwrap()["data"]["user_id"].as_str().unwrap().to_owned())
+            .map(|h| {
+                serde_json::from_str::<Value>(&h.body).unwrap()["data"]["user_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         let expected: std::collections::HashSet<String> =
             users.iter().map(ToString::to_string).collect();
-        assert_eq!(delivered, expected, "{backend:?}: every event, after the hour");
+        assert_eq!(
+            delivered, expected,
+            "{backend:?}: every event, after the hour"
+        );
     }
 }
 
@@ -810,7 +891,10 @@ async fn the_delivery_log_filters_pages_and_resends() {
         let second = deliveries(&c.app, &format!("?limit=2&cursor={cursor}")).await;
         let third = deliveries(
             &c.app,
-            &format!("?limit=2&cursor={}", second["next_cursor"].as_str().unwrap()),
+            &format!(
+                "?limit=2&cursor={}",
+                second["next_cursor"].as_str().unwrap()
+            ),
         )
         .await;
         assert_eq!(third["deliveries"].as_array().unwrap().len(), 1);
@@ -830,9 +914,19 @@ async fn the_delivery_log_filters_pages_and_resends() {
         assert!(none["deliveries"].as_array().unwrap().is_empty());
         let future = deliveries(&c.app, "?since=2999-01-01T00:00:00Z").await;
         assert!(future["deliveries"].as_array().unwrap().is_empty());
-        let past = deliveries(&c.app, "?until=2999-01-01T00:00:00Z&since=2000-01-01T00:00:00Z").await;
+        let past = deliveries(
+            &c.app,
+            "?until=2999-01-01T00:00:00Z&since=2000-01-01T00:00:00Z",
+        )
+        .await;
         assert_eq!(past["deliveries"].as_array().unwrap().len(), 5);
-        for bad in ["?status=lost", "?since=yesterday", "?cursor=x", "?limit=0", "?limit=201"] {
+        for bad in [
+            "?status=lost",
+            "?since=yesterday",
+            "?cursor=x",
+            "?limit=0",
+            "?limit=201",
+        ] {
             let response = c
                 .app
                 .get_service(&format!("/v1/service/webhooks/deliveries{bad}"))
@@ -854,7 +948,10 @@ async fn the_delivery_log_filters_pages_and_resends() {
         let retry = |id: String| {
             c.app
                 .http
-                .post(c.app.url(&format!("/v1/service/webhooks/deliveries/{id}/retry")))
+                .post(
+                    c.app
+                        .url(&format!("/v1/service/webhooks/deliveries/{id}/retry")),
+                )
                 .bearer_auth(&c.app.service_key)
                 .send()
         };
@@ -864,10 +961,19 @@ async fn the_delivery_log_filters_pages_and_resends() {
         assert_eq!(queued["status"], "pending");
         let hits = receiver.wait_for_hits(6).await;
         let resent = hits.last().unwrap();
-        let original = hits.iter().find(|h| h.id == queued["event_id"].as_str().unwrap()).unwrap();
-        assert_eq!((resent.id.as_str(), resent.body.as_str()), (original.id.as_str(), original.body.as_str()));
+        let original = hits
+            .iter()
+            .find(|h| h.id == queued["event_id"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            (resent.id.as_str(), resent.body.as_str()),
+            (original.id.as_str(), original.body.as_str())
+        );
         assert!(signed_with(resent, SECRET));
-        assert_eq!(retry(Uuid::new_v4().to_string()).await.unwrap().status(), 404);
+        assert_eq!(
+            retry(Uuid::new_v4().to_string()).await.unwrap().status(),
+            404
+        );
         assert_eq!(retry("nope".into()).await.unwrap().status(), 400);
         let _ = &backend;
     }
@@ -912,7 +1018,12 @@ async fn a_serve_process_killed_between_the_change_and_its_delivery_delivers_aft
     let receiver = Receiver::start().await;
     // The first attempt never completes: the process dies while sending it.
     receiver.then(Reply::Hang);
-    let c = with_emulator_on(TestDb::new(Backend::Postgres).await, demo_accounts(), |_| {}).await;
+    let c = with_emulator_on(
+        TestDb::new(Backend::Postgres).await,
+        demo_accounts(),
+        |_| {},
+    )
+    .await;
     let user = Uuid::new_v4();
     assert_eq!(c.connect(user, ADELE).await.status(), 200);
     let (key, entry) = celeste_connect::identity::service_key::generate("ops").unwrap();
@@ -921,7 +1032,10 @@ async fn a_serve_process_killed_between_the_change_and_its_delivery_delivers_aft
     let response = c
         .app
         .http
-        .delete(format!("{}/v1/service/users/{user}/integrations/outlook", first.base))
+        .delete(format!(
+            "{}/v1/service/users/{user}/integrations/outlook",
+            first.base
+        ))
         .bearer_auth(&key)
         .send()
         .await
@@ -931,7 +1045,10 @@ async fn a_serve_process_killed_between_the_change_and_its_delivery_delivers_aft
     first.child.kill().unwrap(); // SIGKILL
     let _ = first.child.wait();
     let page = deliveries(&c.app, "?status=pending").await;
-    assert_eq!(page["deliveries"][0]["attempts"], 0, "the attempt was never recorded");
+    assert_eq!(
+        page["deliveries"][0]["attempts"], 0,
+        "the attempt was never recorded"
+    );
 
     let killed_at = Instant::now();
     let _second = serve_with_webhooks(&c, &entry, &receiver.url);
@@ -960,8 +1077,14 @@ async fn a_lease_still_held_keeps_other_workers_off() {
         let names = vec!["hooks".to_owned()];
         let owner = Uuid::new_v4();
         // The service's own worker may have taken it first: whoever holds it, nobody else can.
-        let mine = store.claim_deliveries(&names, 10, owner, Duration::from_secs(30)).await.unwrap();
-        let again = store.claim_deliveries(&names, 10, Uuid::new_v4(), Duration::from_secs(30)).await.unwrap();
+        let mine = store
+            .claim_deliveries(&names, 10, owner, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let again = store
+            .claim_deliveries(&names, 10, Uuid::new_v4(), Duration::from_secs(30))
+            .await
+            .unwrap();
         assert!(again.is_empty(), "{backend:?}");
         if let Some(claimed) = mine.first() {
             assert_eq!(claimed.attempts, 1);
