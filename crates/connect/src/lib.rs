@@ -20,6 +20,7 @@ pub mod model;
 pub mod oauth;
 pub mod provider;
 pub mod refresher;
+pub mod setting;
 pub mod store;
 pub mod telemetry;
 pub mod vault;
