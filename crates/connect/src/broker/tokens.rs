@@ -129,7 +129,7 @@ impl Default for TokenBroker {
 
 /// A token from memory while the database cannot be reached, if one lives long enough.
 fn served_during_outage(
-    broker: &Arc<Broker>,
+    broker: &Broker,
     user: UserId,
     provider: ProviderId,
     min_ttl: Duration,
@@ -260,7 +260,7 @@ fn lives(version: i64, expires_at: OffsetDateTime, need: Duration, rejected: Opt
             > time::Duration::try_from(need).unwrap_or(time::Duration::MAX)
 }
 
-fn open(broker: &Arc<Broker>, row: &TokenRow) -> Result<FreshToken, RefreshFailure> {
+fn open(broker: &Broker, row: &TokenRow) -> Result<FreshToken, RefreshFailure> {
     let access_token = broker
         .keyring
         .open_string(
@@ -281,7 +281,7 @@ fn open(broker: &Arc<Broker>, row: &TokenRow) -> Result<FreshToken, RefreshFailu
 
 /// The current token while it still works, else "try again later".
 fn fallback(
-    broker: &Arc<Broker>,
+    broker: &Broker,
     row: &TokenRow,
     retry_after: Duration,
     rejected_version: Option<i64>,
@@ -427,7 +427,9 @@ async fn release(
     }
 }
 
-/// Refreshes a connection whose lease this process holds, and stores the outcome.
+/// Refreshes a connection whose lease this process holds, and stores the outcome. Takes the
+/// broker's `Arc` (like everything here that may spawn: a lease is given back in the
+/// background while the database is unreachable).
 /// `rejected_version`: the version of a token the provider refused (not to be served again).
 pub async fn refresh_claimed(
     broker: &Arc<Broker>,
