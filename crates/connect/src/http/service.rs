@@ -11,10 +11,10 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::broker;
 use crate::broker::tokens::fresh_token;
 use crate::error::{Error, ErrorBody, Result};
+use crate::http::AppState;
 use crate::http::ProviderName;
 use crate::identity::ServiceCaller;
 use crate::model::{ConnectionListing, ConnectionState, UserId};
@@ -82,7 +82,14 @@ pub async fn token(
             "min_ttl must be between 0 and {MAX_MIN_TTL_SECS}"
         )));
     }
-    let token = fresh_token(&state, user, provider, Duration::from_secs(min_ttl), None).await?;
+    let token = fresh_token(
+        &state.broker,
+        user,
+        provider,
+        Duration::from_secs(min_ttl),
+        None,
+    )
+    .await?;
     tracing::info!(service_key = %caller.key_name, user_id = %user, provider = %provider,
                    expires_at = %token.expires_at, "token issued");
     let mut response = Json(TokenResponse {
@@ -119,10 +126,10 @@ pub async fn disconnect(
     let user = uuid::Uuid::parse_str(&user_id)
         .map_err(|_| Error::InvalidRequest("user_id must be a UUID".into()))?;
     let provider = ProviderId::from_path(&provider)
-        .filter(|p| state.provider(*p).is_some())
+        .filter(|p| state.broker.provider(*p).is_some())
         .ok_or(Error::NotFound("provider"))?;
     broker::disconnect(
-        &state,
+        &state.broker,
         UserId(user),
         provider,
         crate::webhooks::event::DisconnectedBy::Operator,
@@ -202,7 +209,7 @@ pub async fn list(
         )));
     }
     let (connections, next) = broker::list_connections(
-        &state.store,
+        &state.broker,
         ListFilter {
             provider,
             state: status,

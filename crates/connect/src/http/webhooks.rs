@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::error::{Error, ErrorBody, Result};
+use crate::http::AppState;
 use crate::identity::ServiceCaller;
 use crate::store::{DeliveryFilter, DeliveryRecord, DeliveryStatus};
 
@@ -160,7 +160,7 @@ pub async fn list_deliveries(
         before,
         limit,
     };
-    let page = state.store.list_deliveries(&filter).await?;
+    let page = state.broker.store.list_deliveries(&filter).await?;
     let next_cursor = (page.len() == limit as usize)
         .then(|| page.last().map(|d| d.id.to_string()))
         .flatten();
@@ -188,6 +188,7 @@ pub async fn retry_delivery(
     let id = uuid::Uuid::parse_str(&id)
         .map_err(|_| Error::InvalidRequest("id must be a UUID".into()))?;
     let record = state
+        .broker
         .store
         .retry_delivery(id)
         .await?
@@ -214,8 +215,9 @@ pub struct EndpointView {
 }
 
 async fn endpoint_views(state: &AppState) -> Result<Vec<EndpointView>> {
-    let disabled = state.store.disabled_endpoints().await?;
+    let disabled = state.broker.store.disabled_endpoints().await?;
     Ok(state
+        .broker
         .settings
         .webhooks
         .endpoints
@@ -267,12 +269,12 @@ pub async fn enable_endpoint(
     caller: ServiceCaller,
     Path(name): Path<String>,
 ) -> Result<Json<EndpointView>> {
-    if state.settings.webhooks.endpoint(&name).is_none() {
+    if state.broker.settings.webhooks.endpoint(&name).is_none() {
         return Err(Error::NotFound("webhook endpoint"));
     }
-    if state.store.enable_endpoint(&name).await? {
+    if state.broker.store.enable_endpoint(&name).await? {
         tracing::info!(service_key = %caller.key_name, endpoint = %name, "webhook endpoint enabled again");
-        state.store.outbox().written.notify_one();
+        state.broker.store.outbox().written.notify_one();
     }
     endpoint_views(&state)
         .await?

@@ -127,12 +127,58 @@ pub struct Backlog {
     pub oldest_created_at: Option<OffsetDateTime>,
 }
 
+/// The outbox's half of the storage contract, kept by every backend: a claim is exclusive
+/// while its lease lives; only the claim's owner records an attempt; a delivery to an endpoint
+/// disabled for its URL is not claimed (the caller passes only enabled endpoints).
+pub trait OutboxBackend {
+    fn claim_deliveries(
+        &self,
+        endpoints: &[String],
+        limit: u32,
+        owner: Uuid,
+        lease: Duration,
+    ) -> impl Future<Output = StoreResult<Vec<ClaimedDelivery>>> + Send;
+
+    fn finish_delivery(
+        &self,
+        id: Uuid,
+        endpoint: &str,
+        owner: Uuid,
+        outcome: &AttemptOutcome,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    fn disabled_endpoints(&self)
+    -> impl Future<Output = StoreResult<Vec<DisabledEndpoint>>> + Send;
+
+    fn enable_endpoint(&self, name: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> impl Future<Output = StoreResult<Vec<DeliveryRecord>>> + Send;
+
+    fn delivery(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = StoreResult<Option<DeliveryRecord>>> + Send;
+
+    fn retry_delivery(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = StoreResult<Option<DeliveryRecord>>> + Send;
+
+    fn delivery_backlog(&self) -> impl Future<Output = StoreResult<Backlog>> + Send;
+
+    fn release_deliveries_of(&self, owner: Uuid) -> impl Future<Output = StoreResult<u64>> + Send;
+}
+
 impl Store {
     /// Configures the events the state-changing operations write (see [`Outbox`]).
     pub fn with_outbox(self, outbox: std::sync::Arc<Outbox>) -> Self {
         match self {
             Store::Postgres(s) => Store::Postgres(s.with_outbox(outbox)),
             Store::Sqlite(s) => Store::Sqlite(s.with_outbox(outbox)),
+            Store::Memory(s) => Store::Memory(s.with_outbox(outbox)),
         }
     }
 
@@ -141,6 +187,7 @@ impl Store {
         match self {
             Store::Postgres(s) => s.outbox(),
             Store::Sqlite(s) => s.outbox(),
+            Store::Memory(s) => s.outbox(),
         }
     }
 

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Flow, ListFilter, NewConnection, Refreshed, ReturnMode, SealedConnection, StoreError,
+    Backend, Flow, ListFilter, NewConnection, Refreshed, ReturnMode, SealedConnection, StoreError,
     StoreOptions, StoreResult, TokenRow, hash32, provider,
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
@@ -315,6 +315,14 @@ impl PgStore {
         &self.outbox
     }
 
+    /// Wakes this process's webhook worker after a committed event (other replicas hear the
+    /// NOTIFY).
+    fn announce(&self, written: bool) {
+        if written && self.outbox.is_active() {
+            self.outbox.written.notify_one();
+        }
+    }
+
     /// Whether a new connection to the database can be opened right now (within 1 s). A pool
     /// that timed out while this holds is busy, not cut off from its database.
     pub async fn reachable(&self) -> bool {
@@ -362,11 +370,6 @@ impl PgStore {
         Ok(tx)
     }
 
-    pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("select 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     /// Reads the caller's rows in one prepared round trip through
     /// `connect.read_own_connections`, which drops to role `connect_user_reader` with the
     /// caller's claims for that statement only, so row-level security decides what it sees.
@@ -401,11 +404,25 @@ impl PgStore {
         }
     }
 
-    pub async fn user_connections(&self, user: UserId) -> StoreResult<Vec<ConnectionSummary>> {
+    /// A connection of the user-read pool, for tests that inspect what it carries.
+    pub async fn user_read_connection(
+        &self,
+    ) -> StoreResult<impl std::ops::DerefMut<Target = PgConnection>> {
+        self.user_reads.get().await.map_err(pool_error)
+    }
+}
+
+impl Backend for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn user_connections(&self, user: UserId) -> StoreResult<Vec<ConnectionSummary>> {
         self.read_as_user(user, None).await
     }
 
-    pub async fn user_connection(
+    async fn user_connection(
         &self,
         user: UserId,
         provider: ProviderId,
@@ -417,7 +434,7 @@ impl PgStore {
             .next())
     }
 
-    pub async fn delete_connection(
+    async fn delete_connection(
         &self,
         user: UserId,
         provider: ProviderId,
@@ -450,15 +467,7 @@ impl PgStore {
         Ok(deleted.is_some())
     }
 
-    /// Wakes this process's webhook worker after a committed event (other replicas hear the
-    /// NOTIFY).
-    fn announce(&self, written: bool) {
-        if written && self.outbox.is_active() {
-            self.outbox.written.notify_one();
-        }
-    }
-
-    pub async fn upsert_connection(&self, c: &NewConnection) -> StoreResult<()> {
+    async fn upsert_connection(&self, c: &NewConnection) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         // What was stored before decides the event: created, or reconnected (same account?).
         let before: Option<(String, String)> = if self.outbox.is_active() {
@@ -514,7 +523,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn list_connections(&self, f: &ListFilter) -> StoreResult<Vec<ConnectionListing>> {
+    async fn list_connections(&self, f: &ListFilter) -> StoreResult<Vec<ConnectionListing>> {
         let rows: Vec<ListingRow> = sqlx::query_as(
             "select id, user_id, provider, status, provider_email, display_name, scopes, expires_at, \
                     created_at, updated_at, last_refreshed_at \
@@ -532,7 +541,7 @@ impl PgStore {
         rows.into_iter().map(ConnectionListing::try_from).collect()
     }
 
-    pub async fn insert_flow(&self, f: &Flow) -> StoreResult<()> {
+    async fn insert_flow(&self, f: &Flow) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("delete from connect.oauth_flows where expires_at < now() - interval '1 hour'")
             .execute(&mut *tx)
@@ -557,7 +566,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn take_flow(&self, state_hash: &[u8; 32]) -> StoreResult<Option<Flow>> {
+    async fn take_flow(&self, state_hash: &[u8; 32]) -> StoreResult<Option<Flow>> {
         let row: Option<FlowRow> = sqlx::query_as(
             "delete from connect.oauth_flows where state_hash = $1 \
              returning state_hash, user_id, provider, pkce_verifier, key_id, binding_hash, app_origin, \
@@ -582,7 +591,7 @@ impl PgStore {
         .transpose()
     }
 
-    pub async fn connections_not_on_key(
+    async fn connections_not_on_key(
         &self,
         active_key: &str,
         limit: u32,
@@ -598,11 +607,7 @@ impl PgStore {
         rows.into_iter().map(SealedConnection::try_from).collect()
     }
 
-    pub async fn token_row(
-        &self,
-        user: UserId,
-        provider: ProviderId,
-    ) -> StoreResult<Option<TokenRow>> {
+    async fn token_row(&self, user: UserId, provider: ProviderId) -> StoreResult<Option<TokenRow>> {
         let row: Option<TokenRowDb> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {TOKEN_COLUMNS} from connect.integration_tokens where user_id = $1 and provider = $2"
         )))
@@ -613,7 +618,7 @@ impl PgStore {
         row.map(TokenRow::try_from).transpose()
     }
 
-    pub async fn claim_refresh_lease(
+    async fn claim_refresh_lease(
         &self,
         id: Uuid,
         owner: Uuid,
@@ -635,7 +640,7 @@ impl PgStore {
         row.map(TokenRow::try_from).transpose()
     }
 
-    pub async fn store_refreshed(
+    async fn store_refreshed(
         &self,
         id: Uuid,
         version: i64,
@@ -698,7 +703,7 @@ impl PgStore {
         Ok(stored)
     }
 
-    pub async fn mark_needs_reauth(
+    async fn mark_needs_reauth(
         &self,
         id: Uuid,
         version: i64,
@@ -729,7 +734,7 @@ impl PgStore {
         Ok(marked.is_some())
     }
 
-    pub async fn release_refresh_lease(
+    async fn release_refresh_lease(
         &self,
         id: Uuid,
         owner: Uuid,
@@ -797,7 +802,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn claim_idle_connections(
+    async fn claim_idle_connections(
         &self,
         idle_since: OffsetDateTime,
         limit: u32,
@@ -825,7 +830,7 @@ impl PgStore {
         rows.into_iter().map(TokenRow::try_from).collect()
     }
 
-    pub async fn key_ids_in_use(&self) -> StoreResult<Vec<String>> {
+    async fn key_ids_in_use(&self) -> StoreResult<Vec<String>> {
         let ids: Vec<String> = sqlx::query_scalar(
             "with recursive k(key_id) as ( \
                select min(key_id) from connect.integration_tokens \
@@ -838,7 +843,7 @@ impl PgStore {
         Ok(ids)
     }
 
-    pub async fn one_sealed_with(&self, key_id: &str) -> StoreResult<Option<SealedConnection>> {
+    async fn one_sealed_with(&self, key_id: &str) -> StoreResult<Option<SealedConnection>> {
         let row: Option<SealedRow> = sqlx::query_as(
             "select id, user_id, provider, access_token, refresh_token, key_id, version \
              from connect.integration_tokens where key_id = $1 limit 1",
@@ -849,7 +854,7 @@ impl PgStore {
         row.map(SealedConnection::try_from).transpose()
     }
 
-    pub async fn reseal_connection(
+    async fn reseal_connection(
         &self,
         old: &SealedConnection,
         access_token: &[u8],
@@ -871,7 +876,7 @@ impl PgStore {
         Ok(result.rows_affected() == 1)
     }
 
-    pub async fn release_leases_of(&self, owner: Uuid) -> StoreResult<u64> {
+    async fn release_leases_of(&self, owner: Uuid) -> StoreResult<u64> {
         let result = sqlx::query(
             "update connect.integration_tokens set refresh_lease_owner = null, refresh_lease_until = null \
              where refresh_lease_owner = $1",
@@ -882,15 +887,8 @@ impl PgStore {
         Ok(result.rows_affected())
     }
 
-    pub async fn close(&self) {
+    async fn close(&self) {
         self.user_reads.close();
         self.pool.close().await;
-    }
-
-    /// A connection of the user-read pool, for tests that inspect what it carries.
-    pub async fn user_read_connection(
-        &self,
-    ) -> StoreResult<impl std::ops::DerefMut<Target = PgConnection>> {
-        self.user_reads.get().await.map_err(pool_error)
     }
 }

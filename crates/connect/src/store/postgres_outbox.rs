@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::outbox::{
     AttemptOutcome, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryRecord, DeliveryStatus,
-    DisabledEndpoint,
+    DisabledEndpoint, OutboxBackend,
 };
 use super::postgres::PgStore;
 use super::{StoreError, StoreResult};
@@ -94,8 +94,8 @@ const RECORD_COLUMNS: &str = "d.id, d.event_id, e.type as event_type, d.endpoint
      d.next_attempt_at, d.last_attempt_at, d.last_status, d.last_error, d.last_response, \
      d.created_at, d.delivered_at, e.body";
 
-impl PgStore {
-    pub async fn claim_deliveries(
+impl OutboxBackend for PgStore {
+    async fn claim_deliveries(
         &self,
         endpoints: &[String],
         limit: u32,
@@ -133,7 +133,7 @@ impl PgStore {
             .collect())
     }
 
-    pub async fn finish_delivery(
+    async fn finish_delivery(
         &self,
         id: Uuid,
         endpoint: &str,
@@ -177,7 +177,7 @@ impl PgStore {
         Ok(updated)
     }
 
-    pub async fn disabled_endpoints(&self) -> StoreResult<Vec<DisabledEndpoint>> {
+    async fn disabled_endpoints(&self) -> StoreResult<Vec<DisabledEndpoint>> {
         let rows: Vec<(String, Option<String>, OffsetDateTime, Option<String>)> = sqlx::query_as(
             "select name, url_sha256, disabled_at, disabled_reason from connect.webhook_endpoints \
              where disabled_at is not null order by name",
@@ -195,7 +195,7 @@ impl PgStore {
             .collect())
     }
 
-    pub async fn enable_endpoint(&self, name: &str) -> StoreResult<bool> {
+    async fn enable_endpoint(&self, name: &str) -> StoreResult<bool> {
         let result = sqlx::query(
             "update connect.webhook_endpoints set disabled_at = null, disabled_reason = null, url_sha256 = null \
              where name = $1 and disabled_at is not null",
@@ -212,7 +212,7 @@ impl PgStore {
         Ok(result.rows_affected() > 0)
     }
 
-    pub async fn list_deliveries(&self, f: &DeliveryFilter) -> StoreResult<Vec<DeliveryRecord>> {
+    async fn list_deliveries(&self, f: &DeliveryFilter) -> StoreResult<Vec<DeliveryRecord>> {
         let rows: Vec<RecordRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {RECORD_COLUMNS} from connect.webhook_deliveries d \
              join connect.webhook_events e on e.id = d.event_id \
@@ -233,7 +233,7 @@ impl PgStore {
         Ok(rows.into_iter().map(DeliveryRecord::from).collect())
     }
 
-    pub async fn delivery(&self, id: Uuid) -> StoreResult<Option<DeliveryRecord>> {
+    async fn delivery(&self, id: Uuid) -> StoreResult<Option<DeliveryRecord>> {
         let row: Option<RecordRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {RECORD_COLUMNS} from connect.webhook_deliveries d \
              join connect.webhook_events e on e.id = d.event_id where d.id = $1"
@@ -244,7 +244,7 @@ impl PgStore {
         Ok(row.map(DeliveryRecord::from))
     }
 
-    pub async fn retry_delivery(&self, id: Uuid) -> StoreResult<Option<DeliveryRecord>> {
+    async fn retry_delivery(&self, id: Uuid) -> StoreResult<Option<DeliveryRecord>> {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "update connect.webhook_deliveries set status = 'pending', attempts = 0, \
@@ -262,7 +262,7 @@ impl PgStore {
         self.delivery(id).await
     }
 
-    pub async fn delivery_backlog(&self) -> StoreResult<Backlog> {
+    async fn delivery_backlog(&self) -> StoreResult<Backlog> {
         let (pending, oldest): (i64, Option<OffsetDateTime>) = sqlx::query_as(
             "select count(*), min(created_at) from connect.webhook_deliveries where status = 'pending'",
         )
@@ -274,7 +274,7 @@ impl PgStore {
         })
     }
 
-    pub async fn release_deliveries_of(&self, owner: Uuid) -> StoreResult<u64> {
+    async fn release_deliveries_of(&self, owner: Uuid) -> StoreResult<u64> {
         let result = sqlx::query(
             "update connect.webhook_deliveries set lease_owner = null, lease_until = null \
              where lease_owner = $1",

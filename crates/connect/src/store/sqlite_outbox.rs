@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::outbox::{
     AttemptOutcome, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryRecord, DeliveryStatus,
-    DisabledEndpoint,
+    DisabledEndpoint, OutboxBackend,
 };
 use super::sqlite::{SqliteStore, to_time};
 use super::{StoreError, StoreResult};
@@ -96,8 +96,8 @@ const RECORD_COLUMNS: &str = "d.id, d.event_id, e.type as event_type, d.endpoint
      d.next_attempt_at, d.last_attempt_at, d.last_status, d.last_error, d.last_response, \
      d.created_at, d.delivered_at, e.body";
 
-impl SqliteStore {
-    pub async fn claim_deliveries(
+impl OutboxBackend for SqliteStore {
+    async fn claim_deliveries(
         &self,
         endpoints: &[String],
         limit: u32,
@@ -140,7 +140,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    pub async fn finish_delivery(
+    async fn finish_delivery(
         &self,
         id: Uuid,
         endpoint: &str,
@@ -184,7 +184,7 @@ impl SqliteStore {
         Ok(updated)
     }
 
-    pub async fn disabled_endpoints(&self) -> StoreResult<Vec<DisabledEndpoint>> {
+    async fn disabled_endpoints(&self) -> StoreResult<Vec<DisabledEndpoint>> {
         let rows: Vec<(String, Option<String>, i64, Option<String>)> = sqlx::query_as(
             "select name, url_sha256, disabled_at, disabled_reason from webhook_endpoints \
              where disabled_at is not null order by name",
@@ -203,7 +203,7 @@ impl SqliteStore {
             .collect()
     }
 
-    pub async fn enable_endpoint(&self, name: &str) -> StoreResult<bool> {
+    async fn enable_endpoint(&self, name: &str) -> StoreResult<bool> {
         let result = sqlx::query(
             "update webhook_endpoints set disabled_at = null, disabled_reason = null, url_sha256 = null \
              where name = $1 and disabled_at is not null",
@@ -214,7 +214,7 @@ impl SqliteStore {
         Ok(result.rows_affected() > 0)
     }
 
-    pub async fn list_deliveries(&self, f: &DeliveryFilter) -> StoreResult<Vec<DeliveryRecord>> {
+    async fn list_deliveries(&self, f: &DeliveryFilter) -> StoreResult<Vec<DeliveryRecord>> {
         let rows: Vec<RecordRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {RECORD_COLUMNS} from webhook_deliveries d \
              join webhook_events e on e.id = d.event_id \
@@ -234,7 +234,7 @@ impl SqliteStore {
         rows.into_iter().map(DeliveryRecord::try_from).collect()
     }
 
-    pub async fn delivery(&self, id: Uuid) -> StoreResult<Option<DeliveryRecord>> {
+    async fn delivery(&self, id: Uuid) -> StoreResult<Option<DeliveryRecord>> {
         let row: Option<RecordRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {RECORD_COLUMNS} from webhook_deliveries d \
              join webhook_events e on e.id = d.event_id where d.id = $1"
@@ -245,7 +245,7 @@ impl SqliteStore {
         row.map(DeliveryRecord::try_from).transpose()
     }
 
-    pub async fn retry_delivery(&self, id: Uuid) -> StoreResult<Option<DeliveryRecord>> {
+    async fn retry_delivery(&self, id: Uuid) -> StoreResult<Option<DeliveryRecord>> {
         sqlx::query(
             "update webhook_deliveries set status = 'pending', attempts = 0, \
                next_attempt_at = unixepoch(), delivered_at = null \
@@ -258,7 +258,7 @@ impl SqliteStore {
         self.delivery(id).await
     }
 
-    pub async fn delivery_backlog(&self) -> StoreResult<Backlog> {
+    async fn delivery_backlog(&self) -> StoreResult<Backlog> {
         let (pending, oldest): (i64, Option<i64>) = sqlx::query_as(
             "select count(*), min(created_at) from webhook_deliveries where status = 'pending'",
         )
@@ -270,7 +270,7 @@ impl SqliteStore {
         })
     }
 
-    pub async fn release_deliveries_of(&self, owner: Uuid) -> StoreResult<u64> {
+    async fn release_deliveries_of(&self, owner: Uuid) -> StoreResult<u64> {
         let result = sqlx::query(
             "update webhook_deliveries set lease_owner = null, lease_until = null where lease_owner = $1",
         )

@@ -6,6 +6,7 @@
 //! in-process notification, and PostgreSQL's NOTIFY from other replicas) and polls as a
 //! fallback. Logs name the endpoint and the event id; never a URL's path, a secret or a body.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,7 +14,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::{Endpoint, WebhookSettings, net, schedule, signing};
-use crate::app::AppState;
+use crate::broker::Broker;
 use crate::store::{AttemptOutcome, ClaimedDelivery, DeliveryStatus, Store, StoreResult};
 
 /// How much of a receiver's answer is kept with the attempt.
@@ -29,7 +30,7 @@ struct Attempt {
 }
 
 /// Runs passes until `shutdown` turns true, then gives back the claims it still holds.
-pub async fn run(app: AppState, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(app: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let settings = &app.settings.webhooks;
     if settings.endpoints.is_empty() {
         return;
@@ -76,7 +77,7 @@ pub async fn run(app: AppState, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// The endpoints deliveries may go to now: configured, and not disabled for their current URL.
-async fn enabled_endpoints(app: &AppState) -> StoreResult<Vec<String>> {
+async fn enabled_endpoints(app: &Broker) -> StoreResult<Vec<String>> {
     let disabled = app.store.disabled_endpoints().await?;
     Ok(app
         .settings
@@ -94,7 +95,7 @@ async fn enabled_endpoints(app: &AppState) -> StoreResult<Vec<String>> {
 
 /// Claims one batch and delivers it; the number claimed.
 pub async fn pass(
-    app: &AppState,
+    app: &Broker,
     client: &reqwest::Client,
     shutdown: &watch::Receiver<bool>,
 ) -> StoreResult<usize> {
@@ -122,7 +123,7 @@ pub async fn pass(
 }
 
 /// Sends one claimed delivery and records what happened.
-async fn deliver(app: &AppState, client: &reqwest::Client, delivery: ClaimedDelivery) {
+async fn deliver(app: &Broker, client: &reqwest::Client, delivery: ClaimedDelivery) {
     let settings: &WebhookSettings = &app.settings.webhooks;
     let Some(endpoint) = settings.endpoint(&delivery.endpoint) else {
         return;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api;
+mod broker;
 mod cache;
 mod cluster;
 mod connect_flow;

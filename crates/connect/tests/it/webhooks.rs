@@ -286,7 +286,7 @@ async fn time_passes(app: &TestApp, secs: f64) {
         ),
     )
     .await;
-    app.state.store.outbox().written.notify_one();
+    app.state.broker.store.outbox().written.notify_one();
 }
 
 /// Seconds until the earliest pending delivery is due (NaN: none pending).
@@ -315,7 +315,7 @@ async fn worker_caught_up(app: &TestApp) {
             return;
         }
         assert!(Instant::now() < deadline, "the worker never caught up");
-        app.state.store.outbox().written.notify_one();
+        app.state.broker.store.outbox().written.notify_one();
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -780,9 +780,9 @@ async fn two_replicas_on_one_postgresql_never_send_the_same_attempt_at_once() {
     let writers: Vec<_> = (0..events)
         .map(|i| {
             let store = if i % 2 == 0 {
-                c.app.state.store.clone()
+                c.app.state.broker.store.clone()
             } else {
-                other.state.store.clone()
+                other.state.broker.store.clone()
             };
             tokio::spawn(async move {
                 crate::support::seed_connection(&store, Uuid::new_v4(), "x@example.com").await;
@@ -831,9 +831,10 @@ async fn a_receiver_down_for_an_hour_gets_every_event_afterwards() {
         // The rest of the hour, with no attempt due in it.
         time_passes(&c.app, 3600.0 - passed).await;
         worker_caught_up(&c.app).await;
-        let backlog = c.app.state.store.delivery_backlog().await.unwrap();
+        let backlog = c.app.state.broker.store.delivery_backlog().await.unwrap();
         assert_eq!(backlog.pending, users.len() as u64);
-        let age = time::OffsetDateTime::now_utc() - backlog.oldest_created_at.unwrap();
+        let age: time::Duration =
+            time::OffsetDateTime::now_utc() - backlog.oldest_created_at.unwrap();
         assert!(age.whole_seconds() >= 3590, "{age}");
         let refused = receiver.hits().len();
         assert_eq!(
@@ -1073,7 +1074,7 @@ async fn a_lease_still_held_keeps_other_workers_off() {
         receiver.wait_for_hits(1).await;
         worker_caught_up(&c.app).await;
         time_passes(&c.app, 10.0).await;
-        let store = &c.app.state.store;
+        let store = &c.app.state.broker.store;
         let names = vec!["hooks".to_owned()];
         let owner = Uuid::new_v4();
         // The service's own worker may have taken it first: whoever holds it, nobody else can.
