@@ -736,7 +736,7 @@ impl OutboxBackend for MemoryStore {
             .filter(|d| f.until.is_none_or(|t| d.created_at < t))
             .filter(|d| f.before.is_none_or(|b| d.id < b))
             .collect();
-        rows.sort_by(|a, b| b.id.cmp(&a.id));
+        rows.sort_by_key(|d| std::cmp::Reverse(d.id));
         Ok(rows
             .into_iter()
             .take(f.limit as usize)
