@@ -139,6 +139,29 @@ pub async fn disconnect(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
+/// A listing's `cursor` (an id this service issued) and `limit` (`default` when absent, at most
+/// `max`), checked.
+pub fn page(
+    cursor: Option<&str>,
+    limit: Option<u32>,
+    default: u32,
+    max: u32,
+) -> Result<(Option<uuid::Uuid>, u32)> {
+    let cursor = cursor
+        .map(|c| {
+            uuid::Uuid::parse_str(c)
+                .map_err(|_| Error::InvalidRequest("cursor is not one this service issued".into()))
+        })
+        .transpose()?;
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(Error::InvalidRequest(format!(
+            "limit must be between 1 and {max}"
+        )));
+    }
+    Ok((cursor, limit))
+}
+
 #[derive(Deserialize, IntoParams)]
 pub struct ListQuery {
     /// `outlook` (alias `microsoft`), `google` or `dropbox`.
@@ -194,20 +217,7 @@ pub async fn list(
             )),
         })
         .transpose()?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            uuid::Uuid::parse_str(c)
-                .map_err(|_| Error::InvalidRequest("cursor is not one this service issued".into()))
-        })
-        .transpose()?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Error::InvalidRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let (after, limit) = page(query.cursor.as_deref(), query.limit, 100, MAX_PAGE)?;
     let (connections, next) = broker::list_connections(
         &state.broker,
         ListFilter {

@@ -138,20 +138,8 @@ pub async fn list_deliveries(
             )),
         })
         .transpose()?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            uuid::Uuid::parse_str(c)
-                .map_err(|_| Error::InvalidRequest("cursor is not one this service issued".into()))
-        })
-        .transpose()?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Error::InvalidRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let (before, limit) =
+        crate::http::service::page(query.cursor.as_deref(), query.limit, 50, MAX_PAGE)?;
     let filter = DeliveryFilter {
         endpoint: query.endpoint,
         status,

@@ -235,7 +235,7 @@ impl MemoryStore {
         if let (Some(event), true) = (event, self.outbox.is_active()) {
             tables.write_event(&self.outbox.endpoints, event);
             drop(tables);
-            self.outbox.written.notify_one();
+            self.outbox.announce(true);
         }
         Some(value)
     }
@@ -294,19 +294,10 @@ impl Backend for MemoryStore {
             return Ok(false);
         };
         if self.outbox.is_active() {
-            let subject = Subject {
-                status: ConnectionState::NotConnected,
-                ..row.subject()
-            };
-            let event = event::build(
-                EventType::Disconnected,
-                subject,
-                None,
-                event::disconnected_fields(by),
-            );
+            let event = event::disconnected(row.id, user, provider, by);
             tables.write_event(&self.outbox.endpoints, event);
             drop(tables);
-            self.outbox.written.notify_one();
+            self.outbox.announce(true);
         }
         Ok(true)
     }
@@ -348,7 +339,7 @@ impl Backend for MemoryStore {
         if self.outbox.is_active() {
             tables.write_event(&self.outbox.endpoints, event);
             drop(tables);
-            self.outbox.written.notify_one();
+            self.outbox.announce(true);
         }
         Ok(())
     }

@@ -25,6 +25,14 @@ impl Outbox {
     pub fn is_active(&self) -> bool {
         !self.endpoints.is_empty()
     }
+
+    /// Wakes this process's worker once an event is committed (other replicas hear
+    /// PostgreSQL's NOTIFY).
+    pub fn announce(&self, written: bool) {
+        if written && self.is_active() {
+            self.written.notify_one();
+        }
+    }
 }
 
 /// Where a delivery stands.

@@ -315,14 +315,6 @@ impl PgStore {
         &self.outbox
     }
 
-    /// Wakes this process's webhook worker after a committed event (other replicas hear the
-    /// NOTIFY).
-    fn announce(&self, written: bool) {
-        if written && self.outbox.is_active() {
-            self.outbox.written.notify_one();
-        }
-    }
-
     /// Whether a new connection to the database can be opened right now (within 1 s). A pool
     /// that timed out while this holds is busy, not cut off from its database.
     pub async fn reachable(&self) -> bool {
@@ -449,21 +441,11 @@ impl Backend for PgStore {
         .fetch_optional(&mut *tx)
         .await?;
         if let (Some(id), true) = (deleted, self.outbox.is_active()) {
-            let event = event::build(
-                EventType::Disconnected,
-                Subject {
-                    connection_id: id,
-                    user,
-                    provider,
-                    status: ConnectionState::NotConnected,
-                },
-                None,
-                event::disconnected_fields(by),
-            );
+            let event = event::disconnected(id, user, provider, by);
             super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
         }
         tx.commit().await?;
-        self.announce(deleted.is_some());
+        self.outbox.announce(deleted.is_some());
         Ok(deleted.is_some())
     }
 
@@ -519,7 +501,7 @@ impl Backend for PgStore {
             super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
         }
         tx.commit().await?;
-        self.announce(true);
+        self.outbox.announce(true);
         Ok(())
     }
 
@@ -699,7 +681,7 @@ impl Backend for PgStore {
             written = true;
         }
         tx.commit().await?;
-        self.announce(written);
+        self.outbox.announce(written);
         Ok(stored)
     }
 
@@ -730,7 +712,7 @@ impl Backend for PgStore {
             super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
         }
         tx.commit().await?;
-        self.announce(written);
+        self.outbox.announce(written);
         Ok(marked.is_some())
     }
 
@@ -798,7 +780,7 @@ impl Backend for PgStore {
             written = true;
         }
         tx.commit().await?;
-        self.announce(written);
+        self.outbox.announce(written);
         Ok(())
     }
 

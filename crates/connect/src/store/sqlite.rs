@@ -239,13 +239,6 @@ impl SqliteStore {
         &self.outbox
     }
 
-    /// Wakes the webhook worker after a committed event.
-    fn announce(&self, written: bool) {
-        if written && self.outbox.is_active() {
-            self.outbox.written.notify_one();
-        }
-    }
-
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -298,21 +291,11 @@ impl Backend for SqliteStore {
         .await?;
         let written = deleted.is_some() && self.outbox.is_active();
         if let (Some(id), true) = (&deleted, written) {
-            let event = event::build(
-                EventType::Disconnected,
-                Subject {
-                    connection_id: parse_uuid(id)?,
-                    user,
-                    provider,
-                    status: ConnectionState::NotConnected,
-                },
-                None,
-                event::disconnected_fields(by),
-            );
+            let event = event::disconnected(parse_uuid(id)?, user, provider, by);
             super::sqlite_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
         }
         tx.commit().await?;
-        self.announce(written);
+        self.outbox.announce(written);
         Ok(deleted.is_some())
     }
 
@@ -369,7 +352,7 @@ impl Backend for SqliteStore {
             super::sqlite_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
         }
         tx.commit().await?;
-        self.announce(true);
+        self.outbox.announce(true);
         Ok(())
     }
 
@@ -553,7 +536,7 @@ impl Backend for SqliteStore {
             written = true;
         }
         tx.commit().await?;
-        self.announce(written);
+        self.outbox.announce(written);
         Ok(stored)
     }
 
@@ -590,7 +573,7 @@ impl Backend for SqliteStore {
             super::sqlite_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
         }
         tx.commit().await?;
-        self.announce(written);
+        self.outbox.announce(written);
         Ok(marked.is_some())
     }
 
@@ -654,7 +637,7 @@ impl Backend for SqliteStore {
             written = true;
         }
         tx.commit().await?;
-        self.announce(written);
+        self.outbox.announce(written);
         Ok(())
     }
 

@@ -173,6 +173,27 @@ pub fn connected(
     }
 }
 
+/// `connection.disconnected` of the deleted connection `connection_id`.
+pub fn disconnected(
+    connection_id: Uuid,
+    user: UserId,
+    provider: ProviderId,
+    by: DisconnectedBy,
+) -> OutboxEvent {
+    let subject = Subject {
+        connection_id,
+        user,
+        provider,
+        status: ConnectionState::NotConnected,
+    };
+    build(
+        EventType::Disconnected,
+        subject,
+        None,
+        disconnected_fields(by),
+    )
+}
+
 /// `connection.needs_reauth`: `reason` as stored (`invalid_grant`, or with the provider's own
 /// code after a space: `invalid_grant AADSTS70008`) becomes `reason` and `provider_code`.
 pub fn needs_reauth(
