@@ -865,6 +865,52 @@ mod tests {
     }
 
     #[test]
+    fn webhook_endpoints_and_secrets_are_checked_with_everything_else() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        assert_eq!(
+            problems_with(
+                &[
+                    "--webhook-endpoints=n8n:https://n8n.example.com/webhook/x",
+                    &format!("--webhook-secrets=n8n:{secret}"),
+                    "--webhook-failing-after=30m",
+                ],
+                &[]
+            ),
+            ""
+        );
+        let report = problems_with(
+            &[
+                "--webhook-endpoints=n8n:http://127.0.0.1:5678/webhook/x",
+                "--webhook-secrets=n8n:whsec_c2hvcnQ=",
+                "--webhook-failing-after=soon",
+            ],
+            &["--database-url"],
+        );
+        assert!(report.starts_with("4 configuration problems"), "{report}");
+        for expected in [
+            "DATABASE_URL is not set",
+            "CONNECT_WEBHOOK_ENDPOINTS is invalid: endpoint n8n: http:// is refused",
+            "CONNECT_WEBHOOK_SECRETS is invalid: endpoint n8n: a signing secret must hold 24 to 64 bytes",
+            "CONNECT_WEBHOOK_FAILING_AFTER is invalid",
+        ] {
+            assert!(report.contains(expected), "{expected}: {report}");
+        }
+        // A local receiver, once allowed.
+        assert_eq!(
+            problems_with(
+                &[
+                    "--webhook-endpoints=n8n:http://127.0.0.1:5678/webhook/x",
+                    &format!("--webhook-secrets=n8n:{secret}"),
+                    "--webhook-allow-http=true",
+                    "--webhook-allow-private-networks=true",
+                ],
+                &[]
+            ),
+            ""
+        );
+    }
+
+    #[test]
     fn no_configured_provider_refuses_to_start() {
         let report = problems_with(&[], &["--microsoft-client-id", "--microsoft-client-secret"]);
         assert!(

@@ -759,8 +759,9 @@ impl OutboxBackend for MemoryStore {
                 d.delivered_at = None;
             }
         }
+        let record = self.delivery(id).await?;
         self.outbox.written.notify_one();
-        self.delivery(id).await
+        Ok(record)
     }
 
     async fn delivery_backlog(&self) -> StoreResult<Backlog> {

@@ -254,12 +254,20 @@ impl OutboxBackend for PgStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        // As queued: read before the commit wakes a worker that may deliver it at once.
+        let row: Option<RecordRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {RECORD_COLUMNS} from connect.webhook_deliveries d \
+             join connect.webhook_events e on e.id = d.event_id where d.id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         sqlx::query("select pg_notify($1, '')")
             .bind(CHANNEL)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.delivery(id).await
+        Ok(row.map(DeliveryRecord::from))
     }
 
     async fn delivery_backlog(&self) -> StoreResult<Backlog> {

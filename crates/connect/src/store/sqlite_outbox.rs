@@ -254,8 +254,10 @@ impl OutboxBackend for SqliteStore {
         .bind(id.to_string())
         .execute(self.pool())
         .await?;
+        // As queued: read before waking a worker that may deliver it at once.
+        let record = self.delivery(id).await?;
         self.outbox().written.notify_one();
-        self.delivery(id).await
+        Ok(record)
     }
 
     async fn delivery_backlog(&self) -> StoreResult<Backlog> {

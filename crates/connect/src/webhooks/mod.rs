@@ -108,6 +108,8 @@ pub fn parse_endpoints(
 ) -> Result<Vec<Endpoint>, Vec<ConfigError>> {
     let mut problems = Vec::new();
     let mut parsed: Vec<Endpoint> = Vec::new();
+    // Every well-named endpoint listed, valid or not, so its secrets are checked all the same.
+    let mut listed: Vec<String> = Vec::new();
     let entries = |list: Option<&str>| -> Vec<String> {
         list.unwrap_or_default()
             .split(',')
@@ -132,13 +134,14 @@ pub fn parse_endpoints(
             ));
             continue;
         }
-        if parsed.iter().any(|e| e.name == name) {
+        if listed.iter().any(|e| e == name) {
             problems.push(invalid(
                 ENDPOINTS_VAR,
                 format!("endpoint {name} is named twice"),
             ));
             continue;
         }
+        listed.push(name.to_owned());
         let url = match Url::parse(url.trim()) {
             Ok(url) => url,
             Err(e) => {
@@ -168,17 +171,22 @@ pub fn parse_endpoints(
             continue;
         };
         let name = name.trim();
-        let Some(endpoint) = parsed.iter_mut().find(|e| e.name == name) else {
-            if valid_name(name) {
-                problems.push(invalid(
-                    SECRETS_VAR,
-                    format!("a secret names endpoint {name}, which {ENDPOINTS_VAR} does not list"),
-                ));
-            }
+        if !listed.iter().any(|e| e == name) {
+            // A malformed name may be part of a secret written wrongly: not echoed.
+            let why = if valid_name(name) {
+                format!("a secret names endpoint {name:?}, which {ENDPOINTS_VAR} does not list")
+            } else {
+                "write each secret as name:whsec_… (the endpoint's name)".to_owned()
+            };
+            problems.push(invalid(SECRETS_VAR, why));
             continue;
-        };
+        }
         match SigningSecret::parse(secret) {
-            Ok(secret) => endpoint.secrets.push(secret),
+            Ok(secret) => {
+                if let Some(endpoint) = parsed.iter_mut().find(|e| e.name == name) {
+                    endpoint.secrets.push(secret);
+                }
+            }
             Err(why) => problems.push(invalid(SECRETS_VAR, format!("endpoint {name}: {why}"))),
         }
     }
@@ -261,7 +269,7 @@ mod tests {
             "endpoint b: 127.0.0.1 is a loopback",
             "endpoint c: not a URL",
             "endpoint name \"a b\"",
-            "names endpoint e",
+            "names endpoint \"e\"",
             "endpoint d: a signing secret must start with whsec_",
         ] {
             assert!(report.contains(expected), "{expected}: {report}");
