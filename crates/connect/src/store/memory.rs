@@ -21,7 +21,7 @@ use super::{
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
-use crate::webhooks::event::{self, DisconnectedBy, EventType, OutboxEvent, Subject};
+use crate::webhooks::event::{self, DisconnectedBy, OutboxEvent, Subject};
 
 /// Flows this long past their expiry are forgotten when a new one starts (as in the databases).
 const FORGET_FLOWS_AFTER: time::Duration = time::Duration::hours(1);
@@ -454,12 +454,7 @@ impl Backend for MemoryStore {
                 row.version += 1;
                 row.updated_at = now;
                 let recovered = match (row.failing_since.take(), row.failing_notified) {
-                    (Some(since), true) => Some(event::build(
-                        EventType::Recovered,
-                        row.subject(),
-                        None,
-                        event::failing_since_fields(since),
-                    )),
+                    (Some(since), true) => Some(event::recovered(row.subject(), since)),
                     _ => None,
                 };
                 row.failing_notified = false;
@@ -521,12 +516,7 @@ impl Backend for MemoryStore {
                 return ((), None);
             }
             row.failing_notified = true;
-            let event = event::build(
-                EventType::RefreshFailing,
-                row.subject(),
-                Some(&event::failure_reason(row.last_error.as_deref())),
-                event::failing_since_fields(since),
-            );
+            let event = event::refresh_failing(row.subject(), row.last_error.as_deref(), since);
             ((), Some(event))
         });
         Ok(())

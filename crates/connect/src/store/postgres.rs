@@ -23,7 +23,7 @@ use super::{
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
-use crate::webhooks::event::{self, DisconnectedBy, EventType, Subject};
+use crate::webhooks::event::{self, DisconnectedBy, Subject};
 
 pub use super::postgres_migrate::{Advice, MigrationError, migration_checksums};
 
@@ -666,17 +666,13 @@ impl Backend for PgStore {
         let stored = result.rows_affected() == 1;
         let mut written = false;
         if let (true, Some((user, provider, Some(since), true))) = (stored, failing) {
-            let event = event::build(
-                EventType::Recovered,
-                Subject {
-                    connection_id: id,
-                    user: UserId(user),
-                    provider: super::provider(&provider)?,
-                    status: ConnectionState::Connected,
-                },
-                None,
-                event::failing_since_fields(since),
-            );
+            let subject = Subject {
+                connection_id: id,
+                user: UserId(user),
+                provider: super::provider(&provider)?,
+                status: ConnectionState::Connected,
+            };
+            let event = event::recovered(subject, since);
             super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
             written = true;
         }
@@ -765,17 +761,13 @@ impl Backend for PgStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            let event = event::build(
-                EventType::RefreshFailing,
-                Subject {
-                    connection_id: id,
-                    user: UserId(user),
-                    provider: super::provider(&provider)?,
-                    status: ConnectionState::from_db(&status),
-                },
-                Some(&event::failure_reason(last_error.as_deref())),
-                event::failing_since_fields(since),
-            );
+            let subject = Subject {
+                connection_id: id,
+                user: UserId(user),
+                provider: super::provider(&provider)?,
+                status: ConnectionState::from_db(&status),
+            };
+            let event = event::refresh_failing(subject, last_error.as_deref(), since);
             super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
             written = true;
         }

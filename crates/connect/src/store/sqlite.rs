@@ -17,7 +17,7 @@ use super::{
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
-use crate::webhooks::event::{self, DisconnectedBy, EventType, Subject};
+use crate::webhooks::event::{self, DisconnectedBy, Subject};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -521,17 +521,13 @@ impl Backend for SqliteStore {
         let stored = result.rows_affected() == 1;
         let mut written = false;
         if let (true, Some((user, provider, Some(since), true))) = (stored, failing) {
-            let event = event::build(
-                EventType::Recovered,
-                Subject {
-                    connection_id: id,
-                    user: UserId(parse_uuid(&user)?),
-                    provider: provider_of(&provider)?,
-                    status: ConnectionState::Connected,
-                },
-                None,
-                event::failing_since_fields(to_time(since)?),
-            );
+            let subject = Subject {
+                connection_id: id,
+                user: UserId(parse_uuid(&user)?),
+                provider: provider_of(&provider)?,
+                status: ConnectionState::Connected,
+            };
+            let event = event::recovered(subject, to_time(since)?);
             super::sqlite_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
             written = true;
         }
@@ -622,17 +618,13 @@ impl Backend for SqliteStore {
                 .bind(id.to_string())
                 .execute(&mut *tx)
                 .await?;
-            let event = event::build(
-                EventType::RefreshFailing,
-                Subject {
-                    connection_id: id,
-                    user: UserId(parse_uuid(&user)?),
-                    provider: provider_of(&provider)?,
-                    status: ConnectionState::from_db(&status),
-                },
-                Some(&event::failure_reason(last_error.as_deref())),
-                event::failing_since_fields(to_time(since)?),
-            );
+            let subject = Subject {
+                connection_id: id,
+                user: UserId(parse_uuid(&user)?),
+                provider: provider_of(&provider)?,
+                status: ConnectionState::from_db(&status),
+            };
+            let event = event::refresh_failing(subject, last_error.as_deref(), to_time(since)?);
             super::sqlite_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
             written = true;
         }

@@ -173,6 +173,32 @@ pub fn connected(
     }
 }
 
+/// `connection.refresh_failing`: refreshes of `subject` have failed since `since`; `last_error`
+/// as stored (`unavailable: HTTP 503`).
+pub fn refresh_failing(
+    subject: Subject,
+    last_error: Option<&str>,
+    since: OffsetDateTime,
+) -> OutboxEvent {
+    build(
+        EventType::RefreshFailing,
+        subject,
+        Some(&failure_reason(last_error)),
+        failing_since_fields(since),
+    )
+}
+
+/// `connection.recovered`: a refresh of `subject` succeeded after `refresh_failing` was sent
+/// for the spell that began `since`.
+pub fn recovered(subject: Subject, since: OffsetDateTime) -> OutboxEvent {
+    build(
+        EventType::Recovered,
+        subject,
+        None,
+        failing_since_fields(since),
+    )
+}
+
 /// `connection.disconnected` of the deleted connection `connection_id`.
 pub fn disconnected(
     connection_id: Uuid,
