@@ -41,6 +41,8 @@ pub struct AppInner {
     pub metrics: Option<PrometheusHandle>,
     /// Per-process rate limits and the pending-flow cap.
     pub limits: Arc<crate::limits::RateLimits>,
+    /// The activity log's counts not yet written (see `activity`).
+    pub activity: Arc<crate::activity::Recorder>,
 }
 
 impl Deref for AppState {
@@ -171,6 +173,7 @@ impl AppState {
                 &settings.rate_limits,
                 crate::broker::connect::FLOW_LIFETIME.unsigned_abs(),
             ),
+            activity: Arc::new(crate::activity::Recorder::new(settings.activity.enabled)),
             store,
             settings,
         })))
@@ -247,6 +250,20 @@ impl App {
                 .tasks
                 .spawn(crate::refresher::run(self.state.clone(), rx.clone()));
         }
+        let flusher = self.state.settings.activity.enabled.then(|| {
+            tokio::spawn(crate::activity::worker::run_flusher(
+                self.state.activity.clone(),
+                self.state.store.clone(),
+                rx.clone(),
+            ))
+        });
+        if let Some(retention) = self.state.settings.activity.retention {
+            tokio::spawn(crate::activity::worker::run_pruner(
+                self.state.store.clone(),
+                retention,
+                rx.clone(),
+            ));
+        }
         let mut api_rx = rx;
         let served = axum::serve(
             api,
@@ -260,6 +277,11 @@ impl App {
         })
         .await;
         self.state.finish_refreshes().await;
+        // After the drain and the last refreshes, nothing more is counted: write it all.
+        if let Some(flusher) = flusher {
+            let _ = flusher.await;
+        }
+        crate::activity::worker::flush_at_shutdown(&self.state.activity, &self.state.store).await;
         self.state.store.close().await;
         Ok(served?)
     }

@@ -6,8 +6,9 @@
 //! mapped to HTTP in one place), `model` (newtypes and views), `provider` (the catalog),
 //! `identity` (user JWTs, service keys), `limits` (per-process rate limits), `vault` (encryption at rest), `store` (PostgreSQL and
 //! SQLite behind one contract), `broker` (use cases), `http` (routes and pages), `telemetry`,
-//! and `app` (the one place that wires them together).
+//! `activity` (the access log), and `app` (the one place that wires them together).
 
+pub mod activity;
 pub mod app;
 pub mod broker;
 pub mod config;

@@ -334,6 +334,8 @@ async fn complete(
         .split_whitespace()
         .map(str::to_owned)
         .collect();
+    // Whether this replaces a connection, for the activity log (connected or reconnected).
+    let existed = matches!(app.store.token_row(flow.user_id, provider).await, Ok(Some(_)));
     let stored = app
         .store
         .upsert_connection(&NewConnection {
@@ -354,5 +356,20 @@ async fn complete(
             Failure::Internal
         });
     app.cache.invalidate(flow.user_id, provider);
+    if stored.is_ok() {
+        let kind = if existed {
+            crate::activity::Kind::Reconnected
+        } else {
+            crate::activity::Kind::Connected
+        };
+        app.activity.record(
+            flow.user_id,
+            provider,
+            kind,
+            crate::activity::Actor::User,
+            None,
+            "ok",
+        );
+    }
     stored
 }

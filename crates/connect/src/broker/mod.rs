@@ -49,12 +49,23 @@ pub async fn disconnect(
     app: &crate::app::AppState,
     user: UserId,
     provider: ProviderId,
+    by: crate::activity::Actor,
 ) -> Result<()> {
     let revocation = revoke(app, user, provider).await;
     metrics::counter!("revocation_total", "provider" => provider.as_str(), "outcome" => revocation)
         .increment(1);
     let deleted = app.store.delete_connection(user, provider).await?;
     app.cache.invalidate(user, provider);
+    if deleted {
+        app.activity.record(
+            user,
+            provider,
+            crate::activity::Kind::Disconnected,
+            by,
+            None,
+            "ok",
+        );
+    }
     tracing::info!(provider = %provider, user_id = %user, deleted, revocation, "disconnected");
     Ok(())
 }

@@ -11,6 +11,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::activity::{Actor, Kind, outcome_of};
 use crate::app::AppState;
 use crate::broker;
 use crate::broker::tokens::fresh_token;
@@ -75,14 +76,32 @@ pub async fn token(
     Query(query): Query<TokenQuery>,
 ) -> Result<Response> {
     let (user, provider) = target(&user_id, &provider)?;
+    let answer = issue_token(&state, &caller, user, provider, query.min_ttl.unwrap_or(0)).await;
+    state.activity.record(
+        user,
+        provider,
+        Kind::Token,
+        Actor::Key(caller.key_name),
+        None,
+        outcome_of(&answer),
+    );
+    answer
+}
+
+async fn issue_token(
+    state: &AppState,
+    caller: &ServiceCaller,
+    user: UserId,
+    provider: ProviderId,
+    min_ttl: u64,
+) -> Result<Response> {
     state.limits.check_token(&caller.key_name, user)?;
-    let min_ttl = query.min_ttl.unwrap_or(0);
     if min_ttl > MAX_MIN_TTL_SECS {
         return Err(Error::InvalidRequest(format!(
             "min_ttl must be between 0 and {MAX_MIN_TTL_SECS}"
         )));
     }
-    let token = fresh_token(&state, user, provider, Duration::from_secs(min_ttl), None).await?;
+    let token = fresh_token(state, user, provider, Duration::from_secs(min_ttl), None).await?;
     tracing::info!(service_key = %caller.key_name, user_id = %user, provider = %provider,
                    expires_at = %token.expires_at, "token issued");
     let mut response = Json(TokenResponse {

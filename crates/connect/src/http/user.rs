@@ -70,6 +70,6 @@ pub async fn disconnect(
     Path(provider): Path<String>,
 ) -> Result<StatusCode> {
     let provider = configured_provider(&state, &provider)?;
-    broker::disconnect(&state, user.id, provider).await?;
+    broker::disconnect(&state, user.id, provider, crate::activity::Actor::User).await?;
     Ok(StatusCode::NO_CONTENT)
 }
