@@ -254,6 +254,7 @@ impl App {
             tokio::spawn(crate::activity::worker::run_flusher(
                 self.state.activity.clone(),
                 self.state.store.clone(),
+                self.state.settings.activity.flush_every,
                 rx.clone(),
             ))
         });

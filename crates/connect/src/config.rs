@@ -228,6 +228,8 @@ pub struct ActivitySettings {
     pub enabled: bool,
     /// How long rows are kept; `None`: forever.
     pub retention: Option<Duration>,
+    /// How often counts are written (`activity::worker::FLUSH_EVERY`; tests lengthen it).
+    pub flush_every: Duration,
 }
 
 impl ActivitySettings {
@@ -238,6 +240,7 @@ impl ActivitySettings {
             enabled,
             retention: (retention_days > 0)
                 .then(|| Duration::from_secs(u64::from(retention_days) * 86_400)),
+            flush_every: crate::activity::worker::FLUSH_EVERY,
         }
     }
 }

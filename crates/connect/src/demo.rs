@@ -197,7 +197,8 @@ pub fn settings(
             .filter(|v| !v.is_empty()),
         rate_limits: crate::config::RateLimitSettings::default(),
         activity: crate::config::ActivitySettings::from_days(
-            std::env::var("CONNECT_ACTIVITY").map_or(true, |v| !matches!(v.trim(), "off" | "false" | "0" | "no")),
+            std::env::var("CONNECT_ACTIVITY")
+                .map_or(true, |v| !matches!(v.trim(), "off" | "false" | "0" | "no")),
             crate::config::ActivitySettings::DEFAULT_RETENTION_DAYS,
         ),
     })

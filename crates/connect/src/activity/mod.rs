@@ -13,6 +13,7 @@
 //! graceful shutdown flushes everything. This module knows nothing of HTTP or SQL.
 
 pub mod path_template;
+pub mod read;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -396,9 +397,23 @@ mod tests {
         let r = Recorder::new(true);
         let key: Arc<str> = Arc::from("n8n");
         for _ in 0..3 {
-            r.record(user(1), ProviderId::Microsoft, Kind::Token, Actor::Key(key.clone()), None, "ok");
+            r.record(
+                user(1),
+                ProviderId::Microsoft,
+                Kind::Token,
+                Actor::Key(key.clone()),
+                None,
+                "ok",
+            );
         }
-        r.record(user(1), ProviderId::Microsoft, Kind::Token, Actor::Key(key.clone()), None, "not_connected");
+        r.record(
+            user(1),
+            ProviderId::Microsoft,
+            Kind::Token,
+            Actor::Key(key.clone()),
+            None,
+            "not_connected",
+        );
         r.record(
             user(2),
             ProviderId::Microsoft,
@@ -419,14 +434,28 @@ mod tests {
     #[test]
     fn off_records_nothing() {
         let r = Recorder::new(false);
-        r.record(user(1), ProviderId::Google, Kind::Token, Actor::User, None, "ok");
+        r.record(
+            user(1),
+            ProviderId::Google,
+            Kind::Token,
+            Actor::User,
+            None,
+            "ok",
+        );
         assert!(r.take().is_empty());
     }
 
     #[test]
     fn given_back_counts_merge_and_are_bounded() {
         let r = Recorder::new(true);
-        r.record(user(1), ProviderId::Google, Kind::Token, Actor::User, None, "ok");
+        r.record(
+            user(1),
+            ProviderId::Google,
+            Kind::Token,
+            Actor::User,
+            None,
+            "ok",
+        );
         let rows = r.take();
         assert_eq!(r.give_back(rows.clone()), 0);
         assert_eq!(r.give_back(rows), 0);
@@ -446,7 +475,14 @@ mod tests {
                     path: None,
                     outcome: "ok",
                 };
-                (key, Tally { count: 2, first_ms: 0, last_ms: 0 })
+                (
+                    key,
+                    Tally {
+                        count: 2,
+                        first_ms: 0,
+                        last_ms: 0,
+                    },
+                )
             })
             .collect();
         assert_eq!(r.give_back(many), 20, "ten rows of two events did not fit");
@@ -455,8 +491,14 @@ mod tests {
 
     #[test]
     fn actors_round_trip_through_their_stored_form() {
-        assert_eq!(ActivityEntry::actor_from_db(Actor::User.as_db()), ("user", None));
-        assert_eq!(ActivityEntry::actor_from_db(Actor::Service.as_db()), ("service", None));
+        assert_eq!(
+            ActivityEntry::actor_from_db(Actor::User.as_db()),
+            ("user", None)
+        );
+        assert_eq!(
+            ActivityEntry::actor_from_db(Actor::Service.as_db()),
+            ("service", None)
+        );
         assert_eq!(
             ActivityEntry::actor_from_db(Actor::Key(Arc::from("n8n")).as_db()),
             ("key", Some("n8n".to_owned()))

@@ -133,18 +133,30 @@ mod tests {
             t("v1.0/me/messages/AAMkAGI2THVSAAA%3D?$select=subject"),
             "/v1.0/me/messages/{id}"
         );
-        assert_eq!(t("v1.0/users/adele@contoso.com/events"), "/v1.0/users/{id}/events");
+        assert_eq!(
+            t("v1.0/users/adele@contoso.com/events"),
+            "/v1.0/users/{id}/events"
+        );
         assert_eq!(
             t("v1.0/users/48d31887-5fad-4d73-a9f5-3c356e68a038"),
             "/v1.0/users/{id}"
         );
-        assert_eq!(t("beta/me/mailFolders/inbox/messages/$count"), "/beta/me/mailFolders/inbox/messages/$count");
-        assert_eq!(t("v1.0/me/photos/48x48/$value"), "/v1.0/me/photos/{id}/$value");
+        assert_eq!(
+            t("beta/me/mailFolders/inbox/messages/$count"),
+            "/beta/me/mailFolders/inbox/messages/$count"
+        );
+        assert_eq!(
+            t("v1.0/me/photos/48x48/$value"),
+            "/v1.0/me/photos/{id}/$value"
+        );
         assert_eq!(
             t("v1.0/me/drive/root:/Taxes/secret plans.docx:/content"),
             "/v1.0/me/drive/root:{path}:/content"
         );
-        assert_eq!(t("v1.0/me/drive/root:/Reports/q3.pdf"), "/v1.0/me/drive/root:{path}");
+        assert_eq!(
+            t("v1.0/me/drive/root:/Reports/q3.pdf"),
+            "/v1.0/me/drive/root:{path}"
+        );
         assert_eq!(t("v1.0/me/messages/delta()"), "/v1.0/me/messages/delta()");
         assert_eq!(
             t("v1.0/me/drive/items/01BYE5RZ/workbook/worksheets('Sheet1')/range(address='A1:B2')"),
@@ -171,14 +183,23 @@ mod tests {
             t("drive/v3/files/1A2b3C4d5E6f7G8h9I0jKlMnOpQrStUvW"),
             "/drive/v3/files/{id}"
         );
-        assert_eq!(t("gmail/v1/users/me/messages/abcdefabcdefabcdefabcdefabcdefabcdefabcdef12"), "/gmail/v1/users/me/messages/{id}");
+        assert_eq!(
+            t("gmail/v1/users/me/messages/abcdefabcdefabcdefabcdefabcdefabcdefabcdef12"),
+            "/gmail/v1/users/me/messages/{id}"
+        );
     }
 
     #[test]
     fn dropbox_paths_keep_their_shape() {
         assert_eq!(t("2/files/list_folder"), "/2/files/list_folder");
-        assert_eq!(t("2/files/list_folder/continue"), "/2/files/list_folder/continue");
-        assert_eq!(t("2/users/get_current_account"), "/2/users/get_current_account");
+        assert_eq!(
+            t("2/files/list_folder/continue"),
+            "/2/files/list_folder/continue"
+        );
+        assert_eq!(
+            t("2/users/get_current_account"),
+            "/2/users/get_current_account"
+        );
         assert_eq!(t("2/files/download"), "/2/files/download");
     }
 

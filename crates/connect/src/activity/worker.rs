@@ -73,10 +73,16 @@ fn order(k: &ActivityKey) -> Order<'_> {
     )
 }
 
-/// Flushes every [`FLUSH_EVERY`] until `stop`. A failing database is logged once per outage;
-/// the counts wait in memory (bounded) for the next try.
-pub async fn run_flusher(recorder: Arc<Recorder>, store: Store, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
+/// Flushes every `every` ([`FLUSH_EVERY`] unless a test says otherwise) until `stop`. A
+/// failing database is logged once per outage; the counts wait in memory (bounded) for the
+/// next try.
+pub async fn run_flusher(
+    recorder: Arc<Recorder>,
+    store: Store,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {

@@ -335,7 +335,10 @@ async fn complete(
         .map(str::to_owned)
         .collect();
     // Whether this replaces a connection, for the activity log (connected or reconnected).
-    let existed = matches!(app.store.token_row(flow.user_id, provider).await, Ok(Some(_)));
+    let existed = matches!(
+        app.store.token_row(flow.user_id, provider).await,
+        Ok(Some(_))
+    );
     let stored = app
         .store
         .upsert_connection(&NewConnection {

@@ -228,8 +228,7 @@ async fn forward(
     .await?;
     if upstream.status() == reqwest::StatusCode::UNAUTHORIZED {
         // The provider no longer takes this token (revoked, clock skew): refresh once, retry once.
-        let newer =
-            fresh_token(state, user, provider, Duration::ZERO, Some(token.version)).await?;
+        let newer = fresh_token(state, user, provider, Duration::ZERO, Some(token.version)).await?;
         upstream = send(
             state,
             provider_headers,

@@ -142,8 +142,7 @@ impl TryFrom<SqliteRow> for ActivityEntry {
     }
 }
 
-const COLUMNS: &str =
-    "id, minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen";
+const COLUMNS: &str = "id, minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen";
 
 impl PgStore {
     pub async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
