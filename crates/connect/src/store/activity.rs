@@ -264,7 +264,7 @@ impl PgStore {
 
 fn newest_first(entries: StoreResult<Vec<ActivityEntry>>) -> StoreResult<Vec<ActivityEntry>> {
     let mut entries = entries?;
-    entries.sort_by(|a, b| (b.minute, b.last_seen, b.id).cmp(&(a.minute, a.last_seen, a.id)));
+    entries.sort_by_key(|e| std::cmp::Reverse((e.minute, e.last_seen, e.id)));
     Ok(entries)
 }
 
