@@ -13,11 +13,10 @@ use crate::activity::{ActivityEntry, ActivityFilter};
 use crate::app::AppState;
 use crate::error::{Error, ErrorBody, Result};
 use crate::http::ProviderName;
-use crate::http::service::MAX_PAGE;
+use crate::http::service::{page_limit, provider_filter};
 use crate::http::user::configured_provider;
 use crate::identity::{CurrentUser, ServiceCaller};
 use crate::model::UserId;
-use crate::provider::ProviderId;
 
 /// The signed-in user's recent activity on one connection: which backends (service keys, by
 /// name) used it and when, and when it was connected, reconnected, disconnected or needed a new
@@ -111,17 +110,7 @@ pub async fn service_activity(
             "key must be a service key's name: letters, digits, - or _".into(),
         ));
     }
-    let provider = query
-        .provider
-        .as_deref()
-        .map(|p| {
-            ProviderId::from_path(p).ok_or_else(|| {
-                Error::InvalidRequest(
-                    "provider must be outlook, microsoft, google or dropbox".into(),
-                )
-            })
-        })
-        .transpose()?;
+    let provider = provider_filter(query.provider.as_deref())?;
     let from = time_param("from", query.from.as_deref())?;
     let to = time_param("to", query.to.as_deref())?;
     let before = query
@@ -129,12 +118,7 @@ pub async fn service_activity(
         .as_deref()
         .map(read::parse_cursor)
         .transpose()?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Error::InvalidRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(query.limit)?;
     let filter = ActivityFilter {
         user,
         key_name: query.key,

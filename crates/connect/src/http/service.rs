@@ -35,6 +35,30 @@ pub fn target(user_id: &str, provider: &str) -> Result<(UserId, ProviderId)> {
     Ok((UserId(user), provider))
 }
 
+/// A listing's `provider` filter: a provider path name, or bad input.
+pub fn provider_filter(provider: Option<&str>) -> Result<Option<ProviderId>> {
+    provider
+        .map(|p| {
+            ProviderId::from_path(p).ok_or_else(|| {
+                Error::InvalidRequest(
+                    "provider must be outlook, microsoft, google or dropbox".into(),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// A listing's page size: 1–[`MAX_PAGE`], 100 when not given.
+pub fn page_limit(limit: Option<u32>) -> Result<u32> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::InvalidRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    Ok(limit)
+}
+
 #[derive(Deserialize, IntoParams)]
 pub struct TokenQuery {
     /// Seconds the token must stay valid at least (0–3600); it is refreshed first otherwise.
@@ -152,17 +176,7 @@ pub async fn list(
     _caller: ServiceCaller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ConnectionPage>> {
-    let provider = query
-        .provider
-        .as_deref()
-        .map(|p| {
-            ProviderId::from_path(p).ok_or_else(|| {
-                Error::InvalidRequest(
-                    "provider must be outlook, microsoft, google or dropbox".into(),
-                )
-            })
-        })
-        .transpose()?;
+    let provider = provider_filter(query.provider.as_deref())?;
     let status = query
         .status
         .as_deref()
@@ -182,12 +196,7 @@ pub async fn list(
                 .map_err(|_| Error::InvalidRequest("cursor is not one this service issued".into()))
         })
         .transpose()?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Error::InvalidRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(query.limit)?;
     let (connections, next) = broker::list_connections(
         &state.store,
         ListFilter {
