@@ -521,3 +521,49 @@ async fn with_activity_off_nothing_is_recorded() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_refused_grant_is_one_needs_reauth_row_by_the_service_beside_the_refused_fetches() {
+    for backend in BACKENDS {
+        let c = with_emulator_adjusted(backend, demo_accounts(), |_| {}).await;
+        let user = Uuid::new_v4();
+        assert_eq!(c.connect(user, ADELE).await.status(), 200);
+        c.emulator.revoke_grant(ADELE);
+        c.set_expiry(user, -60).await;
+        for _ in 0..3 {
+            assert_eq!(c.token(user, "").await.status(), 409);
+        }
+        let rows = stored_eventually(c.app.store(), user, |rows| {
+            events(rows, Kind::NeedsReauth) == 1 && events(rows, Kind::Token) == 3
+        })
+        .await;
+        let reauth: Vec<&ActivityEntry> = rows
+            .iter()
+            .filter(|r| r.kind == Kind::NeedsReauth)
+            .collect();
+        assert_eq!(
+            (reauth[0].actor, reauth[0].key_name.as_deref()),
+            ("service", None)
+        );
+        assert!(
+            rows.iter()
+                .filter(|r| r.kind == Kind::Token)
+                .all(|r| r.outcome == "reauth_required"),
+            "{backend:?}: {rows:?}"
+        );
+        let mine: Value = c
+            .app
+            .get_as(user, "/v1/integrations/outlook/activity")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            mine["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "needs_reauth")
+        );
+    }
+}
