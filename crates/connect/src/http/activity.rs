@@ -10,8 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::activity::read::{self, UserActivity};
 use crate::activity::{ActivityEntry, ActivityFilter};
-use crate::app::AppState;
 use crate::error::{Error, ErrorBody, Result};
+use crate::http::AppState;
 use crate::http::ProviderName;
 use crate::http::service::{page_limit, provider_filter};
 use crate::http::user::configured_provider;
@@ -33,7 +33,9 @@ pub async fn user_activity(
     Path(provider): Path<String>,
 ) -> Result<Json<UserActivity>> {
     let provider = configured_provider(&state, &provider)?;
-    Ok(Json(read::for_user(&state.store, user.id, provider).await?))
+    Ok(Json(
+        read::for_user(&state.broker.store, user.id, provider).await?,
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -128,7 +130,7 @@ pub async fn service_activity(
         before,
         limit,
     };
-    let (entries, next_cursor) = read::query(&state.store, &filter).await?;
+    let (entries, next_cursor) = read::query(&state.broker.store, &filter).await?;
     Ok(Json(ActivityPage {
         entries,
         next_cursor,

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod pages;
 pub mod proxy;
 pub mod service;
+pub mod state;
 pub mod user;
 
 use std::time::Duration;
@@ -28,7 +29,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+pub use state::AppState;
 
 /// Largest request body the API accepts.
 pub const BODY_LIMIT: usize = 64 * 1024;

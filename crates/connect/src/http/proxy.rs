@@ -14,9 +14,9 @@ use axum::response::Response;
 use secrecy::ExposeSecret;
 use url::Url;
 
-use crate::app::AppState;
 use crate::broker::tokens::{FreshToken, fresh_token};
 use crate::error::{Error, Result};
+use crate::http::AppState;
 use crate::http::middleware::KeepBody;
 use crate::http::service::target;
 use crate::identity::ServiceCaller;
@@ -117,6 +117,7 @@ async fn send(
     token: &FreshToken,
 ) -> Result<reqwest::Response> {
     let mut request = state
+        .broker
         .http
         .request(method.clone(), url.clone())
         .bearer_auth(token.access_token.expose_secret())
@@ -172,7 +173,7 @@ pub async fn proxy(
         Ok(response) => crate::activity::status_class(response.status().as_u16()),
         Err(e) => e.code(),
     };
-    state.activity.record(
+    state.broker.activity.record(
         user,
         provider,
         crate::activity::Kind::Proxy,
@@ -191,7 +192,7 @@ async fn forward(
     request: Request,
 ) -> Result<Response> {
     state.limits.check_proxy(&caller.key_name, user)?;
-    let configured = state.provider(provider).ok_or(Error::NotConnected)?;
+    let configured = state.broker.provider(provider).ok_or(Error::NotConnected)?;
     let (parts, body) = request.into_parts();
     let api_name = match parts.headers.get(API_HEADER) {
         None => None,
@@ -215,7 +216,7 @@ async fn forward(
     })?;
     let method = parts.method.clone();
 
-    let token = fresh_token(state, user, provider, Duration::ZERO, None).await?;
+    let token = fresh_token(&state.broker, user, provider, Duration::ZERO, None).await?;
     let mut upstream = send(
         state,
         provider_headers,
@@ -228,7 +229,14 @@ async fn forward(
     .await?;
     if upstream.status() == reqwest::StatusCode::UNAUTHORIZED {
         // The provider no longer takes this token (revoked, clock skew): refresh once, retry once.
-        let newer = fresh_token(state, user, provider, Duration::ZERO, Some(token.version)).await?;
+        let newer = fresh_token(
+            &state.broker,
+            user,
+            provider,
+            Duration::ZERO,
+            Some(token.version),
+        )
+        .await?;
         upstream = send(
             state,
             provider_headers,

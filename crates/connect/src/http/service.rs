@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::activity::{Actor, Kind, outcome_of};
-use crate::app::AppState;
 use crate::broker;
 use crate::broker::tokens::fresh_token;
 use crate::error::{Error, ErrorBody, Result};
+use crate::http::AppState;
 use crate::http::ProviderName;
 use crate::identity::ServiceCaller;
 use crate::model::{ConnectionListing, ConnectionState, UserId};
@@ -101,7 +101,7 @@ pub async fn token(
 ) -> Result<Response> {
     let (user, provider) = target(&user_id, &provider)?;
     let answer = issue_token(&state, &caller, user, provider, query.min_ttl.unwrap_or(0)).await;
-    state.activity.record(
+    state.broker.activity.record(
         user,
         provider,
         Kind::Token,
@@ -125,7 +125,14 @@ async fn issue_token(
             "min_ttl must be between 0 and {MAX_MIN_TTL_SECS}"
         )));
     }
-    let token = fresh_token(state, user, provider, Duration::from_secs(min_ttl), None).await?;
+    let token = fresh_token(
+        &state.broker,
+        user,
+        provider,
+        Duration::from_secs(min_ttl),
+        None,
+    )
+    .await?;
     tracing::info!(service_key = %caller.key_name, user_id = %user, provider = %provider,
                    expires_at = %token.expires_at, "token issued");
     let mut response = Json(TokenResponse {
@@ -198,7 +205,7 @@ pub async fn list(
         .transpose()?;
     let limit = page_limit(query.limit)?;
     let (connections, next) = broker::list_connections(
-        &state.store,
+        &state.broker,
         ListFilter {
             provider,
             state: status,

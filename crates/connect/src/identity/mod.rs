@@ -9,8 +9,8 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use crate::app::AppState;
 use crate::error::Error;
+use crate::http::AppState;
 use crate::model::UserId;
 
 /// The bearer credential of a request, if it has exactly one well-formed one.

@@ -1,12 +1,17 @@
-//! The activity log's storage (table `activity`, see `crate::activity`): adding a batch of
-//! per-minute counts in one multi-row upsert, the operator's filtered and paged query, a
-//! signed-in user's own rows (through row-level security on PostgreSQL, as the status read),
-//! and the retention prune. Nothing here knows HTTP; nothing here is a secret.
+//! The activity log's storage (table `activity`, see `crate::activity`): the
+//! [`ActivityBackend`] contract — adding a batch of per-minute counts in one multi-row upsert,
+//! the operator's filtered and paged query, a signed-in user's own rows (through row-level
+//! security on PostgreSQL, as the status read), the retention prune — and its PostgreSQL,
+//! SQLite and in-memory implementations. Nothing here knows HTTP; nothing here is a secret.
+
+use std::future::Future;
+use std::sync::PoisonError;
 
 use sqlx::{QueryBuilder, Sqlite};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::memory::MemoryStore;
 use super::postgres::PgStore;
 use super::sqlite::{SqliteStore, to_time};
 use super::{BUSY_POOL_WAITS, Store, StoreError, StoreResult, provider};
@@ -142,10 +147,43 @@ impl TryFrom<SqliteRow> for ActivityEntry {
     }
 }
 
+/// What every backend offers the activity log. Adding counts for a (minute, user, provider,
+/// kind, actor, method, path, outcome) already stored adds them to that row (first and last
+/// seen widen); reads come newest first.
+pub trait ActivityBackend {
+    /// Adds per-minute counts (at most [`UPSERT_BATCH`] rows) in one statement.
+    fn add_activity(
+        &self,
+        rows: &[(ActivityKey, Tally)],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The operator's query: rows matching `filter`, newest minute (then newest id) first.
+    fn query_activity(
+        &self,
+        filter: &ActivityFilter,
+    ) -> impl Future<Output = StoreResult<Vec<ActivityEntry>>> + Send;
+
+    /// The user's own newest `limit` rows for `provider` (as the user: RLS on PostgreSQL), plus
+    /// their newest use by a backend when it is older.
+    fn user_activity(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<ActivityEntry>>> + Send;
+
+    /// Deletes up to `limit` rows of minutes before `before`; returns how many.
+    fn prune_activity(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+}
+
 const COLUMNS: &str = "id, minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen";
 
-impl PgStore {
-    pub async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+impl ActivityBackend for PgStore {
+    async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
         let n = rows.len();
         let (mut minute, mut user, mut prov, mut kind, mut actor) = (
             Vec::with_capacity(n),
@@ -202,7 +240,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
+    async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
         let (before_minute, before_id) = match f.before {
             Some((minute, id)) => (Some(ms_to_time(minute.saturating_mul(1000))), Some(id)),
             None => (None, None),
@@ -228,7 +266,7 @@ impl PgStore {
         rows.into_iter().map(ActivityEntry::try_from).collect()
     }
 
-    pub async fn user_activity(
+    async fn user_activity(
         &self,
         user: UserId,
         provider: ProviderId,
@@ -249,7 +287,7 @@ impl PgStore {
         newest_first(rows.into_iter().map(ActivityEntry::try_from).collect())
     }
 
-    pub async fn prune_activity(&self, before: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+    async fn prune_activity(&self, before: OffsetDateTime, limit: u32) -> StoreResult<u64> {
         let result = sqlx::query(
             "delete from connect.activity where id in \
                (select id from connect.activity where minute < $1 limit $2)",
@@ -268,8 +306,8 @@ fn newest_first(entries: StoreResult<Vec<ActivityEntry>>) -> StoreResult<Vec<Act
     Ok(entries)
 }
 
-impl SqliteStore {
-    pub async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+impl ActivityBackend for SqliteStore {
+    async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
         let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
             "insert into activity \
                (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) ",
@@ -297,7 +335,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
+    async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
         let (before_minute, before_id) = f.before.unzip();
         let rows: Vec<SqliteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {COLUMNS} from activity \
@@ -320,7 +358,7 @@ impl SqliteStore {
         rows.into_iter().map(ActivityEntry::try_from).collect()
     }
 
-    pub async fn user_activity(
+    async fn user_activity(
         &self,
         user: UserId,
         provider: ProviderId,
@@ -343,7 +381,7 @@ impl SqliteStore {
         newest_first(rows.into_iter().map(ActivityEntry::try_from).collect())
     }
 
-    pub async fn prune_activity(&self, before: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+    async fn prune_activity(&self, before: OffsetDateTime, limit: u32) -> StoreResult<u64> {
         let result = sqlx::query(
             "delete from activity where id in (select id from activity where minute < $1 limit $2)",
         )
@@ -352,6 +390,107 @@ impl SqliteStore {
         .execute(self.pool())
         .await?;
         Ok(result.rows_affected())
+    }
+}
+
+impl ActivityBackend for MemoryStore {
+    async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+        let mut stored = self.activity.lock().unwrap_or_else(PoisonError::into_inner);
+        for (k, t) in rows {
+            let minute = ms_to_time(k.minute.saturating_mul(1000));
+            let (actor, key_name) = ActivityEntry::actor_from_db(k.actor.as_db());
+            let method = k.method.map(str::to_owned);
+            let path = k.path.as_deref().map(str::to_owned);
+            let same = |e: &&mut ActivityEntry| {
+                e.minute == minute
+                    && e.user_id == k.user.0
+                    && e.provider == k.provider.as_str()
+                    && e.kind == k.kind
+                    && (e.actor, &e.key_name) == (actor, &key_name)
+                    && (&e.method, &e.path) == (&method, &path)
+                    && e.outcome == k.outcome
+            };
+            let (first, last) = (ms_to_time(t.first_ms), ms_to_time(t.last_ms));
+            if let Some(e) = stored.iter_mut().find(same) {
+                e.count = e.count.saturating_add(events(t));
+                e.first_seen = e.first_seen.min(first);
+                e.last_seen = e.last_seen.max(last);
+                continue;
+            }
+            let id = stored.iter().map(|e| e.id).max().unwrap_or(0) + 1;
+            stored.push(ActivityEntry {
+                id,
+                minute,
+                user_id: k.user.0,
+                provider: k.provider.as_str(),
+                kind: k.kind,
+                key_name,
+                actor,
+                method,
+                path,
+                outcome: k.outcome.to_owned(),
+                count: events(t),
+                first_seen: first,
+                last_seen: last,
+            });
+        }
+        Ok(())
+    }
+
+    async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
+        let stored = self.activity.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rows: Vec<ActivityEntry> = stored
+            .iter()
+            .filter(|e| f.user.is_none_or(|u| e.user_id == u.0))
+            .filter(|e| {
+                f.key_name
+                    .as_deref()
+                    .is_none_or(|k| e.key_name.as_deref() == Some(k))
+            })
+            .filter(|e| f.provider.is_none_or(|p| e.provider == p.as_str()))
+            .filter(|e| f.from.is_none_or(|from| e.minute >= from))
+            .filter(|e| f.to.is_none_or(|to| e.minute < to))
+            .filter(|e| {
+                f.before
+                    .is_none_or(|(minute, id)| (e.minute.unix_timestamp(), e.id) < (minute, id))
+            })
+            .cloned()
+            .collect();
+        rows.sort_by_key(|e| std::cmp::Reverse((e.minute, e.id)));
+        rows.truncate(f.limit as usize);
+        Ok(rows)
+    }
+
+    async fn user_activity(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        limit: u32,
+    ) -> StoreResult<Vec<ActivityEntry>> {
+        let stored = self.activity.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut own: Vec<ActivityEntry> = stored
+            .iter()
+            .filter(|e| e.user_id == user.0 && e.provider == provider.as_str())
+            .cloned()
+            .collect();
+        own.sort_by_key(|e| std::cmp::Reverse((e.minute, e.last_seen, e.id)));
+        let last_use = own.iter().find(|e| e.kind.is_use()).cloned();
+        own.truncate(limit as usize);
+        if let Some(last_use) = last_use.filter(|u| !own.iter().any(|e| e.id == u.id)) {
+            own.push(last_use);
+        }
+        Ok(own)
+    }
+
+    async fn prune_activity(&self, before: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+        let mut stored = self.activity.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pruned = 0u64;
+        stored.retain(|e| {
+            let old = e.minute < before && pruned < u64::from(limit);
+            pruned += u64::from(old);
+            !old
+        });
+        Ok(pruned)
     }
 }
 

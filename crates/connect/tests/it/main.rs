@@ -5,6 +5,7 @@
 
 mod activity;
 mod api;
+mod broker;
 mod cache;
 mod cluster;
 mod connect_flow;
