@@ -179,6 +179,14 @@ pub struct ServeArgs {
     /// address is used, e.g. `x-forwarded-for`); unset: the TCP peer address.
     #[arg(long, env = "CONNECT_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<axum::http::HeaderName>,
+
+    /// Record the activity log (tokens handed out, proxied calls, connects and disconnects per
+    /// minute; docs/activity.md): on or off.
+    #[arg(long, env = "CONNECT_ACTIVITY", default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub activity: bool,
+    /// Days the activity log keeps a minute's rows (0: forever).
+    #[arg(long, env = "CONNECT_ACTIVITY_RETENTION_DAYS", default_value_t = ActivitySettings::DEFAULT_RETENTION_DAYS)]
+    pub activity_retention_days: u32,
 }
 
 /// Everything the service needs, validated. Built from [`ServeArgs`] by `serve`, and directly
@@ -208,6 +216,38 @@ pub struct Settings {
     pub demo_coop: Option<String>,
     /// Per-process rate limits and the pending-flow cap.
     pub rate_limits: RateLimitSettings,
+    /// The activity log.
+    pub activity: ActivitySettings,
+}
+
+/// The activity log (`crate::activity`).
+#[derive(Clone, Debug)]
+pub struct ActivitySettings {
+    /// Off: nothing is counted or written (what was written stays, and is still pruned).
+    pub enabled: bool,
+    /// How long rows are kept; `None`: forever.
+    pub retention: Option<Duration>,
+    /// How often counts are written (`activity::worker::FLUSH_EVERY`; tests lengthen it).
+    pub flush_every: Duration,
+}
+
+impl ActivitySettings {
+    pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+
+    pub fn from_days(enabled: bool, retention_days: u32) -> Self {
+        Self {
+            enabled,
+            retention: (retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(retention_days) * 86_400)),
+            flush_every: crate::activity::worker::FLUSH_EVERY,
+        }
+    }
+}
+
+impl Default for ActivitySettings {
+    fn default() -> Self {
+        Self::from_days(true, Self::DEFAULT_RETENTION_DAYS)
+    }
 }
 
 /// A rate: a burst of `count`, refilled evenly over `per` (`10/min` lets 10 through at once,
@@ -641,6 +681,7 @@ impl ServeArgs {
                 callback_per_ip: self.rate_limit_callback_per_ip,
                 client_ip_header: self.client_ip_header,
             },
+            activity: ActivitySettings::from_days(self.activity, self.activity_retention_days),
         })
     }
 }

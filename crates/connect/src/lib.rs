@@ -9,10 +9,11 @@
 //! (encryption at rest), `store` (the `Backend` contract: PostgreSQL, SQLite, and in memory for
 //! tests), `broker` (the `Broker` and the use cases: connect, fresh tokens, disconnect,
 //! rotation), `refresher` (the keep-alive worker), `http` (`AppState`, routes and pages),
-//! `telemetry`, `demo`, and `app` (the one place that wires them together). Dependencies point
-//! one way: `http` → `broker` → `store`/`provider`/`oauth`/`vault`; nothing in `broker`,
+//! `telemetry`, `demo`, `activity` (the access log: per-minute counts and their workers), and
+//! `app` (the one place that wires them together). Dependencies point one way: `http` → `broker` → `store`/`provider`/`oauth`/`vault`; nothing in `broker`,
 //! `refresher`, `store`, `provider`, `oauth` or `vault` imports `app` or `http`.
 
+pub mod activity;
 pub mod app;
 pub mod broker;
 pub mod config;

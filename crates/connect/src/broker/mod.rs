@@ -31,6 +31,8 @@ pub struct BrokerSettings {
     pub public_url: url::Url,
     /// Most access tokens kept in memory (0: no cache).
     pub token_cache_capacity: usize,
+    /// The activity log: on or off, retention, flush interval.
+    pub activity: crate::config::ActivitySettings,
 }
 
 /// Everything the use cases need, shared by every request and background task of a process.
@@ -47,6 +49,8 @@ pub struct Broker {
     pub tokens: tokens::TokenBroker,
     /// Each user's newest started flows, so starting one over the cap drops the oldest.
     pub pending_flows: Arc<PendingFlows>,
+    /// The activity log's counts not yet written (see `crate::activity`).
+    pub activity: Arc<crate::activity::Recorder>,
     pub settings: BrokerSettings,
     /// Tells background tasks (the cache listener) to stop; dropped with the broker.
     background: tokio::sync::watch::Sender<bool>,
@@ -81,6 +85,7 @@ impl Broker {
             cache,
             tokens: tokens::TokenBroker::default(),
             pending_flows,
+            activity: Arc::new(crate::activity::Recorder::new(settings.activity.enabled)),
             settings,
             background,
         }
@@ -159,12 +164,28 @@ pub async fn list(broker: &Broker, user: UserId) -> Result<Vec<StatusView>> {
 /// same — a disconnect never leaves the user connected. Microsoft has no per-app revocation
 /// endpoint: the stored tokens are deleted, and the user can remove the app's access at
 /// https://myapps.microsoft.com or https://account.live.com/consent/Manage.
-pub async fn disconnect(broker: &Arc<Broker>, user: UserId, provider: ProviderId) -> Result<()> {
+/// `by` names who asked, for the activity log.
+pub async fn disconnect(
+    broker: &Arc<Broker>,
+    user: UserId,
+    provider: ProviderId,
+    by: crate::activity::Actor,
+) -> Result<()> {
     let revocation = revoke(broker, user, provider).await;
     metrics::counter!("revocation_total", "provider" => provider.as_str(), "outcome" => revocation)
         .increment(1);
     let deleted = broker.store.delete_connection(user, provider).await?;
     broker.cache.invalidate(user, provider);
+    if deleted {
+        broker.activity.record(
+            user,
+            provider,
+            crate::activity::Kind::Disconnected,
+            by,
+            None,
+            "ok",
+        );
+    }
     tracing::info!(provider = %provider, user_id = %user, deleted, revocation, "disconnected");
     Ok(())
 }

@@ -72,6 +72,12 @@ pub async fn disconnect(
     Path(provider): Path<String>,
 ) -> Result<StatusCode> {
     let provider = configured_provider(&state, &provider)?;
-    broker::disconnect(&state.broker, user.id, provider).await?;
+    broker::disconnect(
+        &state.broker,
+        user.id,
+        provider,
+        crate::activity::Actor::User,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -24,6 +24,8 @@ const FORGET_FLOWS_AFTER: time::Duration = time::Duration::hours(1);
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Tables>>,
+    /// The activity log's rows (`super::activity`).
+    pub(super) activity: Arc<Mutex<Vec<crate::activity::ActivityEntry>>>,
 }
 
 #[derive(Debug, Default)]

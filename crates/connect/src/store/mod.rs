@@ -452,6 +452,9 @@ macro_rules! dispatch {
     };
 }
 
+mod activity;
+pub use activity::{ActivityBackend, UPSERT_BATCH};
+
 impl Store {
     /// Opens the database `url` names, applying migrations first when `options.migrate`.
     pub async fn connect(url: &str, options: StoreOptions) -> StoreResult<Self> {

@@ -59,6 +59,7 @@ async fn harness() -> Harness {
             },
             public_url: Url::parse("http://connect.localhost/").unwrap(),
             token_cache_capacity: 1000,
+            activity: celeste_connect::config::ActivitySettings::default(),
         },
     ));
     emulator.add_client(RegisteredClient {
@@ -236,9 +237,20 @@ async fn a_disconnect_deletes_even_when_the_revocation_fails() {
         revoke: Some(HttpFault::server_error(503)),
         ..Faults::default()
     });
-    celeste_connect::broker::disconnect(&h.broker, UserId(user), ProviderId::Google)
-        .await
-        .unwrap();
+    celeste_connect::broker::disconnect(
+        &h.broker,
+        UserId(user),
+        ProviderId::Google,
+        celeste_connect::activity::Actor::User,
+    )
+    .await
+    .unwrap();
+    // The disconnect is in the user's history, as the user's own.
+    let counted = h.broker.activity.take();
+    assert!(counted.iter().any(|(k, t)| k.user == UserId(user)
+        && k.kind == celeste_connect::activity::Kind::Disconnected
+        && k.actor == celeste_connect::activity::Actor::User
+        && t.count == 1));
     let store = &h.broker.store;
     assert!(
         store
@@ -259,9 +271,14 @@ async fn a_disconnect_deletes_even_when_the_revocation_fails() {
 
     // Once the provider answers again, a disconnect revokes there too.
     h.emulator.set_faults(Faults::default());
-    celeste_connect::broker::disconnect(&h.broker, UserId(other), ProviderId::Google)
-        .await
-        .unwrap();
+    celeste_connect::broker::disconnect(
+        &h.broker,
+        UserId(other),
+        ProviderId::Google,
+        celeste_connect::activity::Actor::User,
+    )
+    .await
+    .unwrap();
     assert_eq!(h.emulator.stats().revocations("google"), 1);
     assert!(
         store

@@ -146,9 +146,14 @@ async fn other_replicas_drop_their_entry_when_one_replica_disconnects_or_marks_r
     assert_eq!(here.broker.cache.len(), 2);
 
     // The other replica disconnects alice: the notification removes her entry here.
-    celeste_connect::broker::disconnect(&other.broker, UserId(alice), ProviderId::Microsoft)
-        .await
-        .unwrap();
+    celeste_connect::broker::disconnect(
+        &other.broker,
+        UserId(alice),
+        ProviderId::Microsoft,
+        celeste_connect::activity::Actor::User,
+    )
+    .await
+    .unwrap();
     eventually("alice's entry is dropped", || {
         here.broker
             .cache
