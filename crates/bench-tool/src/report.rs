@@ -61,6 +61,10 @@ const SCENARIOS: &[(&str, &str)] = &[
         "`token` with the token cache off (`CONNECT_TOKEN_CACHE_CAPACITY=0`)",
     ),
     (
+        "token-activity-off",
+        "`token` with the activity log off (`CONNECT_ACTIVITY=off`); `token` records it",
+    ),
+    (
         "proxy",
         "`GET …/proxy/v1.0/me` through the service to the emulator",
     ),

@@ -119,6 +119,7 @@ impl AppState {
                 public_url: settings.public_url.clone(),
                 token_cache_capacity: settings.token_cache_capacity,
                 webhooks: settings.webhooks.clone(),
+                activity: settings.activity.clone(),
             },
         );
         Ok(AppState::new(AppInner {
@@ -208,6 +209,22 @@ impl App {
                 .tasks
                 .spawn(crate::webhooks::worker::run(broker.clone(), rx.clone()));
         }
+        let activity = &broker.settings.activity;
+        let flusher = activity.enabled.then(|| {
+            tokio::spawn(crate::activity::worker::run_flusher(
+                broker.activity.clone(),
+                broker.store.clone(),
+                activity.flush_every,
+                rx.clone(),
+            ))
+        });
+        if let Some(retention) = activity.retention {
+            tokio::spawn(crate::activity::worker::run_pruner(
+                broker.store.clone(),
+                retention,
+                rx.clone(),
+            ));
+        }
         let mut api_rx = rx;
         let stopping = broker.clone();
         let served = axum::serve(
@@ -222,6 +239,11 @@ impl App {
         })
         .await;
         broker.finish_refreshes().await;
+        // After the drain and the last refreshes, nothing more is counted: write it all.
+        if let Some(flusher) = flusher {
+            let _ = flusher.await;
+        }
+        crate::activity::worker::flush_at_shutdown(&broker.activity, &broker.store).await;
         broker.store.close().await;
         Ok(served?)
     }

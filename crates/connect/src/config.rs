@@ -205,6 +205,13 @@ pub struct ServeArgs {
     /// `connection.refresh_failing`: seconds, or 90s, 30m, 1h.
     #[arg(long, env = "CONNECT_WEBHOOK_FAILING_AFTER", default_value = "1h")]
     pub webhook_failing_after: String,
+    /// Record the activity log (tokens handed out, proxied calls, connects and disconnects per
+    /// minute; docs/activity.md): on or off.
+    #[arg(long, env = "CONNECT_ACTIVITY", default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub activity: bool,
+    /// Days the activity log keeps a minute's rows (0: forever).
+    #[arg(long, env = "CONNECT_ACTIVITY_RETENTION_DAYS", default_value_t = ActivitySettings::DEFAULT_RETENTION_DAYS)]
+    pub activity_retention_days: u32,
 }
 
 /// Everything the service needs, validated. Built from [`ServeArgs`] by `serve`, and directly
@@ -236,6 +243,38 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     /// Connection webhooks: endpoints, reach, timeouts.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// The activity log.
+    pub activity: ActivitySettings,
+}
+
+/// The activity log (`crate::activity`).
+#[derive(Clone, Debug)]
+pub struct ActivitySettings {
+    /// Off: nothing is counted or written (what was written stays, and is still pruned).
+    pub enabled: bool,
+    /// How long rows are kept; `None`: forever.
+    pub retention: Option<Duration>,
+    /// How often counts are written (`activity::worker::FLUSH_EVERY`; tests lengthen it).
+    pub flush_every: Duration,
+}
+
+impl ActivitySettings {
+    pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+
+    pub fn from_days(enabled: bool, retention_days: u32) -> Self {
+        Self {
+            enabled,
+            retention: (retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(retention_days) * 86_400)),
+            flush_every: crate::activity::worker::FLUSH_EVERY,
+        }
+    }
+}
+
+impl Default for ActivitySettings {
+    fn default() -> Self {
+        Self::from_days(true, Self::DEFAULT_RETENTION_DAYS)
+    }
 }
 
 /// A rate: a burst of `count`, refilled evenly over `per` (`10/min` lets 10 through at once,
@@ -709,6 +748,7 @@ impl ServeArgs {
                 failing_after,
                 ..crate::webhooks::WebhookSettings::default()
             },
+            activity: ActivitySettings::from_days(self.activity, self.activity_retention_days),
         })
     }
 }

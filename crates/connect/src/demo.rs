@@ -213,6 +213,11 @@ pub fn settings(
             },
             ..crate::webhooks::WebhookSettings::default()
         },
+        activity: crate::config::ActivitySettings::from_days(
+            std::env::var("CONNECT_ACTIVITY")
+                .map_or(true, |v| !matches!(v.trim(), "off" | "false" | "0" | "no")),
+            crate::config::ActivitySettings::DEFAULT_RETENTION_DAYS,
+        ),
     })
 }
 
@@ -287,7 +292,7 @@ mod tests {
         let settings = settings(&url, &dir, &[]).unwrap();
         let key = std::fs::read_to_string(dir.join(SERVICE_KEY_FILE)).unwrap();
         let keys = crate::identity::service_key::ServiceKeys::new(settings.service_keys.clone());
-        assert_eq!(keys.verify(key.trim()), Some("demo"));
+        assert_eq!(keys.verify(key.trim()).as_deref(), Some("demo"));
         let again = super::settings(&url, &dir, &[]).unwrap();
         assert_eq!(
             again.service_keys.len(),

@@ -320,6 +320,11 @@ async fn complete(
         previous_refresh.as_ref(),
     )
     .map_err(|_| Failure::Internal)?;
+    // Whether this replaces a connection, for the activity log (connected or reconnected).
+    let existed = matches!(
+        broker.store.token_row(flow.user_id, provider).await,
+        Ok(Some(_))
+    );
     let stored = broker
         .store
         .upsert_connection(&NewConnection {
@@ -340,5 +345,20 @@ async fn complete(
             Failure::Internal
         });
     broker.cache.invalidate(flow.user_id, provider);
+    if stored.is_ok() {
+        let kind = if existed {
+            crate::activity::Kind::Reconnected
+        } else {
+            crate::activity::Kind::Connected
+        };
+        broker.activity.record(
+            flow.user_id,
+            provider,
+            kind,
+            crate::activity::Actor::User,
+            None,
+            "ok",
+        );
+    }
     stored
 }

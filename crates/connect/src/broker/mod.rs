@@ -33,6 +33,8 @@ pub struct BrokerSettings {
     pub token_cache_capacity: usize,
     /// Connection webhooks: the endpoints the worker sends to (the store writes the events).
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// The activity log: on or off, retention, flush interval.
+    pub activity: crate::config::ActivitySettings,
 }
 
 /// Everything the use cases need, shared by every request and background task of a process.
@@ -49,6 +51,8 @@ pub struct Broker {
     pub tokens: tokens::TokenBroker,
     /// Each user's newest started flows, so starting one over the cap drops the oldest.
     pub pending_flows: Arc<PendingFlows>,
+    /// The activity log's counts not yet written (see `crate::activity`).
+    pub activity: Arc<crate::activity::Recorder>,
     pub settings: BrokerSettings,
     /// Tells background tasks (the cache listener) to stop; dropped with the broker.
     background: tokio::sync::watch::Sender<bool>,
@@ -83,6 +87,7 @@ impl Broker {
             cache,
             tokens: tokens::TokenBroker::default(),
             pending_flows,
+            activity: Arc::new(crate::activity::Recorder::new(settings.activity.enabled)),
             settings,
             background,
         }
@@ -161,20 +166,40 @@ pub async fn list(broker: &Broker, user: UserId) -> Result<Vec<StatusView>> {
 /// same — a disconnect never leaves the user connected. Microsoft has no per-app revocation
 /// endpoint: the stored tokens are deleted, and the user can remove the app's access at
 /// https://myapps.microsoft.com or https://account.live.com/consent/Manage.
-/// `by` says who asked (the user, or the operator through the service API), for the
-/// `connection.disconnected` event.
+/// `by` names who asked, for the activity log and the `connection.disconnected` event
+/// (`user`, or `operator` for a service key).
 pub async fn disconnect(
     broker: &Arc<Broker>,
     user: UserId,
     provider: ProviderId,
-    by: crate::webhooks::event::DisconnectedBy,
+    by: crate::activity::Actor,
 ) -> Result<()> {
     let revocation = revoke(broker, user, provider).await;
     metrics::counter!("revocation_total", "provider" => provider.as_str(), "outcome" => revocation)
         .increment(1);
-    let deleted = broker.store.delete_connection(user, provider, by).await?;
+    let disconnected_by = match by {
+        crate::activity::Actor::User => crate::webhooks::event::DisconnectedBy::User,
+        crate::activity::Actor::Key(_) | crate::activity::Actor::Service => {
+            crate::webhooks::event::DisconnectedBy::Operator
+        }
+    };
+    let deleted = broker
+        .store
+        .delete_connection(user, provider, disconnected_by)
+        .await?;
     broker.cache.invalidate(user, provider);
-    tracing::info!(provider = %provider, user_id = %user, deleted, revocation, by = by.as_str(), "disconnected");
+    let by_name = by.as_db().to_owned();
+    if deleted {
+        broker.activity.record(
+            user,
+            provider,
+            crate::activity::Kind::Disconnected,
+            by,
+            None,
+            "ok",
+        );
+    }
+    tracing::info!(provider = %provider, user_id = %user, deleted, revocation, by = %by_name, "disconnected");
     Ok(())
 }
 

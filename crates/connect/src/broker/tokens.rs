@@ -585,9 +585,20 @@ async fn needs_reauth(broker: &Arc<Broker>, claimed: &TokenRow, reason: &str) ->
             .mark_needs_reauth(claimed.id, claimed.version, owner, reason)
     })
     .await;
-    if let Err(e) = marked {
-        tracing::error!(error = %e, connection_id = %claimed.id, "could not mark the connection needs_reauth");
-        release(broker, claimed, None, None).await;
+    match marked {
+        Ok(true) => broker.activity.record(
+            claimed.user_id,
+            provider,
+            crate::activity::Kind::NeedsReauth,
+            crate::activity::Actor::Service,
+            None,
+            "reauth_required",
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, connection_id = %claimed.id, "could not mark the connection needs_reauth");
+            release(broker, claimed, None, None).await;
+        }
     }
     broker.cache.invalidate(claimed.user_id, provider);
     metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "reauth")

@@ -4,6 +4,7 @@
 //! `ops` (health, readiness, OpenAPI, metrics) — and each calls one `broker` function. Nothing
 //! here touches SQL.
 
+pub mod activity;
 pub mod assets;
 pub mod browser;
 pub mod demo;
@@ -127,6 +128,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::retry_delivery))
         .routes(routes!(webhooks::list_endpoints))
         .routes(routes!(webhooks::enable_endpoint))
+        .routes(routes!(activity::user_activity))
+        .routes(routes!(activity::service_activity))
 }
 
 /// The OpenAPI document of the API.

@@ -20,6 +20,8 @@ use crate::http::AppState;
 use crate::http::middleware::KeepBody;
 use crate::http::service::target;
 use crate::identity::ServiceCaller;
+use crate::model::UserId;
+use crate::provider::ProviderId;
 
 /// Largest request body the proxy forwards (kept in memory for the one retry).
 pub const PROXY_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -155,6 +157,40 @@ pub async fn proxy(
     request: Request,
 ) -> Result<Response> {
     let (user, provider) = target(&user_id, &provider)?;
+    // The raw (still percent-encoded) path: what the provider would see.
+    let rest = request
+        .uri()
+        .path()
+        .split_once("/proxy/")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let call = (
+        crate::activity::method_name(request.method()),
+        crate::activity::path_template(rest),
+    );
+    let answer = forward(&state, &caller, user, provider, request).await;
+    let outcome = match &answer {
+        Ok(response) => crate::activity::status_class(response.status().as_u16()),
+        Err(e) => e.code(),
+    };
+    state.broker.activity.record(
+        user,
+        provider,
+        crate::activity::Kind::Proxy,
+        crate::activity::Actor::Key(caller.key_name),
+        Some(call),
+        outcome,
+    );
+    answer
+}
+
+async fn forward(
+    state: &AppState,
+    caller: &ServiceCaller,
+    user: UserId,
+    provider: ProviderId,
+    request: Request,
+) -> Result<Response> {
     state.limits.check_proxy(&caller.key_name, user)?;
     let configured = state.broker.provider(provider).ok_or(Error::NotConnected)?;
     let (parts, body) = request.into_parts();
@@ -182,7 +218,7 @@ pub async fn proxy(
 
     let token = fresh_token(&state.broker, user, provider, Duration::ZERO, None).await?;
     let mut upstream = send(
-        &state,
+        state,
         provider_headers,
         &method,
         &url,
@@ -202,7 +238,7 @@ pub async fn proxy(
         )
         .await?;
         upstream = send(
-            &state,
+            state,
             provider_headers,
             &method,
             &url,

@@ -76,7 +76,7 @@ pub async fn disconnect(
         &state.broker,
         user.id,
         provider,
-        crate::webhooks::event::DisconnectedBy::User,
+        crate::activity::Actor::User,
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -30,6 +30,8 @@ const FORGET_FLOWS_AFTER: time::Duration = time::Duration::hours(1);
 pub struct MemoryStore {
     inner: Arc<Mutex<Tables>>,
     outbox: Arc<Outbox>,
+    /// The activity log's rows (`super::activity`).
+    pub(super) activity: Arc<Mutex<Vec<crate::activity::ActivityEntry>>>,
 }
 
 #[derive(Debug, Default)]

@@ -466,6 +466,8 @@ pub use outbox::{
     DisabledEndpoint, Outbox, OutboxBackend,
 };
 pub use postgres_outbox::CHANNEL as WEBHOOK_CHANNEL;
+mod activity;
+pub use activity::{ActivityBackend, UPSERT_BATCH};
 
 impl Store {
     /// Opens the database `url` names, applying migrations first when `options.migrate`.

@@ -370,20 +370,34 @@ impl PgStore {
         user: UserId,
         provider: Option<ProviderId>,
     ) -> StoreResult<Vec<ConnectionSummary>> {
-        // A connection the database closed while it sat idle (a restart, a terminated backend)
-        // fails at its first use; the read is retried on another, at most once per pooled
-        // connection plus one newly opened.
+        let rows: Vec<SummaryRow> = self
+            .user_read(|conn| {
+                Box::pin(
+                    sqlx::query_as("select * from connect.read_own_connections($1, $2)")
+                        .bind(user.0)
+                        .bind(provider.map(ProviderId::as_str))
+                        .fetch_all(conn),
+                )
+            })
+            .await?;
+        rows.into_iter().map(ConnectionSummary::try_from).collect()
+    }
+
+    /// Runs one signed-in user's read (a call of a `connect.read_own_…` function) on the
+    /// user-read pool. A connection the database closed while it sat idle (a restart, a
+    /// terminated backend) fails at its first use; the read is retried on another, at most
+    /// once per pooled connection plus one newly opened.
+    pub(crate) async fn user_read<T, F>(&self, mut read: F) -> StoreResult<T>
+    where
+        F: for<'c> FnMut(
+            &'c mut PgConnection,
+        ) -> futures::future::BoxFuture<'c, Result<T, sqlx::Error>>,
+    {
         let mut attempts = self.user_reads.status().max_size + 1;
         loop {
             let mut conn = self.user_reads.get().await.map_err(pool_error)?;
-            let result: Result<Vec<SummaryRow>, sqlx::Error> =
-                sqlx::query_as("select * from connect.read_own_connections($1, $2)")
-                    .bind(user.0)
-                    .bind(provider.map(ProviderId::as_str))
-                    .fetch_all(&mut *conn)
-                    .await;
-            match result {
-                Ok(rows) => return rows.into_iter().map(ConnectionSummary::try_from).collect(),
+            match read(&mut conn).await {
+                Ok(rows) => return Ok(rows),
                 Err(e) => {
                     drop(deadpool::managed::Object::take(conn));
                     attempts -= 1;

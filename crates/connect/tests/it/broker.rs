@@ -60,6 +60,7 @@ async fn harness() -> Harness {
             public_url: Url::parse("http://connect.localhost/").unwrap(),
             token_cache_capacity: 1000,
             webhooks: Default::default(),
+            activity: celeste_connect::config::ActivitySettings::default(),
         },
     ));
     emulator.add_client(RegisteredClient {
@@ -241,10 +242,16 @@ async fn a_disconnect_deletes_even_when_the_revocation_fails() {
         &h.broker,
         UserId(user),
         ProviderId::Google,
-        celeste_connect::webhooks::event::DisconnectedBy::User,
+        celeste_connect::activity::Actor::User,
     )
     .await
     .unwrap();
+    // The disconnect is in the user's history, as the user's own.
+    let counted = h.broker.activity.take();
+    assert!(counted.iter().any(|(k, t)| k.user == UserId(user)
+        && k.kind == celeste_connect::activity::Kind::Disconnected
+        && k.actor == celeste_connect::activity::Actor::User
+        && t.count == 1));
     let store = &h.broker.store;
     assert!(
         store
@@ -269,7 +276,7 @@ async fn a_disconnect_deletes_even_when_the_revocation_fails() {
         &h.broker,
         UserId(other),
         ProviderId::Google,
-        celeste_connect::webhooks::event::DisconnectedBy::User,
+        celeste_connect::activity::Actor::User,
     )
     .await
     .unwrap();

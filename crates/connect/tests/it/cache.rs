@@ -150,7 +150,7 @@ async fn other_replicas_drop_their_entry_when_one_replica_disconnects_or_marks_r
         &other.broker,
         UserId(alice),
         ProviderId::Microsoft,
-        celeste_connect::webhooks::event::DisconnectedBy::User,
+        celeste_connect::activity::Actor::User,
     )
     .await
     .unwrap();

@@ -3,6 +3,7 @@
 //! PostgreSQL and SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod activity;
 mod api;
 mod broker;
 mod cache;

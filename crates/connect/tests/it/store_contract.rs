@@ -910,3 +910,69 @@ async fn the_outbox_records_each_change_and_hands_each_delivery_to_one_claimant(
         assert!(backlog.oldest_created_at.is_some());
     }
 }
+
+#[tokio::test]
+async fn activity_counts_add_up_page_newest_first_stay_per_user_and_prune_alike() {
+    use celeste_connect::activity::{ActivityFilter, ActivityKey, Actor, Kind, Tally};
+    for (label, store, _db) in each_store().await {
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = OffsetDateTime::now_utc().unix_timestamp() / 60 * 60;
+        let row = |minute: i64, user: Uuid, kind: Kind| {
+            let key = ActivityKey {
+                minute,
+                user: UserId(user),
+                provider: ProviderId::Microsoft,
+                kind,
+                actor: Actor::Key(std::sync::Arc::from("n8n")),
+                method: None,
+                path: None,
+                outcome: "ok",
+            };
+            let tally = Tally {
+                count: 2,
+                first_ms: minute * 1000 + 1000,
+                last_ms: minute * 1000 + 2000,
+            };
+            (key, tally)
+        };
+        let rows: Vec<_> = (0..5)
+            .map(|m| row(now - 60 * m, alice, Kind::Token))
+            .chain([
+                row(now, bob, Kind::Proxy),
+                row(now - 200 * 86_400, alice, Kind::Token),
+            ])
+            .collect();
+        store.add_activity(&rows).await.unwrap();
+        store.add_activity(&rows[..1]).await.unwrap();
+
+        let page = |before| ActivityFilter {
+            user: Some(UserId(alice)),
+            before,
+            limit: 2,
+            ..Default::default()
+        };
+        let first = store.query_activity(&page(None)).await.unwrap();
+        assert_eq!(first.len(), 2, "{label}");
+        assert_eq!(first[0].count, 4, "{label}: counts add up");
+        assert!(first[0].minute > first[1].minute, "{label}: newest first");
+        let last = first.last().unwrap();
+        let second = store
+            .query_activity(&page(Some((last.minute.unix_timestamp(), last.id))))
+            .await
+            .unwrap();
+        assert!(second.iter().all(|e| e.minute < last.minute), "{label}");
+
+        let own = store
+            .user_activity(UserId(bob), ProviderId::Microsoft, 20)
+            .await
+            .unwrap();
+        assert_eq!(own.len(), 1, "{label}: bob sees his row only");
+        assert_eq!(own[0].kind, Kind::Proxy);
+
+        let pruned = store
+            .prune_activity(OffsetDateTime::now_utc() - time::Duration::days(90), 100)
+            .await
+            .unwrap();
+        assert_eq!(pruned, 1, "{label}");
+    }
+}

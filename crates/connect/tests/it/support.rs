@@ -339,6 +339,7 @@ pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
         // Tests of limits set their own; the rest are about something else.
         rate_limits: celeste_connect::config::RateLimitSettings::unlimited(),
         webhooks: Default::default(),
+        activity: celeste_connect::config::ActivitySettings::default(),
     }
 }
 
