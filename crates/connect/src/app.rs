@@ -91,7 +91,17 @@ impl AppState {
         .map_err(|source| StartError::Unreachable {
             location: database_location(settings.database_url.expose_secret()),
             source,
-        })?;
+        })?
+        .with_outbox(Arc::new(crate::store::Outbox {
+            endpoints: settings
+                .webhooks
+                .endpoints
+                .iter()
+                .map(|e| e.name.clone())
+                .collect(),
+            failing_after: settings.webhooks.failing_after,
+            written: Default::default(),
+        }));
         verify_keys(&store, &settings.keyring).await?;
         let http = http_client()?;
         let limits = crate::limits::RateLimits::start(
@@ -108,6 +118,7 @@ impl AppState {
                 refresh: settings.refresh.clone(),
                 public_url: settings.public_url.clone(),
                 token_cache_capacity: settings.token_cache_capacity,
+                webhooks: settings.webhooks.clone(),
                 activity: settings.activity.clone(),
             },
         );
@@ -191,6 +202,12 @@ impl App {
                 .tokens
                 .tasks
                 .spawn(crate::refresher::run(broker.clone(), rx.clone()));
+        }
+        if !broker.settings.webhooks.endpoints.is_empty() {
+            broker
+                .tokens
+                .tasks
+                .spawn(crate::webhooks::worker::run(broker.clone(), rx.clone()));
         }
         let activity = &broker.settings.activity;
         let flusher = activity.enabled.then(|| {

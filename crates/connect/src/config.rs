@@ -180,6 +180,31 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECT_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<axum::http::HeaderName>,
 
+    /// Webhook endpoints that hear of connection changes (docs/webhooks.md): `name:https://…`,
+    /// comma-separated, e.g. `n8n:https://n8n.example.com/webhook/connect`.
+    #[arg(long, env = "CONNECT_WEBHOOK_ENDPOINTS")]
+    pub webhook_endpoints: Option<String>,
+    /// Their signing secrets: `name:whsec_…`, comma-separated; several for one name sign each
+    /// message (rotation), the first first. `celeste-connect keygen webhook NAME` prints one.
+    #[arg(long, env = "CONNECT_WEBHOOK_SECRETS", hide_env_values = true, value_parser = parse_secret)]
+    pub webhook_secrets: Option<SecretString>,
+    /// File holding CONNECT_WEBHOOK_SECRETS.
+    #[arg(long, env = "CONNECT_WEBHOOK_SECRETS_FILE")]
+    pub webhook_secrets_file: Option<PathBuf>,
+    /// Let webhooks reach loopback and private addresses (a receiver on this machine or
+    /// network, such as a local n8n). Off: such addresses are refused when connecting.
+    #[arg(long, env = "CONNECT_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private_networks: bool,
+    /// Let webhook endpoints use plain http:// (payloads then travel unencrypted).
+    #[arg(long, env = "CONNECT_WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_http: bool,
+    /// Longest wait for one webhook delivery (seconds).
+    #[arg(long, env = "CONNECT_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
+    pub webhook_timeout_secs: u64,
+    /// Refreshes failing (provider down, throttled) for this long send
+    /// `connection.refresh_failing`: seconds, or 90s, 30m, 1h.
+    #[arg(long, env = "CONNECT_WEBHOOK_FAILING_AFTER", default_value = "1h")]
+    pub webhook_failing_after: String,
     /// Record the activity log (tokens handed out, proxied calls, connects and disconnects per
     /// minute; docs/activity.md): on or off.
     #[arg(long, env = "CONNECT_ACTIVITY", default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
@@ -216,6 +241,8 @@ pub struct Settings {
     pub demo_coop: Option<String>,
     /// Per-process rate limits and the pending-flow cap.
     pub rate_limits: RateLimitSettings,
+    /// Connection webhooks: endpoints, reach, timeouts.
+    pub webhooks: crate::webhooks::WebhookSettings,
     /// The activity log.
     pub activity: ActivitySettings,
 }
@@ -629,6 +656,39 @@ impl ServeArgs {
             });
         }
 
+        let reach = crate::webhooks::net::Reach {
+            allow_http: self.webhook_allow_http,
+            allow_private_networks: self.webhook_allow_private_networks,
+        };
+        let webhook_secrets = problems
+            .check(resolve_secret(
+                crate::webhooks::SECRETS_VAR,
+                self.webhook_secrets,
+                self.webhook_secrets_file.as_ref(),
+            ))
+            .flatten();
+        let webhook_endpoints = match crate::webhooks::parse_endpoints(
+            self.webhook_endpoints.as_deref(),
+            webhook_secrets.as_ref().map(|s| s.expose_secret()),
+            reach,
+        ) {
+            Ok(endpoints) => endpoints,
+            Err(found) => {
+                problems.0.extend(found);
+                Vec::new()
+            }
+        };
+        let failing_after = problems
+            .check(
+                crate::webhooks::parse_duration(&self.webhook_failing_after).map_err(|why| {
+                    ConfigError::Invalid {
+                        name: "CONNECT_WEBHOOK_FAILING_AFTER",
+                        why,
+                    }
+                }),
+            )
+            .unwrap_or(Duration::from_secs(3600));
+
         if !problems.0.is_empty() {
             return Err(problems);
         }
@@ -680,6 +740,13 @@ impl ServeArgs {
                 proxy_per_user: self.rate_limit_proxy_per_user,
                 callback_per_ip: self.rate_limit_callback_per_ip,
                 client_ip_header: self.client_ip_header,
+            },
+            webhooks: crate::webhooks::WebhookSettings {
+                endpoints: webhook_endpoints,
+                reach,
+                timeout: Duration::from_secs(self.webhook_timeout_secs.clamp(1, 60)),
+                failing_after,
+                ..crate::webhooks::WebhookSettings::default()
             },
             activity: ActivitySettings::from_days(self.activity, self.activity_retention_days),
         })
@@ -835,6 +902,52 @@ mod tests {
             "{report}"
         );
         assert!(report.contains("32 bytes"), "{report}");
+    }
+
+    #[test]
+    fn webhook_endpoints_and_secrets_are_checked_with_everything_else() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        assert_eq!(
+            problems_with(
+                &[
+                    "--webhook-endpoints=n8n:https://n8n.example.com/webhook/x",
+                    &format!("--webhook-secrets=n8n:{secret}"),
+                    "--webhook-failing-after=30m",
+                ],
+                &[]
+            ),
+            ""
+        );
+        let report = problems_with(
+            &[
+                "--webhook-endpoints=n8n:http://127.0.0.1:5678/webhook/x",
+                "--webhook-secrets=n8n:whsec_c2hvcnQ=",
+                "--webhook-failing-after=soon",
+            ],
+            &["--database-url"],
+        );
+        assert!(report.starts_with("4 configuration problems"), "{report}");
+        for expected in [
+            "DATABASE_URL is not set",
+            "CONNECT_WEBHOOK_ENDPOINTS is invalid: endpoint n8n: http:// is refused",
+            "CONNECT_WEBHOOK_SECRETS is invalid: endpoint n8n: a signing secret must hold 24 to 64 bytes",
+            "CONNECT_WEBHOOK_FAILING_AFTER is invalid",
+        ] {
+            assert!(report.contains(expected), "{expected}: {report}");
+        }
+        // A local receiver, once allowed.
+        assert_eq!(
+            problems_with(
+                &[
+                    "--webhook-endpoints=n8n:http://127.0.0.1:5678/webhook/x",
+                    &format!("--webhook-secrets=n8n:{secret}"),
+                    "--webhook-allow-http=true",
+                    "--webhook-allow-private-networks=true",
+                ],
+                &[]
+            ),
+            ""
+        );
     }
 
     #[test]

@@ -36,6 +36,13 @@ pub struct DemoArgs {
     /// local Next.js app at `http://localhost:3000`. The demo's own origin is always allowed.
     #[arg(long, env = "CONNECT_APP_ORIGINS", value_delimiter = ',')]
     pub app_origins: Vec<String>,
+    /// Webhook endpoints (`name:url,…`, as `serve` reads them); in the demo they may be plain
+    /// http:// and on this machine (a local n8n).
+    #[arg(long, env = "CONNECT_WEBHOOK_ENDPOINTS")]
+    pub webhook_endpoints: Option<String>,
+    /// Their signing secrets (`name:whsec_…,…`).
+    #[arg(long, env = "CONNECT_WEBHOOK_SECRETS", hide_env_values = true)]
+    pub webhook_secrets: Option<String>,
 }
 
 /// The demo's service key (for n8n and other backends), in the data folder.
@@ -198,6 +205,14 @@ pub fn settings(
             .ok()
             .filter(|v| !v.is_empty()),
         rate_limits: crate::config::RateLimitSettings::default(),
+        // A local receiver (n8n on this machine) is what the demo is for.
+        webhooks: crate::webhooks::WebhookSettings {
+            reach: crate::webhooks::net::Reach {
+                allow_http: true,
+                allow_private_networks: true,
+            },
+            ..crate::webhooks::WebhookSettings::default()
+        },
         activity: crate::config::ActivitySettings::from_days(
             std::env::var("CONNECT_ACTIVITY")
                 .map_or(true, |v| !matches!(v.trim(), "off" | "false" | "0" | "no")),
@@ -221,7 +236,13 @@ pub async fn run(
         })?;
     let addr = listener.local_addr()?;
     let public_url = Url::parse(&format!("http://{addr}/"))?;
-    let settings = settings(&public_url, &args.data_dir, &args.app_origins)?;
+    let mut settings = settings(&public_url, &args.data_dir, &args.app_origins)?;
+    settings.webhooks.endpoints = crate::webhooks::parse_endpoints(
+        args.webhook_endpoints.as_deref(),
+        args.webhook_secrets.as_deref(),
+        settings.webhooks.reach,
+    )
+    .map_err(|problems| anyhow::anyhow!("{}", crate::config::ConfigErrors(problems)))?;
     let key = service_key(&args.data_dir)?;
     let origins = settings.app_origins.join(", ");
     let state = AppState::build(settings).await?;

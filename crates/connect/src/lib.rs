@@ -9,9 +9,11 @@
 //! (encryption at rest), `store` (the `Backend` contract: PostgreSQL, SQLite, and in memory for
 //! tests), `broker` (the `Broker` and the use cases: connect, fresh tokens, disconnect,
 //! rotation), `refresher` (the keep-alive worker), `http` (`AppState`, routes and pages),
-//! `telemetry`, `demo`, `activity` (the access log: per-minute counts and their workers), and
-//! `app` (the one place that wires them together). Dependencies point one way: `http` → `broker` → `store`/`provider`/`oauth`/`vault`; nothing in `broker`,
-//! `refresher`, `store`, `provider`, `oauth` or `vault` imports `app` or `http`.
+//! `telemetry`, `demo`, `activity` (the access log: per-minute counts and their workers),
+//! `webhooks` (signed connection events and their delivery worker), and `app` (the one place
+//! that wires them together). Dependencies point one way: `http` → `broker` →
+//! `store`/`provider`/`oauth`/`vault`; nothing in `broker`, `refresher`, `webhooks`, `store`,
+//! `provider`, `oauth` or `vault` imports `app` or `http`.
 
 pub mod activity;
 pub mod app;
@@ -30,3 +32,4 @@ pub mod setting;
 pub mod store;
 pub mod telemetry;
 pub mod vault;
+pub mod webhooks;

@@ -72,6 +72,11 @@ enum KeygenKind {
         /// Key id, e.g. k1, k2 (new keys go first in CONNECT_ENCRYPTION_KEYS).
         id: String,
     },
+    /// A signing secret for a webhook endpoint (Standard Webhooks `whsec_…`).
+    Webhook {
+        /// The endpoint's name in CONNECT_WEBHOOK_ENDPOINTS.
+        name: String,
+    },
 }
 
 async fn shutdown_signal() {
@@ -195,6 +200,19 @@ async fn run(cli: Cli, loaded_dotenv: bool) -> anyhow::Result<()> {
         } => {
             let line = celeste_connect::vault::generate_entry(&id)?;
             println!("CONNECT_ENCRYPTION_KEYS={}", line.expose_secret());
+            Ok(())
+        }
+        Command::Keygen {
+            kind: KeygenKind::Webhook { name },
+        } => {
+            let secret = celeste_connect::webhooks::signing::generate_secret()
+                .map_err(anyhow::Error::msg)?;
+            println!("signing secret for endpoint {name} (give it to the receiver; shown once):");
+            println!("  {secret}");
+            println!(
+                "entry for CONNECT_WEBHOOK_SECRETS (comma-separated; a new secret goes first):"
+            );
+            println!("  {name}:{secret}");
             Ok(())
         }
         Command::Openapi => {

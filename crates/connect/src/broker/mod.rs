@@ -31,6 +31,8 @@ pub struct BrokerSettings {
     pub public_url: url::Url,
     /// Most access tokens kept in memory (0: no cache).
     pub token_cache_capacity: usize,
+    /// Connection webhooks: the endpoints the worker sends to (the store writes the events).
+    pub webhooks: crate::webhooks::WebhookSettings,
     /// The activity log: on or off, retention, flush interval.
     pub activity: crate::config::ActivitySettings,
 }
@@ -164,7 +166,8 @@ pub async fn list(broker: &Broker, user: UserId) -> Result<Vec<StatusView>> {
 /// same — a disconnect never leaves the user connected. Microsoft has no per-app revocation
 /// endpoint: the stored tokens are deleted, and the user can remove the app's access at
 /// https://myapps.microsoft.com or https://account.live.com/consent/Manage.
-/// `by` names who asked, for the activity log.
+/// `by` names who asked, for the activity log and the `connection.disconnected` event
+/// (`user`, or `operator` for a service key).
 pub async fn disconnect(
     broker: &Arc<Broker>,
     user: UserId,
@@ -174,8 +177,18 @@ pub async fn disconnect(
     let revocation = revoke(broker, user, provider).await;
     metrics::counter!("revocation_total", "provider" => provider.as_str(), "outcome" => revocation)
         .increment(1);
-    let deleted = broker.store.delete_connection(user, provider).await?;
+    let disconnected_by = match by {
+        crate::activity::Actor::User => crate::webhooks::event::DisconnectedBy::User,
+        crate::activity::Actor::Key(_) | crate::activity::Actor::Service => {
+            crate::webhooks::event::DisconnectedBy::Operator
+        }
+    };
+    let deleted = broker
+        .store
+        .delete_connection(user, provider, disconnected_by)
+        .await?;
     broker.cache.invalidate(user, provider);
+    let by_name = by.as_db().to_owned();
     if deleted {
         broker.activity.record(
             user,
@@ -186,7 +199,7 @@ pub async fn disconnect(
             "ok",
         );
     }
-    tracing::info!(provider = %provider, user_id = %user, deleted, revocation, "disconnected");
+    tracing::info!(provider = %provider, user_id = %user, deleted, revocation, by = %by_name, "disconnected");
     Ok(())
 }
 

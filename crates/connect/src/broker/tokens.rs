@@ -533,7 +533,7 @@ pub async fn refresh_claimed(
         Err(ProviderError::Refused { error, codes, .. })
             if crate::provider::means_reauth(provider, &error, &codes) =>
         {
-            needs_reauth(broker, &claimed, &format!("{error} {codes:?}")).await
+            needs_reauth(broker, &claimed, &reauth_reason(provider, &error, &codes)).await
         }
         Err(e) => {
             let retry_after = match &e {
@@ -561,6 +561,17 @@ pub async fn refresh_claimed(
             tracing::warn!(user_id = %claimed.user_id, provider = %provider, reason = %reason, cooldown_secs = cooldown.as_secs(), "refresh failed; cooling down");
             fallback(broker, &claimed, cooldown, rejected_version)
         }
+    }
+}
+
+/// The stored reason of a refused grant: the OAuth error code, then the provider's own code
+/// when it sent one (`invalid_grant AADSTS70008`); both are codes, never a description.
+fn reauth_reason(provider: ProviderId, error: &str, codes: &[u64]) -> String {
+    let error = crate::oauth::sanitize_code(error);
+    match (provider, codes.first()) {
+        (ProviderId::Microsoft, Some(code)) => format!("{error} AADSTS{code}"),
+        (_, Some(code)) => format!("{error} {code}"),
+        (_, None) => error,
     }
 }
 

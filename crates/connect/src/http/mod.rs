@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod service;
 pub mod state;
 pub mod user;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -122,6 +123,11 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(browser::callback))
         .routes(routes!(service::list))
         .routes(routes!(service::token))
+        .routes(routes!(service::disconnect))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::retry_delivery))
+        .routes(routes!(webhooks::list_endpoints))
+        .routes(routes!(webhooks::enable_endpoint))
         .routes(routes!(activity::user_activity))
         .routes(routes!(activity::service_activity))
 }

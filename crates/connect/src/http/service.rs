@@ -50,13 +50,7 @@ pub fn provider_filter(provider: Option<&str>) -> Result<Option<ProviderId>> {
 
 /// A listing's page size: 1–[`MAX_PAGE`], 100 when not given.
 pub fn page_limit(limit: Option<u32>) -> Result<u32> {
-    let limit = limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Error::InvalidRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
-    Ok(limit)
+    page(None, limit, 100, MAX_PAGE).map(|(_, limit)| limit)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -150,6 +144,61 @@ async fn issue_token(
     Ok(response)
 }
 
+/// Disconnects a user's connection as the operator: the same revocation as the user's own
+/// disconnect (Google and Dropbox grants revoked first; a failed revocation still deletes), and
+/// `connection.disconnected` with `by: operator`. Idempotent.
+#[utoipa::path(delete, path = "/v1/service/users/{user_id}/integrations/{provider}", tag = "service",
+    operation_id = "disconnect_as_operator", security(("service_key" = [])),
+    params(("user_id" = uuid::Uuid, Path, description = "The app's user id (JWT `sub`)."),
+           ("provider" = ProviderName, Path, description = "`outlook` (alias `microsoft`), `google` or `dropbox`")),
+    responses((status = 204, description = "Disconnected (or was not connected)."),
+              (status = 400, body = ErrorBody, description = "`user_id` is not a UUID."),
+              (status = 401, body = ErrorBody, description = "No or invalid service key."),
+              (status = 404, body = ErrorBody, description = "Unknown provider.")))]
+pub async fn disconnect(
+    State(state): State<AppState>,
+    caller: ServiceCaller,
+    Path((user_id, provider)): Path<(String, String)>,
+) -> Result<axum::http::StatusCode> {
+    let user = uuid::Uuid::parse_str(&user_id)
+        .map_err(|_| Error::InvalidRequest("user_id must be a UUID".into()))?;
+    let provider = ProviderId::from_path(&provider)
+        .filter(|p| state.broker.provider(*p).is_some())
+        .ok_or(Error::NotFound("provider"))?;
+    broker::disconnect(
+        &state.broker,
+        UserId(user),
+        provider,
+        Actor::Key(caller.key_name.clone()),
+    )
+    .await?;
+    tracing::info!(service_key = %caller.key_name, user_id = %user, provider = %provider, "disconnected by the operator");
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// A listing's `cursor` (an id this service issued) and `limit` (`default` when absent, at most
+/// `max`), checked.
+pub fn page(
+    cursor: Option<&str>,
+    limit: Option<u32>,
+    default: u32,
+    max: u32,
+) -> Result<(Option<uuid::Uuid>, u32)> {
+    let cursor = cursor
+        .map(|c| {
+            uuid::Uuid::parse_str(c)
+                .map_err(|_| Error::InvalidRequest("cursor is not one this service issued".into()))
+        })
+        .transpose()?;
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(Error::InvalidRequest(format!(
+            "limit must be between 1 and {max}"
+        )));
+    }
+    Ok((cursor, limit))
+}
+
 #[derive(Deserialize, IntoParams)]
 pub struct ListQuery {
     /// `outlook` (alias `microsoft`), `google` or `dropbox`.
@@ -195,15 +244,7 @@ pub async fn list(
             )),
         })
         .transpose()?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            uuid::Uuid::parse_str(c)
-                .map_err(|_| Error::InvalidRequest("cursor is not one this service issued".into()))
-        })
-        .transpose()?;
-    let limit = page_limit(query.limit)?;
+    let (after, limit) = page(query.cursor.as_deref(), query.limit, 100, MAX_PAGE)?;
     let (connections, next) = broker::list_connections(
         &state.broker,
         ListFilter {

@@ -8,7 +8,9 @@
 pub mod memory;
 pub mod postgres;
 mod postgres_migrate;
+mod postgres_outbox;
 pub mod sqlite;
+mod sqlite_outbox;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -295,14 +297,20 @@ pub trait Backend {
         provider: ProviderId,
     ) -> impl Future<Output = StoreResult<Option<ConnectionSummary>>> + Send;
 
-    /// Deletes the user's connection to `provider`; true when a row was deleted.
+    /// Deletes the user's connection to `provider`, with its `connection.disconnected` event
+    /// (`by` whom) when webhooks are configured; true when a row was deleted.
     fn delete_connection(
         &self,
         user: UserId,
         provider: ProviderId,
+        by: crate::webhooks::event::DisconnectedBy,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// Inserts or atomically replaces the user's connection to the provider.
+    /// Inserts or atomically replaces the user's connection to the provider (with its
+    /// `connection.created` or `connection.reconnected` event when webhooks are configured).
+    /// The state-changing operations below write their events in their own transaction too:
+    /// `store_refreshed` (`recovered`), `mark_needs_reauth`, `release_refresh_lease` with a
+    /// cooldown (`refresh_failing`, once a spell is long enough); see [`Outbox`].
     fn upsert_connection(
         &self,
         new: &NewConnection,
@@ -452,6 +460,12 @@ macro_rules! dispatch {
     };
 }
 
+mod outbox;
+pub use outbox::{
+    AttemptOutcome, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryRecord, DeliveryStatus,
+    DisabledEndpoint, Outbox, OutboxBackend,
+};
+pub use postgres_outbox::CHANNEL as WEBHOOK_CHANNEL;
 mod activity;
 pub use activity::{ActivityBackend, UPSERT_BATCH};
 
@@ -515,8 +529,15 @@ impl Store {
         dispatch!(self, s => s.user_connection(user, provider).await)
     }
 
-    pub async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {
-        dispatch!(self, s => s.delete_connection(user, provider).await)
+    /// Deletes the user's connection to `provider` (with its `connection.disconnected` event);
+    /// true when a row was deleted.
+    pub async fn delete_connection(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        by: crate::webhooks::event::DisconnectedBy,
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.delete_connection(user, provider, by).await)
     }
 
     pub async fn upsert_connection(&self, new: &NewConnection) -> StoreResult<()> {

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
+use crate::webhooks::event::{self, DisconnectedBy, Subject};
 
 pub use super::postgres_migrate::{Advice, MigrationError, migration_checksums};
 
@@ -40,6 +41,7 @@ pub struct PgStore {
     probe: std::sync::Arc<PgConnectOptions>,
     user_reads: UserReads,
     health: std::sync::Arc<super::Health>,
+    outbox: std::sync::Arc<super::Outbox>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -253,6 +255,18 @@ impl TryFrom<TokenRowDb> for TokenRow {
     }
 }
 
+/// A released lease's connection, to tell whether its failing spell is long enough to report.
+#[derive(sqlx::FromRow)]
+struct Released {
+    user_id: Uuid,
+    provider: String,
+    status: String,
+    refresh_failing_since: Option<OffsetDateTime>,
+    refresh_failing_notified: bool,
+    last_error: Option<String>,
+    failing_long_enough: bool,
+}
+
 const TOKEN_COLUMNS: &str = "id, user_id, provider, status, access_token, refresh_token, key_id, expires_at, version, provider_user_id, provider_email, scopes, refresh_cooldown_until";
 
 impl PgStore {
@@ -288,7 +302,17 @@ impl PgStore {
             probe,
             user_reads,
             health: Default::default(),
+            outbox: Default::default(),
         })
+    }
+
+    pub fn with_outbox(mut self, outbox: std::sync::Arc<super::Outbox>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    pub fn outbox(&self) -> &std::sync::Arc<super::Outbox> {
+        &self.outbox
     }
 
     /// Whether a new connection to the database can be opened right now (within 1 s). A pool
@@ -416,19 +440,45 @@ impl Backend for PgStore {
             .next())
     }
 
-    async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "delete from connect.integration_tokens where user_id = $1 and provider = $2",
+    async fn delete_connection(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        by: DisconnectedBy,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let deleted: Option<Uuid> = sqlx::query_scalar(
+            "delete from connect.integration_tokens where user_id = $1 and provider = $2 returning id",
         )
         .bind(user.0)
         .bind(provider.as_str())
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(result.rows_affected() > 0)
+        if let (Some(id), true) = (deleted, self.outbox.is_active()) {
+            let event = event::disconnected(id, user, provider, by);
+            super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+        }
+        tx.commit().await?;
+        self.outbox.announce(deleted.is_some());
+        Ok(deleted.is_some())
     }
 
     async fn upsert_connection(&self, c: &NewConnection) -> StoreResult<()> {
-        sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        // What was stored before decides the event: created, or reconnected (same account?).
+        let before: Option<(String, String)> = if self.outbox.is_active() {
+            sqlx::query_as(
+                "select status, provider_user_id from connect.integration_tokens \
+                 where user_id = $1 and provider = $2 for update",
+            )
+            .bind(c.user_id.0)
+            .bind(c.provider.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        } else {
+            None
+        };
+        let id: Uuid = sqlx::query_scalar(
             "insert into connect.integration_tokens \
                (user_id, provider, access_token, refresh_token, key_id, expires_at, \
                 provider_user_id, provider_email, display_name, scopes, status, last_refreshed_at) \
@@ -439,7 +489,10 @@ impl Backend for PgStore {
                provider_user_id = excluded.provider_user_id, provider_email = excluded.provider_email, \
                display_name = excluded.display_name, scopes = excluded.scopes, status = 'connected', \
                last_refreshed_at = now(), last_error = null, refresh_lease_owner = null, \
-               refresh_lease_until = null, refresh_cooldown_until = null, version = connect.integration_tokens.version + 1",
+               refresh_lease_until = null, refresh_cooldown_until = null, \
+               refresh_failing_since = null, refresh_failing_notified = false, \
+               version = connect.integration_tokens.version + 1 \
+             returning id",
         )
         .bind(c.user_id.0)
         .bind(c.provider.as_str())
@@ -451,8 +504,18 @@ impl Backend for PgStore {
         .bind(&c.provider_email)
         .bind(&c.display_name)
         .bind(&c.scopes)
-        .execute(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        if self.outbox.is_active() {
+            let event = event::connected(
+                id,
+                c,
+                before.as_ref().map(|(s, p)| (s.as_str(), p.as_str())),
+            );
+            super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+        }
+        tx.commit().await?;
+        self.outbox.announce(true);
         Ok(())
     }
 
@@ -580,11 +643,28 @@ impl Backend for PgStore {
         owner: Uuid,
         r: &Refreshed,
     ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        // A refresh that ends a failing spell for which refresh_failing was sent: recovered.
+        let failing: Option<(Uuid, String, Option<OffsetDateTime>, bool)> =
+            if self.outbox.is_active() {
+                sqlx::query_as(
+                    "select user_id, provider, refresh_failing_since, refresh_failing_notified \
+                 from connect.integration_tokens \
+                 where id = $1 and version = $2 and refresh_lease_owner = $3 for update",
+                )
+                .bind(id)
+                .bind(version)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?
+            } else {
+                None
+            };
         let result = sqlx::query(
             "update connect.integration_tokens set access_token = $4, refresh_token = $5, key_id = $6, \
                expires_at = $7, scopes = coalesce($8, scopes), last_refreshed_at = now(), last_error = null, \
                refresh_cooldown_until = null, refresh_lease_owner = null, refresh_lease_until = null, \
-               version = version + 1 \
+               refresh_failing_since = null, refresh_failing_notified = false, version = version + 1 \
              where id = $1 and version = $2 and refresh_lease_owner = $3",
         )
         .bind(id)
@@ -595,9 +675,24 @@ impl Backend for PgStore {
         .bind(&r.key_id)
         .bind(r.expires_at)
         .bind(&r.scopes)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        let stored = result.rows_affected() == 1;
+        let mut written = false;
+        if let (true, Some((user, provider, Some(since), true))) = (stored, failing) {
+            let subject = Subject {
+                connection_id: id,
+                user: UserId(user),
+                provider: super::provider(&provider)?,
+                status: ConnectionState::Connected,
+            };
+            let event = event::recovered(subject, since);
+            super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+            written = true;
+        }
+        tx.commit().await?;
+        self.outbox.announce(written);
+        Ok(stored)
     }
 
     async fn mark_needs_reauth(
@@ -607,18 +702,28 @@ impl Backend for PgStore {
         owner: Uuid,
         reason: &str,
     ) -> StoreResult<bool> {
-        let result = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let marked: Option<(Uuid, String)> = sqlx::query_as(
             "update connect.integration_tokens set status = 'needs_reauth', last_error = $4, \
-               refresh_lease_owner = null, refresh_lease_until = null, version = version + 1 \
-             where id = $1 and version = $2 and refresh_lease_owner = $3",
+               refresh_lease_owner = null, refresh_lease_until = null, \
+               refresh_failing_since = null, refresh_failing_notified = false, version = version + 1 \
+             where id = $1 and version = $2 and refresh_lease_owner = $3 \
+             returning user_id, provider",
         )
         .bind(id)
         .bind(version)
         .bind(owner)
         .bind(reason)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        let written = self.outbox.is_active() && marked.is_some();
+        if let (Some((user, provider)), true) = (&marked, written) {
+            let event = event::needs_reauth(id, UserId(*user), super::provider(provider)?, reason);
+            super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+        }
+        tx.commit().await?;
+        self.outbox.announce(written);
+        Ok(marked.is_some())
     }
 
     async fn release_refresh_lease(
@@ -628,17 +733,60 @@ impl Backend for PgStore {
         cooldown_until: Option<OffsetDateTime>,
         reason: Option<&str>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "update connect.integration_tokens set refresh_lease_owner = null, refresh_lease_until = null, \
-               refresh_cooldown_until = coalesce($3, refresh_cooldown_until), last_error = coalesce($4, last_error) \
-             where id = $1 and refresh_lease_owner = $2",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(cooldown_until)
-        .bind(reason)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        // A cooldown means the refresh failed: a failing spell starts (or goes on).
+        let released: Option<Released> =
+            sqlx::query_as(
+                "update connect.integration_tokens set refresh_lease_owner = null, refresh_lease_until = null, \
+                   refresh_cooldown_until = coalesce($3, refresh_cooldown_until), \
+                   last_error = coalesce($4, last_error), \
+                   refresh_failing_since = case when $3::timestamptz is null then refresh_failing_since \
+                                                else coalesce(refresh_failing_since, now()) end \
+                 where id = $1 and refresh_lease_owner = $2 \
+                 returning user_id, provider, status, refresh_failing_since, refresh_failing_notified, last_error, \
+                           coalesce(refresh_failing_since <= now() - make_interval(secs => $5), false) as failing_long_enough",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(cooldown_until)
+            .bind(reason)
+            .bind(self.outbox.failing_after.as_secs_f64())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut written = false;
+        if let (
+            Some(Released {
+                user_id: user,
+                provider,
+                status,
+                refresh_failing_since: Some(since),
+                refresh_failing_notified: false,
+                last_error,
+                failing_long_enough: true,
+            }),
+            true,
+            Some(_),
+        ) = (released, self.outbox.is_active(), cooldown_until)
+        {
+            // Once per spell: the flag is cleared by the next successful refresh or reconnect.
+            sqlx::query(
+                "update connect.integration_tokens set refresh_failing_notified = true where id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let subject = Subject {
+                connection_id: id,
+                user: UserId(user),
+                provider: super::provider(&provider)?,
+                status: ConnectionState::from_db(&status),
+            };
+            let event = event::refresh_failing(subject, last_error.as_deref(), since);
+            super::postgres_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+            written = true;
+        }
+        tx.commit().await?;
+        self.outbox.announce(written);
         Ok(())
     }
 

@@ -10,18 +10,21 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::provider as provider_of;
 use super::{
     Backend, Flow, ListFilter, NewConnection, Refreshed, ReturnMode, SealedConnection, StoreError,
     StoreOptions, StoreResult, TokenRow, hash32, provider,
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
 use crate::provider::ProviderId;
+use crate::webhooks::event::{self, DisconnectedBy, Subject};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    outbox: std::sync::Arc<super::Outbox>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -187,6 +190,18 @@ fn lease_secs(lease: Duration) -> i64 {
     i64::try_from(lease.as_secs() + u64::from(lease.subsec_nanos() > 0)).unwrap_or(i64::MAX)
 }
 
+/// A released lease's connection, to tell whether its failing spell is long enough to report.
+#[derive(sqlx::FromRow)]
+struct Released {
+    user_id: String,
+    provider: String,
+    status: String,
+    refresh_failing_since: Option<i64>,
+    refresh_failing_notified: bool,
+    last_error: Option<String>,
+    failing_long_enough: bool,
+}
+
 const TOKEN_COLUMNS: &str = "id, user_id, provider, status, access_token, refresh_token, key_id, expires_at, version, provider_user_id, provider_email, scopes, refresh_cooldown_until";
 
 const SUMMARY_COLUMNS: &str = "user_id, provider, status, provider_email, display_name, scopes, \
@@ -209,7 +224,19 @@ impl SqliteStore {
         if options.migrate {
             MIGRATOR.run(&pool).await?;
         }
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            outbox: Default::default(),
+        })
+    }
+
+    pub fn with_outbox(mut self, outbox: std::sync::Arc<super::Outbox>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    pub fn outbox(&self) -> &std::sync::Arc<super::Outbox> {
+        &self.outbox
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -248,20 +275,46 @@ impl Backend for SqliteStore {
         row.map(ConnectionSummary::try_from).transpose()
     }
 
-    async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {
-        let result =
-            sqlx::query("delete from integration_tokens where user_id = $1 and provider = $2")
-                .bind(user.0.to_string())
-                .bind(provider.as_str())
-                .execute(&self.pool)
-                .await?;
-        Ok(result.rows_affected() > 0)
+    async fn delete_connection(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        by: DisconnectedBy,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let deleted: Option<String> = sqlx::query_scalar(
+            "delete from integration_tokens where user_id = $1 and provider = $2 returning id",
+        )
+        .bind(user.0.to_string())
+        .bind(provider.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let written = deleted.is_some() && self.outbox.is_active();
+        if let (Some(id), true) = (&deleted, written) {
+            let event = event::disconnected(parse_uuid(id)?, user, provider, by);
+            super::sqlite_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+        }
+        tx.commit().await?;
+        self.outbox.announce(written);
+        Ok(deleted.is_some())
     }
 
     async fn upsert_connection(&self, c: &NewConnection) -> StoreResult<()> {
         let scopes =
             serde_json::to_string(&c.scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let before: Option<(String, String)> = if self.outbox.is_active() {
+            sqlx::query_as(
+                "select status, provider_user_id from integration_tokens where user_id = $1 and provider = $2",
+            )
+            .bind(c.user_id.0.to_string())
+            .bind(c.provider.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        } else {
+            None
+        };
+        let id: String = sqlx::query_scalar(
             "insert into integration_tokens \
                (id, user_id, provider, access_token, refresh_token, key_id, expires_at, \
                 provider_user_id, provider_email, display_name, scopes, status, last_refreshed_at) \
@@ -272,8 +325,10 @@ impl Backend for SqliteStore {
                provider_user_id = excluded.provider_user_id, provider_email = excluded.provider_email, \
                display_name = excluded.display_name, scopes = excluded.scopes, status = 'connected', \
                last_refreshed_at = unixepoch(), last_error = null, refresh_lease_owner = null, \
-               refresh_lease_until = null, refresh_cooldown_until = null, version = integration_tokens.version + 1, \
-               updated_at = unixepoch()",
+               refresh_lease_until = null, refresh_cooldown_until = null, \
+               refresh_failing_since = null, refresh_failing_notified = 0, \
+               version = integration_tokens.version + 1, updated_at = unixepoch() \
+             returning id",
         )
         .bind(Uuid::new_v4().to_string())
         .bind(c.user_id.0.to_string())
@@ -286,8 +341,18 @@ impl Backend for SqliteStore {
         .bind(&c.provider_email)
         .bind(&c.display_name)
         .bind(scopes)
-        .execute(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        if self.outbox.is_active() {
+            let event = event::connected(
+                parse_uuid(&id)?,
+                c,
+                before.as_ref().map(|(s, p)| (s.as_str(), p.as_str())),
+            );
+            super::sqlite_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+        }
+        tx.commit().await?;
+        self.outbox.announce(true);
         Ok(())
     }
 
@@ -421,10 +486,25 @@ impl Backend for SqliteStore {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let failing: Option<(String, String, Option<i64>, bool)> = if self.outbox.is_active() {
+            sqlx::query_as(
+                "select user_id, provider, refresh_failing_since, refresh_failing_notified \
+                 from integration_tokens where id = $1 and version = $2 and refresh_lease_owner = $3",
+            )
+            .bind(id.to_string())
+            .bind(version)
+            .bind(owner.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+        } else {
+            None
+        };
         let result = sqlx::query(
             "update integration_tokens set access_token = $4, refresh_token = $5, key_id = $6, \
                expires_at = $7, scopes = coalesce($8, scopes), last_refreshed_at = unixepoch(), last_error = null, \
                refresh_cooldown_until = null, refresh_lease_owner = null, refresh_lease_until = null, \
+               refresh_failing_since = null, refresh_failing_notified = 0, \
                version = version + 1, updated_at = unixepoch() \
              where id = $1 and version = $2 and refresh_lease_owner = $3",
         )
@@ -436,9 +516,24 @@ impl Backend for SqliteStore {
         .bind(&r.key_id)
         .bind(r.expires_at.unix_timestamp())
         .bind(scopes)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        let stored = result.rows_affected() == 1;
+        let mut written = false;
+        if let (true, Some((user, provider, Some(since), true))) = (stored, failing) {
+            let subject = Subject {
+                connection_id: id,
+                user: UserId(parse_uuid(&user)?),
+                provider: provider_of(&provider)?,
+                status: ConnectionState::Connected,
+            };
+            let event = event::recovered(subject, to_time(since)?);
+            super::sqlite_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+            written = true;
+        }
+        tx.commit().await?;
+        self.outbox.announce(written);
+        Ok(stored)
     }
 
     async fn mark_needs_reauth(
@@ -448,19 +543,34 @@ impl Backend for SqliteStore {
         owner: Uuid,
         reason: &str,
     ) -> StoreResult<bool> {
-        let result = sqlx::query(
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let marked: Option<(String, String)> = sqlx::query_as(
             "update integration_tokens set status = 'needs_reauth', last_error = $4, \
-               refresh_lease_owner = null, refresh_lease_until = null, version = version + 1, \
+               refresh_lease_owner = null, refresh_lease_until = null, \
+               refresh_failing_since = null, refresh_failing_notified = 0, version = version + 1, \
                updated_at = unixepoch() \
-             where id = $1 and version = $2 and refresh_lease_owner = $3",
+             where id = $1 and version = $2 and refresh_lease_owner = $3 \
+             returning user_id, provider",
         )
         .bind(id.to_string())
         .bind(version)
         .bind(owner.to_string())
         .bind(reason)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        let written = self.outbox.is_active() && marked.is_some();
+        if let (Some((user, provider)), true) = (&marked, written) {
+            let event = event::needs_reauth(
+                id,
+                UserId(parse_uuid(user)?),
+                provider_of(provider)?,
+                reason,
+            );
+            super::sqlite_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+        }
+        tx.commit().await?;
+        self.outbox.announce(written);
+        Ok(marked.is_some())
     }
 
     async fn release_refresh_lease(
@@ -470,17 +580,56 @@ impl Backend for SqliteStore {
         cooldown_until: Option<OffsetDateTime>,
         reason: Option<&str>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "update integration_tokens set refresh_lease_owner = null, refresh_lease_until = null, \
-               refresh_cooldown_until = coalesce($3, refresh_cooldown_until), last_error = coalesce($4, last_error) \
-             where id = $1 and refresh_lease_owner = $2",
-        )
-        .bind(id.to_string())
-        .bind(owner.to_string())
-        .bind(cooldown_until.map(|t| t.unix_timestamp()))
-        .bind(reason)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let released: Option<Released> =
+            sqlx::query_as(
+                "update integration_tokens set refresh_lease_owner = null, refresh_lease_until = null, \
+                   refresh_cooldown_until = coalesce($3, refresh_cooldown_until), \
+                   last_error = coalesce($4, last_error), \
+                   refresh_failing_since = case when $3 is null then refresh_failing_since \
+                                                else coalesce(refresh_failing_since, unixepoch()) end \
+                 where id = $1 and refresh_lease_owner = $2 \
+                 returning user_id, provider, status, refresh_failing_since, refresh_failing_notified, last_error, \
+                           coalesce(refresh_failing_since <= unixepoch() - $5, 0) as failing_long_enough",
+            )
+            .bind(id.to_string())
+            .bind(owner.to_string())
+            .bind(cooldown_until.map(|t| t.unix_timestamp()))
+            .bind(reason)
+            .bind(i64::try_from(self.outbox.failing_after.as_secs()).unwrap_or(i64::MAX))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut written = false;
+        if let (
+            Some(Released {
+                user_id: user,
+                provider,
+                status,
+                refresh_failing_since: Some(since),
+                refresh_failing_notified: false,
+                last_error,
+                failing_long_enough: true,
+            }),
+            true,
+            Some(_),
+        ) = (released, self.outbox.is_active(), cooldown_until)
+        {
+            sqlx::query("update integration_tokens set refresh_failing_notified = 1 where id = $1")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            let subject = Subject {
+                connection_id: id,
+                user: UserId(parse_uuid(&user)?),
+                provider: provider_of(&provider)?,
+                status: ConnectionState::from_db(&status),
+            };
+            let event = event::refresh_failing(subject, last_error.as_deref(), to_time(since)?);
+            super::sqlite_outbox::write_event(&mut tx, &self.outbox.endpoints, &event).await?;
+            written = true;
+        }
+        tx.commit().await?;
+        self.outbox.announce(written);
         Ok(())
     }
 

@@ -22,3 +22,4 @@ mod supabase;
 mod supabase_shape;
 mod support;
 mod tokens;
+mod webhooks;

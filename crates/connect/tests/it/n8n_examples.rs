@@ -19,6 +19,8 @@ const GMAIL_FILE: &str = "gmail-latest-messages-via-proxy.json";
 const DROPBOX_FILE: &str = "dropbox-list-folder-via-proxy.json";
 const HTTP_REQUEST: &str = "n8n-nodes-base.httpRequest";
 const STICKY_NOTE: &str = "n8n-nodes-base.stickyNote";
+const WEBHOOK: &str = "n8n-nodes-base.webhook";
+const EVENTS_FILE: &str = "connection-events-webhook.json";
 
 /// Text that must never appear in a workflow file: a service key, a JWT (the seed handed n8n the
 /// Supabase service-role JWT), a Supabase secret key.
@@ -182,7 +184,7 @@ fn structure_problems(wf: &Value) -> Vec<String> {
     let mut reached = BTreeSet::new();
     for trigger in nodes(wf)
         .iter()
-        .filter(|n| node_type(n).ends_with("Trigger"))
+        .filter(|n| node_type(n).ends_with("Trigger") || node_type(n) == WEBHOOK)
     {
         reached.insert(name(trigger));
         reached.extend(downstream(wf, name(trigger)));
@@ -318,8 +320,9 @@ fn workflows_never_embed_a_service_key() {
 #[test]
 fn connect_is_called_only_with_the_header_auth_credential() {
     for wf in workflows() {
+        // The events recipe is called by the service; it calls nothing.
         assert!(
-            http_nodes(&wf.json).any(calls_connect),
+            wf.file == EVENTS_FILE || http_nodes(&wf.json).any(calls_connect),
             "{}: never calls the service",
             wf.file
         );
@@ -500,6 +503,142 @@ fn the_readme_names_every_workflow() {
             wf.file
         );
     }
+}
+
+/// Runs the events recipe's Code node as n8n would (an async function with `$input`, `$env`,
+/// `$getWorkflowStaticData`, `require` and `this.helpers`) on each request in turn, with one
+/// workflow static data shared by all; returns each run's first output item.
+fn run_verify_code(
+    code: &str,
+    secret_env: &str,
+    requests: &[(Vec<(String, String)>, String)],
+) -> Vec<Value> {
+    const HARNESS: &str = r#"
+const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+const AsyncFunction = Object.getPrototypeOf(async function () {}).constructor;
+const node = new AsyncFunction('$input', '$env', '$getWorkflowStaticData', 'require', input.code);
+const staticData = {};
+(async () => {
+  const out = [];
+  for (const request of input.requests) {
+    const item = { json: { headers: request.headers, body: JSON.parse(request.raw) }, binary: { data: {} } };
+    const helpers = { getBinaryDataBuffer: async () => Buffer.from(request.raw, 'utf8') };
+    const result = await node.call({ helpers }, { first: () => item }, { CONNECT_WEBHOOK_SECRET: input.secret }, () => staticData, require);
+    out.push(result[0].json);
+  }
+  console.log(JSON.stringify(out));
+})();
+"#;
+    let requests: Vec<Value> = requests
+        .iter()
+        .map(|(headers, raw)| {
+            let headers: serde_json::Map<String, Value> =
+                headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            json!({"headers": headers, "raw": raw})
+        })
+        .collect();
+    let input = json!({"code": code, "secret": secret_env, "requests": requests});
+    let mut child = std::process::Command::new("node")
+        .args(["-e", HARNESS])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs the Code node");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.to_string().as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the Code node failed");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn the_events_recipe_verifies_signatures_and_sends_needs_reauth_to_attention() {
+    use celeste_connect::webhooks::signing::{SigningSecret, generate_secret, signature_header};
+    let wf = workflow(EVENTS_FILE);
+    let webhook = node_named(&wf.json, "Connection events");
+    assert_eq!(node_type(webhook), WEBHOOK);
+    assert_eq!(webhook["parameters"]["httpMethod"], "POST");
+    assert_eq!(webhook["parameters"]["responseMode"], "responseNode");
+    assert_eq!(webhook["parameters"]["options"]["rawBody"], true);
+    // Unsigned requests are refused; signed ones accepted, and needs_reauth goes on.
+    let verify = downstream(&wf.json, "Connection events");
+    for wanted in [
+        "Verify signature",
+        "Accept (204)",
+        "Refuse (401)",
+        "Needs attention",
+    ] {
+        assert!(verify.contains(wanted), "{wanted}");
+    }
+    let gate = &wf.json["connections"]["Signed by Celeste Connect?"]["main"];
+    assert_eq!(gate[0][0]["node"], "Accept (204)");
+    assert_eq!(gate[1][0]["node"], "Refuse (401)");
+    assert!(downstream(&wf.json, "Needs reauth?").contains("Needs attention"));
+    assert!(!downstream(&wf.json, "Refuse (401)").contains("Needs attention"));
+    let needs = node_named(&wf.json, "Needs reauth?").to_string();
+    assert!(needs.contains("connection.needs_reauth"), "{needs}");
+    assert!(!wf.text.contains("whsec_MfKQ"), "no secret in the file");
+
+    // The Code node itself, run on deliveries signed by the service's own signing code.
+    let code = node_named(&wf.json, "Verify signature")["parameters"]["jsCode"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (current, old) = (generate_secret().unwrap(), generate_secret().unwrap());
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let body = |kind: &str| {
+        json!({"id": "msg_1", "type": kind, "timestamp": "2026-12-01T10:00:00.000Z",
+               "data": {"user_id": "3f0e…", "provider": "microsoft", "status": "needs_reauth",
+                        "reason": "invalid_grant", "provider_code": "AADSTS70008"}})
+        .to_string()
+    };
+    let signed = |id: &str, ts: i64, raw: &str, secrets: &[&str]| {
+        let secrets: Vec<SigningSecret> = secrets
+            .iter()
+            .map(|s| SigningSecret::parse(s).unwrap())
+            .collect();
+        let headers = vec![
+            ("webhook-id".to_owned(), id.to_owned()),
+            ("webhook-timestamp".to_owned(), ts.to_string()),
+            (
+                "webhook-signature".to_owned(),
+                signature_header(&secrets, id, ts, raw.as_bytes()),
+            ),
+        ];
+        (headers, raw.to_owned())
+    };
+    let reauth = body("connection.needs_reauth");
+    let mut tampered = signed("msg_2", now, &reauth, &[&current]);
+    tampered.1 = tampered.1.replace("invalid_grant", "nothing_wrong");
+    let results = run_verify_code(
+        &code,
+        &current,
+        &[
+            signed("msg_1", now, &reauth, &[&current]),
+            signed("msg_1", now, &reauth, &[&current]),
+            tampered,
+            signed("msg_3", now - 3600, &reauth, &[&current]),
+            signed("msg_4", now, &reauth, &[&old]),
+            signed("msg_5", now, &body("connection.created"), &[&old, &current]),
+        ],
+    );
+    assert_eq!(results[0]["valid"], true, "{results:?}");
+    assert_eq!(results[0]["type"], "connection.needs_reauth");
+    assert_eq!(results[0]["provider_code"], "AADSTS70008");
+    assert_eq!(
+        (&results[1]["valid"], &results[1]["duplicate"]),
+        (&json!(true), &json!(true))
+    );
+    assert_eq!(results[2]["reason"], "signature does not match");
+    assert_eq!(results[3]["reason"], "timestamp too old or too new");
+    assert_eq!(results[4]["valid"], false, "another secret's signature");
+    assert_eq!(
+        results[5]["valid"], true,
+        "one of several signatures (rotation)"
+    );
+    // Without the secret in n8n's environment, nothing passes.
+    let unset = run_verify_code(&code, "", &[signed("msg_6", now, &reauth, &[&current])]);
+    assert_eq!(unset[0]["valid"], false);
 }
 
 #[test]

@@ -76,6 +76,10 @@ async fn anon_can_touch_nothing() {
             "delete from connect.integration_tokens",
             "select public.user_has_integration('outlook')",
             "select version from connect._sqlx_migrations",
+            "select body from connect.webhook_events",
+            "select * from connect.webhook_deliveries",
+            "update connect.webhook_deliveries set status = 'pending'",
+            "insert into connect.webhook_endpoints (name) values ('x')",
         ] {
             assert_eq!(
                 as_role(&mut conn, "anon", Some(alice), sql)
@@ -111,6 +115,12 @@ async fn user_read_role_reads_only_own_non_secret_columns() {
             "select refresh_token from connect.integration_tokens",
             "select * from connect.integration_tokens",
             "select pkce_verifier from connect.oauth_flows",
+            "select body from connect.webhook_events",
+            "select * from connect.webhook_deliveries",
+            "select * from connect.webhook_endpoints",
+            "delete from connect.webhook_deliveries",
+            "update connect.webhook_endpoints set disabled_at = null",
+            "select refresh_failing_since from connect.integration_tokens",
         ] {
             for role in ["connect_user_reader", "authenticated"] {
                 assert_eq!(
@@ -436,7 +446,37 @@ async fn catalog_grants_nothing_to_client_roles_and_forces_rls() {
             [
                 ("activity".to_owned(), true, true),
                 ("integration_tokens".to_owned(), true, true),
-                ("oauth_flows".to_owned(), true, true)
+                ("oauth_flows".to_owned(), true, true),
+                ("webhook_deliveries".to_owned(), true, true),
+                ("webhook_endpoints".to_owned(), true, true),
+                ("webhook_events".to_owned(), true, true)
+            ]
+        );
+        // The outbox belongs to the service's role alone: no other role holds any privilege.
+        let outbox_grants: Vec<(String, String, String)> = sqlx::query_as(
+            "select grantee::text, table_name::text, privilege_type::text from information_schema.role_table_grants \
+             where table_schema = 'connect' and table_name like 'webhook\\_%' \
+               and grantee not in ('connect_service', current_user) order by 1, 2, 3",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert!(outbox_grants.is_empty(), "{outbox_grants:?}");
+        let service_grants: Vec<String> = sqlx::query_scalar(
+            "select table_name::text || ':' || string_agg(privilege_type::text, ',' order by privilege_type) \
+             from information_schema.role_table_grants \
+             where table_schema = 'connect' and table_name like 'webhook\\_%' and grantee = 'connect_service' \
+             group by table_name order by 1",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            service_grants,
+            [
+                "webhook_deliveries:DELETE,INSERT,SELECT,UPDATE",
+                "webhook_endpoints:DELETE,INSERT,SELECT,UPDATE",
+                "webhook_events:DELETE,INSERT,SELECT,UPDATE"
             ]
         );
 
@@ -699,6 +739,7 @@ async fn the_migration_files_themselves_apply_twice_without_error_or_change() {
             for sql in [
                 include_str!("../../migrations/postgres/0001_init.sql"),
                 include_str!("../../migrations/postgres/0002_own_roles.sql"),
+                include_str!("../../migrations/postgres/0004_webhooks.sql"),
                 include_str!("../../migrations/postgres/0005_activity.sql"),
             ] {
                 sqlx::raw_sql(sql)
@@ -711,7 +752,7 @@ async fn the_migration_files_themselves_apply_twice_without_error_or_change() {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!((before, after), (5, 5), "same policies, none duplicated");
+        assert_eq!((before, after), (8, 8), "same policies, none duplicated");
     }
 }
 

@@ -75,13 +75,21 @@ async fn connection_lifecycle_behaves_the_same_on_both_backends() {
         // Deleting is idempotent and touches only the caller's row.
         assert!(
             store
-                .delete_connection(UserId(alice), ProviderId::Microsoft)
+                .delete_connection(
+                    UserId(alice),
+                    ProviderId::Microsoft,
+                    celeste_connect::webhooks::event::DisconnectedBy::User,
+                )
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .delete_connection(UserId(alice), ProviderId::Microsoft)
+                .delete_connection(
+                    UserId(alice),
+                    ProviderId::Microsoft,
+                    celeste_connect::webhooks::event::DisconnectedBy::User,
+                )
                 .await
                 .unwrap()
         );
@@ -682,6 +690,224 @@ async fn resealing_moves_key_ids_and_loses_to_a_write_in_between() {
             b"sealed-at-new",
             "{label}"
         );
+    }
+}
+
+/// The webhook outbox on every backend: each state change writes its event with one delivery
+/// per endpoint, in the same write; claims are exclusive while their lease lives; only the
+/// claim's holder records an attempt; a 410 disables the endpoint; a retry starts over.
+#[tokio::test]
+async fn the_outbox_records_each_change_and_hands_each_delivery_to_one_claimant() {
+    use celeste_connect::store::{AttemptOutcome, DeliveryFilter, DeliveryStatus, Outbox};
+    use celeste_connect::webhooks::event::DisconnectedBy;
+    for (label, store, _db) in each_store().await {
+        let store = store.with_outbox(std::sync::Arc::new(Outbox {
+            endpoints: vec!["a".into(), "b".into()],
+            failing_after: Duration::ZERO,
+            written: Default::default(),
+        }));
+        let user = Uuid::new_v4();
+        seed_connection(&store, user, "outbox@example.com").await;
+        seed_connection(&store, user, "outbox@example.com").await;
+        let row = row_of(&store, user).await;
+        // A failing refresh (a cooldown): refresh_failing once, then recovered.
+        let owner = Uuid::new_v4();
+        store
+            .claim_refresh_lease(row.id, owner, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .release_refresh_lease(
+                row.id,
+                owner,
+                Some(OffsetDateTime::now_utc()),
+                Some("unavailable: HTTP 503"),
+            )
+            .await
+            .unwrap();
+        let row = row_of(&store, user).await;
+        store
+            .claim_refresh_lease(row.id, owner, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .release_refresh_lease(
+                row.id,
+                owner,
+                Some(OffsetDateTime::now_utc()),
+                Some("unavailable: HTTP 503"),
+            )
+            .await
+            .unwrap();
+        store
+            .claim_refresh_lease(row.id, owner, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .store_refreshed(row.id, row.version, owner, &refreshed("ok"))
+                .await
+                .unwrap()
+        );
+        let row = row_of(&store, user).await;
+        store
+            .claim_refresh_lease(row.id, owner, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .mark_needs_reauth(row.id, row.version, owner, "invalid_grant AADSTS70008")
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .delete_connection(
+                    UserId(user),
+                    ProviderId::Microsoft,
+                    DisconnectedBy::Operator
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .delete_connection(
+                    UserId(user),
+                    ProviderId::Microsoft,
+                    DisconnectedBy::Operator
+                )
+                .await
+                .unwrap()
+        );
+
+        let all = |endpoint: &str| DeliveryFilter {
+            endpoint: Some(endpoint.to_owned()),
+            limit: 100,
+            ..DeliveryFilter::default()
+        };
+        let mut a = store.list_deliveries(&all("a")).await.unwrap();
+        a.reverse();
+        let types: Vec<&str> = a.iter().map(|d| d.event_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "connection.created",
+                "connection.reconnected",
+                "connection.refresh_failing",
+                "connection.recovered",
+                "connection.needs_reauth",
+                "connection.disconnected"
+            ],
+            "{label}"
+        );
+        let b = store.list_deliveries(&all("b")).await.unwrap();
+        assert_eq!(b.len(), a.len(), "{label}: one delivery per endpoint");
+        let body = |i: usize| serde_json::from_str::<serde_json::Value>(&a[i].body).unwrap();
+        assert_eq!(
+            body(1)["data"]["previous_account_changed"],
+            false,
+            "{label}"
+        );
+        assert_eq!(body(2)["data"]["reason"], "HTTP 503", "{label}");
+        assert_eq!(body(4)["data"]["reason"], "invalid_grant", "{label}");
+        assert_eq!(body(4)["data"]["provider_code"], "AADSTS70008", "{label}");
+        assert_eq!(body(5)["data"]["by"], "operator", "{label}");
+        assert_eq!(
+            body(5)["data"]["connection_id"],
+            row.id.to_string(),
+            "{label}"
+        );
+        for d in &a {
+            assert_eq!(d.status, DeliveryStatus::Pending, "{label}");
+            assert!(
+                !d.body.contains("sealed-"),
+                "{label}: no token in {}",
+                d.body
+            );
+        }
+
+        // Claims: all due ones to the first claimant, none to the second while leased.
+        let endpoints = vec!["a".to_owned()];
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        let claimed = store
+            .claim_deliveries(&endpoints, 100, first, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 6, "{label}");
+        assert!(
+            store
+                .claim_deliveries(&endpoints, 100, second, LEASE)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{label}"
+        );
+        let gone = AttemptOutcome {
+            status: DeliveryStatus::Failed,
+            next_attempt_at: None,
+            http_status: Some(410),
+            error: None,
+            response: None,
+            disable_endpoint: Some("hash".into()),
+        };
+        assert!(
+            !store
+                .finish_delivery(claimed[0].id, "a", second, &gone)
+                .await
+                .unwrap(),
+            "{label}: not the holder"
+        );
+        assert!(
+            store
+                .finish_delivery(claimed[0].id, "a", first, &gone)
+                .await
+                .unwrap(),
+            "{label}"
+        );
+        let disabled = store.disabled_endpoints().await.unwrap();
+        assert_eq!(disabled.len(), 1, "{label}");
+        assert_eq!(
+            (disabled[0].name.as_str(), disabled[0].url_sha256.as_deref()),
+            ("a", Some("hash"))
+        );
+        let failed = store.delivery(claimed[0].id).await.unwrap().unwrap();
+        assert_eq!(
+            (failed.status, failed.attempts, failed.last_status),
+            (DeliveryStatus::Failed, 1, Some(410)),
+            "{label}"
+        );
+        assert_eq!(
+            store.release_deliveries_of(first).await.unwrap(),
+            5,
+            "{label}"
+        );
+        assert_eq!(
+            store
+                .claim_deliveries(&endpoints, 2, second, LEASE)
+                .await
+                .unwrap()
+                .len(),
+            2,
+            "{label}"
+        );
+
+        // A retry starts the schedule over.
+        let again = store.retry_delivery(claimed[0].id).await.unwrap().unwrap();
+        assert_eq!(
+            (again.status, again.attempts),
+            (DeliveryStatus::Pending, 0),
+            "{label}"
+        );
+        assert!(store.enable_endpoint("a").await.unwrap(), "{label}");
+        assert!(!store.enable_endpoint("a").await.unwrap(), "{label}");
+        let backlog = store.delivery_backlog().await.unwrap();
+        assert_eq!(backlog.pending, 12, "{label}");
+        assert!(backlog.oldest_created_at.is_some());
     }
 }
 

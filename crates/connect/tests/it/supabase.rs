@@ -213,6 +213,14 @@ async fn nobody_reaches_alices_connection(exposed: bool) {
         format!(
             "insert into connect.oauth_flows (state_hash, user_id, provider, pkce_verifier, key_id, binding_hash, app_origin, expires_at) values ('x', '{alice}', 'microsoft', 'v', 'k1', 'b', 'https://evil.example', now() + interval '1 hour')"
         ),
+        "select * from connect.webhook_events".to_owned(),
+        "select * from connect.webhook_deliveries".to_owned(),
+        "select * from connect.webhook_endpoints".to_owned(),
+        "insert into connect.webhook_endpoints (name, disabled_at) values ('hooks', now())"
+            .to_owned(),
+        "update connect.webhook_deliveries set status = 'pending', next_attempt_at = now()"
+            .to_owned(),
+        "delete from connect.webhook_events".to_owned(),
     ];
     for caller in [anon(), signed_in(bob)] {
         for attack in &attacks {

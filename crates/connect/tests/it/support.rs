@@ -338,6 +338,7 @@ pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
         demo_coop: None,
         // Tests of limits set their own; the rest are about something else.
         rate_limits: celeste_connect::config::RateLimitSettings::unlimited(),
+        webhooks: Default::default(),
         activity: celeste_connect::config::ActivitySettings::default(),
     }
 }

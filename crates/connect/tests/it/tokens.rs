@@ -462,6 +462,15 @@ impl Drop for ServiceProcess {
 }
 
 pub fn spawn_service(c: &Connected, service_key_entry: &str) -> ServiceProcess {
+    spawn_service_with(c, service_key_entry, &[])
+}
+
+/// [`spawn_service`] with more variables set.
+pub fn spawn_service_with(
+    c: &Connected,
+    service_key_entry: &str,
+    extra_env: &[(&str, &str)],
+) -> ServiceProcess {
     use std::io::BufRead;
     let emulator = c.emulator_base().to_string();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_celeste-connect"))
@@ -488,6 +497,7 @@ pub fn spawn_service(c: &Connected, service_key_entry: &str) -> ServiceProcess {
         .env("MICROSOFT_CLIENT_SECRET", CLIENT_SECRET)
         .env("MICROSOFT_AUTHORITY", &emulator)
         .env("MICROSOFT_GRAPH_URL", &emulator)
+        .envs(extra_env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
