@@ -83,14 +83,18 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             .send()
             .await?;
         let status = response.status();
-        let body = response.text().await.context("list answer")?;
-        if status != 200 || !body.contains("connected") {
+        let body: Value = response.json().await.context("list answer")?;
+        let listed = body["integrations"].as_array().is_some_and(|all| {
+            all.iter()
+                .any(|i| i["provider"] == args.provider.as_str() && i["status"] == "connected")
+        });
+        if status != 200 || !listed {
             bail!("list call for {user}: {status} {body}");
         }
         checked += 1;
     }
     println!(
-        "checked {checked} {} users: token calls answer the seeded tokens, status calls answer connected, list calls answer",
+        "checked {checked} {} users: token calls answer the seeded tokens, status calls answer connected, list calls list it connected",
         args.provider
     );
     Ok(())

@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use crate::record::{self, ExpireRecord, Record};
 use crate::seed::parse_provider;
 use crate::stats::percentile;
+use crate::storm::refresh_grants;
 
 #[derive(clap::Args)]
 pub struct ExpireArgs {
@@ -66,10 +67,6 @@ struct Fetch {
 
 fn unix(t: OffsetDateTime) -> f64 {
     t.unix_timestamp_nanos() as f64 / 1e9
-}
-
-fn refresh_grants(stats: &Value) -> u64 {
-    stats["grants"]["refresh_token"].as_u64().unwrap_or(0)
 }
 
 pub async fn run(args: ExpireArgs) -> anyhow::Result<()> {

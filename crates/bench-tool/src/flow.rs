@@ -24,8 +24,10 @@ use crate::record::{self, FlowRecord, Record};
 use crate::seed::{parse_provider, user_jwt};
 use crate::stats::percentile;
 
+/// Where the flows go and as whom: the service, the emulator, the user JWT secret, an allowed
+/// origin and the provider.
 #[derive(clap::Args)]
-pub struct ConnectArgs {
+pub struct FlowTarget {
     /// The service's base URL.
     #[arg(long)]
     base: String,
@@ -35,15 +37,21 @@ pub struct ConnectArgs {
     /// CONNECT_JWT_SECRET of the service.
     #[arg(long, env = "BENCH_JWT_SECRET", hide_env_values = true)]
     jwt_secret: String,
-    /// A service key the service accepts.
-    #[arg(long, env = "BENCH_SERVICE_KEY", hide_env_values = true)]
-    service_key: String,
     /// An origin listed in CONNECT_APP_ORIGINS.
     #[arg(long)]
     origin: String,
     /// `microsoft` (or `outlook`), `google` or `dropbox`.
     #[arg(long, default_value = "microsoft", value_parser = parse_provider)]
     provider: ProviderId,
+}
+
+#[derive(clap::Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    target: FlowTarget,
+    /// A service key the service accepts.
+    #[arg(long, env = "BENCH_SERVICE_KEY", hide_env_values = true)]
+    service_key: String,
     /// How many users to connect.
     #[arg(long, default_value_t = 8)]
     count: usize,
@@ -54,20 +62,8 @@ pub struct ConnectArgs {
 
 #[derive(clap::Args)]
 pub struct FlowsArgs {
-    /// The service's base URL.
-    #[arg(long)]
-    base: String,
-    /// The emulator's base URL (for its test accounts).
-    #[arg(long)]
-    emulator: String,
-    /// CONNECT_JWT_SECRET of the service.
-    #[arg(long, env = "BENCH_JWT_SECRET", hide_env_values = true)]
-    jwt_secret: String,
-    /// An origin listed in CONNECT_APP_ORIGINS.
-    #[arg(long)]
-    origin: String,
-    #[arg(long, default_value = "microsoft", value_parser = parse_provider)]
-    provider: ProviderId,
+    #[command(flatten)]
+    target: FlowTarget,
     /// Concurrent workers, each driving one flow after another.
     #[arg(long, default_value_t = 16)]
     workers: usize,
@@ -94,13 +90,9 @@ struct Driver {
 }
 
 impl Driver {
-    async fn new(
-        base: &str,
-        emulator: &str,
-        origin: &str,
-        provider: ProviderId,
-        jwt_secret: &str,
-    ) -> anyhow::Result<Self> {
+    async fn new(target: &FlowTarget) -> anyhow::Result<Self> {
+        let provider = target.provider;
+        let emulator = target.emulator.as_str();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
@@ -129,11 +121,11 @@ impl Driver {
         };
         Ok(Self {
             http,
-            base: Url::parse(base)?,
-            origin: origin.to_owned(),
+            base: Url::parse(&target.base)?,
+            origin: target.origin.clone(),
             provider,
             accounts,
-            key: EncodingKey::from_secret(jwt_secret.as_bytes()),
+            key: EncodingKey::from_secret(target.jwt_secret.as_bytes()),
         })
     }
 
@@ -212,14 +204,7 @@ impl Driver {
 }
 
 pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
-    let driver = Driver::new(
-        &args.base,
-        &args.emulator,
-        &args.origin,
-        args.provider,
-        &args.jwt_secret,
-    )
-    .await?;
+    let driver = Driver::new(&args.target).await?;
     let mut out = std::fs::File::create(&args.out)?;
     for i in 0..args.count {
         let user = driver.connect(i).await?;
@@ -227,7 +212,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             &driver.http,
             &driver.base,
             &args.service_key,
-            args.provider,
+            driver.provider,
             user,
         )
         .await?;
@@ -236,7 +221,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     println!(
         "connected {} users to {} through the OAuth flow; tokens in {}",
         args.count,
-        args.provider,
+        driver.provider,
         args.out.display()
     );
     Ok(())
@@ -287,23 +272,14 @@ async fn drive(driver: &Arc<Driver>, workers: usize, seconds: u64) -> (Tally, f6
 
 /// `flows`: complete connect flows per second with `--workers` concurrent workers.
 pub async fn flows(args: FlowsArgs) -> anyhow::Result<()> {
-    let driver = Arc::new(
-        Driver::new(
-            &args.base,
-            &args.emulator,
-            &args.origin,
-            args.provider,
-            &args.jwt_secret,
-        )
-        .await?,
-    );
+    let driver = Arc::new(Driver::new(&args.target).await?);
     if args.warmup_secs > 0 {
         drive(&driver, args.workers, args.warmup_secs).await;
     }
     let (tally, seconds) = drive(&driver, args.workers, args.seconds).await;
     let errors: u64 = tally.errors.values().sum();
     let flow = FlowRecord {
-        provider: args.provider.as_str().to_owned(),
+        provider: driver.provider.as_str().to_owned(),
         workers: args.workers,
         seconds,
         completed: tally.latencies_ms.len() as u64,

@@ -45,10 +45,7 @@ pub struct ReportArgs {
 
 /// Scenarios in report order, with what each measures.
 const SCENARIOS: &[(&str, &str)] = &[
-    (
-        "health",
-        "`GET /v1/health`: the HTTP stack's ceiling, the baseline",
-    ),
+    ("health", "`GET /v1/health`: the HTTP stack's ceiling"),
     (
         "baseline",
         "minimal axum + sqlx service: the same row read by (user_id, provider) and AES-GCM open, per request (`bench-tool baseline`)",
@@ -295,20 +292,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     // Targets.
     let mut targets: Vec<Target> = Vec::new();
     for (name, min) in [("token", 0.50), ("status", 0.15)] {
-        let what = format!("`{name}` ≥ {:.0} % of `health` req/s", min * 100.0);
-        match ratio(name) {
-            Some(r) => targets.push(Target {
-                what,
-                measured: format!(
-                    "{:.1} % ({:.0} / {:.0} req/s)",
-                    r * 100.0,
-                    summaries.get(name).map_or(0.0, |s| s.rps.median),
-                    health_rps.unwrap_or(0.0)
-                ),
-                verdict: at_least(r * 100.0, min * 100.0, " points"),
-            }),
-            None => targets.push(not_measured(&what, "scenario missing")),
-        }
+        targets.push(share_of_health(&summaries, name, min, health_rps));
     }
     for name in ["status", "token"] {
         let what = format!("`{name}` p99 ≤ 10 ms at 64 connections");
@@ -722,6 +706,29 @@ fn share(summaries: &BTreeMap<&str, Summary>, name: &str, of: Option<f64>) -> Op
     Some(summaries.get(name)?.rps.median / of.filter(|v| *v > 0.0)?)
 }
 
+/// "`name` ≥ `min` of `health` req/s", judged.
+fn share_of_health(
+    summaries: &BTreeMap<&str, Summary>,
+    name: &str,
+    min: f64,
+    health_rps: Option<f64>,
+) -> Target {
+    let what = format!("`{name}` ≥ {:.0} % of `health` req/s", min * 100.0);
+    match share(summaries, name, health_rps) {
+        Some(r) => Target {
+            what,
+            measured: format!(
+                "{:.1} % ({:.0} / {:.0} req/s)",
+                r * 100.0,
+                summaries.get(name).map_or(0.0, |s| s.rps.median),
+                health_rps.unwrap_or(0.0)
+            ),
+            verdict: at_least(r * 100.0, min * 100.0, " points"),
+        },
+        None => not_measured(&what, "scenario missing"),
+    }
+}
+
 /// The performance targets of issue 15, judged from the same run.
 fn write_issue15_targets(
     md: &mut String,
@@ -730,20 +737,7 @@ fn write_issue15_targets(
 ) -> anyhow::Result<()> {
     let mut targets: Vec<Target> = Vec::new();
     for (name, min) in [("status", 0.50), ("list", 0.50), ("token", 0.70)] {
-        let what = format!("`{name}` ≥ {:.0} % of `health` req/s", min * 100.0);
-        match share(summaries, name, health_rps) {
-            Some(r) => targets.push(Target {
-                what,
-                measured: format!(
-                    "{:.1} % ({:.0} / {:.0} req/s)",
-                    r * 100.0,
-                    summaries.get(name).map_or(0.0, |s| s.rps.median),
-                    health_rps.unwrap_or(0.0)
-                ),
-                verdict: at_least(r * 100.0, min * 100.0, " points"),
-            }),
-            None => targets.push(not_measured(&what, "scenario missing")),
-        }
+        targets.push(share_of_health(summaries, name, min, health_rps));
     }
     for (through, direct) in [
         ("proxy", "proxy-direct"),
@@ -1005,4 +999,97 @@ fn write_expiries(md: &mut String, expiries: &[&ExpireRecord]) -> anyhow::Result
         writeln!(md)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(scenario: &str, connections: u32, rps: f64, p99_ms: f64) -> LoadRecord {
+        LoadRecord {
+            scenario: scenario.to_owned(),
+            run: 1,
+            warmup: false,
+            connections,
+            seconds: 10.0,
+            requests: 0,
+            rps,
+            p50_ms: 1.0,
+            p90_ms: 1.0,
+            p99_ms,
+            max_ms: 1.0,
+            non2xx: 0,
+            socket_errors: 0,
+            rss_peak_kb: None,
+            command: Vec::new(),
+        }
+    }
+
+    /// The issue-15 rows of a report over the given runs, as `(target, verdict)` pairs.
+    fn issue15(loads: &[LoadRecord]) -> Vec<(String, String)> {
+        let summaries: BTreeMap<&str, Summary> = loads
+            .iter()
+            .map(|l| (l.scenario.as_str(), summarize(&[l]).unwrap()))
+            .collect();
+        let health = summaries.get("health").map(|s| s.rps.median);
+        let mut md = String::new();
+        write_issue15_targets(&mut md, &summaries, health).unwrap();
+        md.lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                (
+                    cells[0].trim_start_matches("| ").to_owned(),
+                    cells[2].trim_end_matches(" |").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn verdict<'a>(rows: &'a [(String, String)], target: &str) -> &'a str {
+        rows.iter()
+            .find(|(t, _)| t.starts_with(target))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no row for {target}: {rows:?}"))
+    }
+
+    #[test]
+    fn issue_15_targets_are_judged_against_health_and_the_direct_call() {
+        let rows = issue15(&[
+            load("health", 64, 10_000.0, 2.0),
+            load("status", 64, 6_000.0, 3.0),
+            load("list", 64, 4_000.0, 3.0),
+            load("token", 64, 7_500.0, 3.0),
+            load("proxy", 64, 5_000.0, 3.0),
+            load("proxy-direct", 64, 8_000.0, 3.0),
+            load("proxy-google", 64, 3_000.0, 3.0),
+            load("proxy-google-direct", 64, 8_000.0, 3.0),
+            load("token-256", 256, 9_000.0, 12.0),
+            load("status-256", 256, 5_000.0, 19.0),
+        ]);
+        assert!(
+            verdict(&rows, "`status` ≥ 50 %").starts_with("met"),
+            "{rows:?}"
+        );
+        assert!(verdict(&rows, "`list` ≥ 50 %").starts_with("**missed** by 10.0"));
+        assert!(verdict(&rows, "`token` ≥ 70 %").starts_with("met (+5.0"));
+        assert!(verdict(&rows, "`proxy` ≥ 50 %").starts_with("met (+12.5"));
+        assert!(verdict(&rows, "`proxy-google` ≥ 50 %").starts_with("**missed**"));
+        assert!(verdict(&rows, "`proxy-dropbox` ≥ 50 %").starts_with("not measured"));
+        assert!(verdict(&rows, "`token-256` p99").starts_with("**missed** by 2.0"));
+        assert!(verdict(&rows, "`status-256` p99").starts_with("met (1.0"));
+    }
+
+    #[test]
+    fn a_proxy_measured_at_another_concurrency_is_not_judged() {
+        let rows = issue15(&[
+            load("health", 64, 10_000.0, 2.0),
+            load("proxy", 16, 9_000.0, 3.0),
+            load("proxy-direct", 16, 9_000.0, 3.0),
+        ]);
+        assert_eq!(
+            verdict(&rows, "`proxy` ≥ 50 %"),
+            "not measured (measured at 16 connections)"
+        );
+    }
 }

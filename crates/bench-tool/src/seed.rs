@@ -519,3 +519,60 @@ pub async fn refresh_token(args: RefreshTokenArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS: &str = "t1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn generator(refresh_token: Option<&str>, offset: Option<i64>) -> Generator {
+        Generator {
+            keyring: Keyring::parse(KEYS).unwrap(),
+            provider: ProviderId::Google,
+            refresh_token: refresh_token.map(str::to_owned),
+            started: OffsetDateTime::from_unix_timestamp(1_000_000).unwrap(),
+            expires_in: time::Duration::seconds(330),
+            spread: time::Duration::seconds(10),
+            count: 10,
+            last_refreshed_offset: offset.map(time::Duration::seconds),
+            marker: "BENCHTOK".to_owned(),
+            access_len: 100,
+            refresh_len: 50,
+            stride: 5,
+            sample: 2,
+        }
+    }
+
+    #[test]
+    fn expiry_spreads_evenly_and_keep_alive_age_follows_it() {
+        let (rows, sampled) = generator(None, Some(-3_900)).batch(0, 10).unwrap();
+        assert_eq!(sampled.len(), 2);
+        let expiries: Vec<i64> = rows.iter().map(|r| r.expires_at.unix_timestamp()).collect();
+        assert_eq!(expiries.first(), Some(&1_000_330));
+        assert_eq!(expiries.last(), Some(&1_000_339));
+        assert!(expiries.windows(2).all(|w| w[0] <= w[1]), "{expiries:?}");
+        for row in &rows {
+            assert_eq!(
+                row.expires_at - row.last_refreshed_at,
+                time::Duration::seconds(3_900)
+            );
+        }
+    }
+
+    #[test]
+    fn a_given_refresh_token_is_sealed_into_every_row_at_its_own_place() {
+        let g = generator(Some("emulator-rt-1"), None);
+        let (rows, _) = g.batch(0, 3).unwrap();
+        for row in &rows {
+            let place = token_place("refresh_token", UserId(row.user), ProviderId::Google);
+            let plain = g.keyring.open(&place, &row.refresh_token).unwrap();
+            assert_eq!(plain.as_slice(), b"emulator-rt-1");
+            let other = token_place("refresh_token", UserId(row.user), ProviderId::Microsoft);
+            assert!(g.keyring.open(&other, &row.refresh_token).is_err());
+            let access = token_place("access_token", UserId(row.user), ProviderId::Google);
+            let token = g.keyring.open(&access, &row.access_token).unwrap();
+            assert!(token.starts_with(b"BENCHTOK-at-"));
+        }
+    }
+}
