@@ -6,6 +6,8 @@
 // Debian's chromium at /usr/bin/chromium or $CHROMIUM)
 
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import {
@@ -360,6 +362,50 @@ describe('settings page and SDK in Chromium', () => {
 
       const received = (await seen(attacker)).messages;
       assert.deepEqual(received, [], 'nothing reached the foreign opener');
+    } finally {
+      await context.close();
+    }
+  });
+  test('each card shows which backend last used the account, and when, never the token', { timeout: TEST_TIMEOUT }, async () => {
+    const { context, page } = await newPage();
+    try {
+      await signIn(page, service.base, uniqueName('activity'));
+      const popup = await openConsentPopup(page);
+      await answerConsent(popup, 'accept');
+      await closesWithin(popup, 15_000);
+      await waitForStatus(page, STATUS.connected);
+
+      // A backend holding the demo's service key (named `demo`) fetches the user's token.
+      const userId = await page.evaluate(() => JSON.parse(sessionStorage.getItem('celeste-connect.demo-user')).user_id);
+      const key = (await readFile(join(service.dataDir, 'service.key'), 'utf8')).trim();
+      const answer = await fetch(`${service.base}/v1/service/users/${userId}/integrations/outlook/token`, {
+        headers: { Authorization: `Bearer ${key}` },
+      });
+      assert.equal(answer.status, 200);
+      const { access_token: accessToken } = await answer.json();
+
+      // Counts reach the database within about a second; the page reads them when it loads.
+      const lastUsed = `${sel.card} [data-role=last-used]`;
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        await page.reload();
+        await waitForStatus(page, STATUS.connected);
+        await page.waitForFunction((s) => document.querySelector(s)?.textContent.trim() !== '', lastUsed, { timeout: 10_000 });
+        const text = (await page.textContent(lastUsed)).trim();
+        if (/^Last used by demo, /.test(text)) break;
+        assert.ok(Date.now() < deadline, `still ${JSON.stringify(text)}`);
+        await page.waitForTimeout(300);
+      }
+      assert.match((await page.textContent(lastUsed)).trim(), /^Last used by demo, (just now|\d+ seconds? ago)$/);
+      await page.click(`${sel.card} .history-box summary`);
+      const history = (await page.textContent(`${sel.card} [data-role=history]`)).trim();
+      assert.match(history, /demo fetched an access token/);
+      assert.match(history, /You connected this account/);
+      await screenshot(page, 'settings-activity-1280x800', DESKTOP);
+
+      const html = await page.content();
+      assert.ok(!html.includes(accessToken), 'the token never reaches the page');
+      assert.deepEqual((await seen(page)).csp, [], 'no CSP violation');
     } finally {
       await context.close();
     }

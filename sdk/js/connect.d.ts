@@ -20,6 +20,36 @@ export interface IntegrationStatus {
   last_refreshed_at: string | null;
 }
 
+/** One row of `GET /v1/integrations/{provider}/activity`: events of one kind in one minute. */
+export interface ActivityEntry {
+  /** RFC 3339: the minute's start. */
+  minute: string;
+  user_id: string;
+  provider: string;
+  kind: 'token' | 'proxy' | 'connected' | 'reconnected' | 'disconnected' | 'needs_reauth';
+  /** The service key's name (the backend) for `token` and `proxy`; null when the user or the
+   * service acted. Operator-set: show it as text. */
+  key_name: string | null;
+  actor: 'key' | 'user' | 'service';
+  /** Proxied calls: the method and the path template (ids replaced, no query). */
+  method: string | null;
+  path: string | null;
+  /** `ok`, an error code, or the provider's status class (`2xx` … `5xx`). */
+  outcome: string;
+  count: number;
+  first_seen: string;
+  last_seen: string;
+}
+
+/** `GET /v1/integrations/{provider}/activity`. */
+export interface IntegrationActivity {
+  provider: string;
+  /** The newest use by a backend, if any is kept. */
+  last_used: { key_name: string | null; kind: 'token' | 'proxy'; at: string } | null;
+  /** The newest 20 rows, newest first. */
+  entries: ActivityEntry[];
+}
+
 /** Outcome of `connect()`. It resolves in every path; it rejects only on misuse (a bad provider
  * name, or a second connect for another provider while one is pending). */
 export type ConnectResult =
@@ -82,6 +112,8 @@ export interface ConnectClient {
   readonly pending: string | null;
   status(provider: ProviderName): Promise<IntegrationStatus>;
   list(): Promise<IntegrationStatus[]>;
+  /** Who used the connection, and when (never a token). */
+  activity(provider: ProviderName): Promise<IntegrationActivity>;
   /** Call directly from a click handler: the popup opens before this returns. A second call for
    * the same provider while pending returns the same promise. */
   connect(provider: ProviderName, options?: { signal?: AbortSignal }): Promise<ConnectResult>;

@@ -239,6 +239,7 @@ export function createConnectClient(options = {}) {
         credentials: 'include',
       }),
     disconnect: (path) => request('DELETE', `/v1/integrations/${path}/disconnect`),
+    activity: (path) => request('GET', `/v1/integrations/${path}/activity`),
   };
 
   /** @param {string} provider */
@@ -252,6 +253,19 @@ export function createConnectClient(options = {}) {
       throw new ConnectError('invalid_response', REASON_TEXT.invalid_response);
     }
     return body.integrations;
+  }
+
+  /**
+   * Who used the user's connection and when: `{provider, last_used, entries}` (the newest 20
+   * rows; never a token). Show key names as text, never as HTML.
+   * @param {string} provider
+   */
+  async function activity(provider) {
+    const body = await api.activity(pathName(provider));
+    if (!body || !Array.isArray(body.entries)) {
+      throw new ConnectError('invalid_response', REASON_TEXT.invalid_response);
+    }
+    return body;
   }
 
   /** @param {string} provider */
@@ -559,6 +573,7 @@ export function createConnectClient(options = {}) {
     baseUrl: base.prefix,
     status,
     list,
+    activity,
     connect,
     disconnect,
     watch,

@@ -72,7 +72,7 @@ const SCENARIOS: &[(&str, &str)] = &[
     ),
     (
         "token-activity-off",
-        "`token` against a second process with activity recording off",
+        "`token` with the activity log off (`CONNECT_ACTIVITY=off`); `token` records it",
     ),
     (
         "token-nocache",
@@ -428,15 +428,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         }
         _ => targets.push(not_measured("`proxy` added latency", "not run")),
     }
-    writeln!(md, "## Targets (issue 6 §3)\n")?;
-    writeln!(
-        md,
-        "| target | measured (median) | verdict |\n|---|---|---|"
-    )?;
-    for t in &targets {
-        writeln!(md, "| {} | {} | {} |", t.what, t.measured, t.verdict)?;
-    }
-    writeln!(md)?;
+    write_targets(&mut md, "Targets (issue 6 §3)", &targets)?;
 
     write_issue15_targets(&mut md, &summaries, health_rps)?;
 
@@ -706,6 +698,20 @@ fn share(summaries: &BTreeMap<&str, Summary>, name: &str, of: Option<f64>) -> Op
     Some(summaries.get(name)?.rps.median / of.filter(|v| *v > 0.0)?)
 }
 
+/// A section of judged targets.
+fn write_targets(md: &mut String, heading: &str, targets: &[Target]) -> anyhow::Result<()> {
+    writeln!(md, "## {heading}\n")?;
+    writeln!(
+        md,
+        "| target | measured (median) | verdict |\n|---|---|---|"
+    )?;
+    for t in targets {
+        writeln!(md, "| {} | {} | {} |", t.what, t.measured, t.verdict)?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
 /// "`name` ≥ `min` of `health` req/s", judged.
 fn share_of_health(
     summaries: &BTreeMap<&str, Summary>,
@@ -778,16 +784,7 @@ fn write_issue15_targets(
             None => targets.push(not_measured(&what, "scenario missing")),
         }
     }
-    writeln!(md, "## Targets (issue 15)\n")?;
-    writeln!(
-        md,
-        "| target | measured (median) | verdict |\n|---|---|---|"
-    )?;
-    for t in &targets {
-        writeln!(md, "| {} | {} | {} |", t.what, t.measured, t.verdict)?;
-    }
-    writeln!(md)?;
-    Ok(())
+    write_targets(md, "Targets (issue 15)", &targets)
 }
 
 fn percent(value: Option<f64>) -> String {

@@ -1,72 +1,24 @@
-//! The one place that wires the service together: from [`Settings`] to a running pair of
-//! listeners (API and admin). Everything a handler needs is in [`AppState`].
+//! The one place that wires the service together: from [`Settings`] to a [`Broker`] (the use
+//! cases and what they own), an [`AppState`] (the broker plus what only HTTP needs), the
+//! routers, and a running pair of listeners (API and admin) that shut down cleanly.
 
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
+use crate::broker::{Broker, BrokerSettings};
 use crate::config::Settings;
+use crate::http::AppState;
+use crate::http::state::AppInner;
 use crate::identity::service_key::ServiceKeys;
 use crate::identity::user_jwt::UserVerifier;
-use crate::provider::{Catalog, ConfiguredProvider, ProviderId};
+use crate::provider::Catalog;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::vault::Keyring;
-
-/// Shared, read-only state of a running service. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState(Arc<AppInner>);
-
-pub struct AppInner {
-    pub settings: Settings,
-    pub store: Store,
-    pub users: UserVerifier,
-    pub service_keys: ServiceKeys,
-    /// Providers with credentials configured, found by id.
-    pub providers: Catalog,
-    pub keyring: Arc<Keyring>,
-    /// Fresh access tokens in memory (see `broker::cache`).
-    pub cache: Arc<crate::broker::cache::TokenCache>,
-    /// Tells background tasks (the cache listener) to stop; dropped with the state.
-    background: tokio::sync::watch::Sender<bool>,
-    /// Refreshes in flight in this process, and its lease owner id.
-    pub tokens: crate::broker::tokens::TokenBroker,
-    /// The one outbound HTTP client: no redirects followed, bounded timeouts.
-    pub http: reqwest::Client,
-    pub metrics: Option<PrometheusHandle>,
-    /// Per-process rate limits and the pending-flow cap.
-    pub limits: Arc<crate::limits::RateLimits>,
-}
-
-impl Deref for AppState {
-    type Target = AppInner;
-    fn deref(&self) -> &AppInner {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// The endpoints of a configured provider.
-    pub fn provider(&self, provider: ProviderId) -> Option<&ConfiguredProvider> {
-        self.providers.get(provider)
-    }
-
-    /// Ids of the configured providers, in catalog order.
-    pub fn provider_ids(&self) -> Vec<ProviderId> {
-        self.providers.ids()
-    }
-
-    /// Where the provider sends the browser back to.
-    pub fn redirect_uri(&self, provider: ProviderId) -> String {
-        let base = self.settings.public_url.as_str().trim_end_matches('/');
-        format!("{base}/v1/integrations/{}/callback", provider.path_name())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -124,7 +76,7 @@ pub fn install_crypto() {
 }
 
 impl AppState {
-    /// Opens the store and builds everything handlers need.
+    /// Opens the store, builds the broker over it, and the state the handlers share.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         install_crypto();
         let store = Store::connect(
@@ -142,38 +94,31 @@ impl AppState {
         })?;
         verify_keys(&store, &settings.keyring).await?;
         let http = http_client()?;
-        let providers = Catalog::new(settings.providers.iter().cloned());
-        // On PostgreSQL other replicas write too: the cache is on only while a listener hears
-        // their changes. On SQLite this process is the only writer.
-        let cache = Arc::new(crate::broker::cache::TokenCache::new(
-            matches!(store, Store::Sqlite(_)),
-            settings.token_cache_capacity,
-        ));
-        let (background, stop) = tokio::sync::watch::channel(false);
-        if let (Store::Postgres(pg), true) = (&store, settings.token_cache_capacity > 0) {
-            tokio::spawn(crate::broker::cache::listen(
-                cache.clone(),
-                pg.pool().clone(),
-                stop,
-            ));
-        }
-        Ok(AppState(Arc::new(AppInner {
-            cache,
-            background,
-            users: UserVerifier::new(&settings.jwt, http.clone()),
-            service_keys: ServiceKeys::new(settings.service_keys.clone()),
-            providers,
-            keyring: settings.keyring.clone(),
-            tokens: crate::broker::tokens::TokenBroker::default(),
-            http,
-            metrics: crate::telemetry::metrics_handle(),
-            limits: crate::limits::RateLimits::start(
-                &settings.rate_limits,
-                crate::broker::connect::FLOW_LIFETIME.unsigned_abs(),
-            ),
+        let limits = crate::limits::RateLimits::start(
+            &settings.rate_limits,
+            crate::broker::connect::FLOW_LIFETIME.unsigned_abs(),
+        );
+        let broker = Broker::new(
             store,
+            settings.keyring.clone(),
+            Catalog::new(settings.providers.iter().cloned()),
+            http.clone(),
+            limits.pending_flows.clone(),
+            BrokerSettings {
+                refresh: settings.refresh.clone(),
+                public_url: settings.public_url.clone(),
+                token_cache_capacity: settings.token_cache_capacity,
+                activity: settings.activity.clone(),
+            },
+        );
+        Ok(AppState::new(AppInner {
+            broker: Arc::new(broker),
+            users: UserVerifier::new(&settings.jwt, http),
+            service_keys: ServiceKeys::new(settings.service_keys.clone()),
+            metrics: crate::telemetry::metrics_handle(),
+            limits,
             settings,
-        })))
+        }))
     }
 }
 
@@ -189,7 +134,7 @@ pub async fn verify_keys(store: &Store, keyring: &Keyring) -> Result<(), StartEr
         }
         if let Some(row) = store.one_sealed_with(&key_id).await? {
             let place =
-                crate::broker::connect::token_place("access_token", row.user_id, row.provider);
+                crate::broker::sealed::token_place("access_token", row.user_id, row.provider);
             if keyring.open(&place, &row.access_token).is_err() {
                 return Err(StartError::Keys(format!(
                     "key {key_id:?} in CONNECT_ENCRYPTION_KEYS does not open the tokens sealed with it: wrong key"
@@ -229,7 +174,7 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let background = self.state.background.clone();
+        let broker = self.state.broker.clone();
         if let Some(admin) = admin {
             let mut admin_rx = rx.clone();
             let router = self.admin;
@@ -241,13 +186,30 @@ impl App {
                     .await;
             });
         }
-        if self.state.settings.refresh.keepalive_idle.is_some() {
-            self.state
+        if broker.settings.refresh.keepalive_idle.is_some() {
+            broker
                 .tokens
                 .tasks
-                .spawn(crate::refresher::run(self.state.clone(), rx.clone()));
+                .spawn(crate::refresher::run(broker.clone(), rx.clone()));
+        }
+        let activity = &broker.settings.activity;
+        let flusher = activity.enabled.then(|| {
+            tokio::spawn(crate::activity::worker::run_flusher(
+                broker.activity.clone(),
+                broker.store.clone(),
+                activity.flush_every,
+                rx.clone(),
+            ))
+        });
+        if let Some(retention) = activity.retention {
+            tokio::spawn(crate::activity::worker::run_pruner(
+                broker.store.clone(),
+                retention,
+                rx.clone(),
+            ));
         }
         let mut api_rx = rx;
+        let stopping = broker.clone();
         let served = axum::serve(
             api,
             self.api.into_make_service_with_connect_info::<SocketAddr>(),
@@ -255,36 +217,17 @@ impl App {
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = tx.send(true);
-            let _ = background.send(true);
+            stopping.stop_background();
             let _ = api_rx.wait_for(|stop| *stop).await;
         })
         .await;
-        self.state.finish_refreshes().await;
-        self.state.store.close().await;
+        broker.finish_refreshes().await;
+        // After the drain and the last refreshes, nothing more is counted: write it all.
+        if let Some(flusher) = flusher {
+            let _ = flusher.await;
+        }
+        crate::activity::worker::flush_at_shutdown(&broker.activity, &broker.store).await;
+        broker.store.close().await;
         Ok(served?)
-    }
-}
-
-impl AppState {
-    /// After the HTTP drain: lets the refreshes under way (and a keep-alive pass) finish, up to
-    /// one provider timeout and a little more, then gives back every refresh lease this process
-    /// still holds, so callers on other replicas need not wait for them to expire.
-    pub async fn finish_refreshes(&self) {
-        let tasks = &self.tokens.tasks;
-        tasks.close();
-        let deadline = self.settings.refresh.provider_timeout + Duration::from_secs(2);
-        if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
-            tracing::warn!(
-                running = tasks.len(),
-                "refreshes still running at shutdown; giving their leases back"
-            );
-        }
-        match self.store.release_leases_of(self.tokens.owner).await {
-            Ok(0) => {}
-            Ok(released) => tracing::info!(released, "refresh leases given back at shutdown"),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not give refresh leases back at shutdown; they expire on their own")
-            }
-        }
     }
 }

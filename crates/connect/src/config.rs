@@ -18,12 +18,11 @@ use crate::identity::service_key::{ServiceKeyEntry, parse_service_keys};
 use crate::provider::dropbox::DropboxArgs;
 use crate::provider::google::GoogleArgs;
 use crate::provider::microsoft::MicrosoftArgs;
-use crate::provider::{ConfiguredProvider, ProviderId, ProviderSpec};
+use crate::provider::{ConfiguredProvider, ProviderId};
+pub use crate::setting::{
+    ConfigError, parse_secret, placeholder_reason, require_real, resolve_secret,
+};
 use crate::vault::{Keyring, generate_entry};
-
-pub fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(value.to_owned()))
-}
 
 /// Settings of `serve`. Every field is also an environment variable.
 #[derive(Args, Debug, Clone)]
@@ -180,6 +179,14 @@ pub struct ServeArgs {
     /// address is used, e.g. `x-forwarded-for`); unset: the TCP peer address.
     #[arg(long, env = "CONNECT_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<axum::http::HeaderName>,
+
+    /// Record the activity log (tokens handed out, proxied calls, connects and disconnects per
+    /// minute; docs/activity.md): on or off.
+    #[arg(long, env = "CONNECT_ACTIVITY", default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub activity: bool,
+    /// Days the activity log keeps a minute's rows (0: forever).
+    #[arg(long, env = "CONNECT_ACTIVITY_RETENTION_DAYS", default_value_t = ActivitySettings::DEFAULT_RETENTION_DAYS)]
+    pub activity_retention_days: u32,
 }
 
 /// Everything the service needs, validated. Built from [`ServeArgs`] by `serve`, and directly
@@ -209,6 +216,38 @@ pub struct Settings {
     pub demo_coop: Option<String>,
     /// Per-process rate limits and the pending-flow cap.
     pub rate_limits: RateLimitSettings,
+    /// The activity log.
+    pub activity: ActivitySettings,
+}
+
+/// The activity log (`crate::activity`).
+#[derive(Clone, Debug)]
+pub struct ActivitySettings {
+    /// Off: nothing is counted or written (what was written stays, and is still pruned).
+    pub enabled: bool,
+    /// How long rows are kept; `None`: forever.
+    pub retention: Option<Duration>,
+    /// How often counts are written (`activity::worker::FLUSH_EVERY`; tests lengthen it).
+    pub flush_every: Duration,
+}
+
+impl ActivitySettings {
+    pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+
+    pub fn from_days(enabled: bool, retention_days: u32) -> Self {
+        Self {
+            enabled,
+            retention: (retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(retention_days) * 86_400)),
+            flush_every: crate::activity::worker::FLUSH_EVERY,
+        }
+    }
+}
+
+impl Default for ActivitySettings {
+    fn default() -> Self {
+        Self::from_days(true, Self::DEFAULT_RETENTION_DAYS)
+    }
 }
 
 /// A rate: a burst of `count`, refilled evenly over `per` (`10/min` lets 10 through at once,
@@ -373,139 +412,6 @@ impl ProviderArgs {
         .flatten()
         .collect())
     }
-}
-
-/// The variable names of a provider's client credentials, and how to get real values.
-pub struct CredentialNames {
-    pub client_id: &'static str,
-    pub client_secret: &'static str,
-    pub client_id_hint: &'static str,
-    pub client_secret_hint: &'static str,
-}
-
-/// A provider's client id and secret: `None` when the id is not set (the provider is off);
-/// an error naming the variable when either is a placeholder or the secret is missing.
-pub fn client_credentials(
-    names: &CredentialNames,
-    client_id: Option<String>,
-    secret: Option<SecretString>,
-    secret_file: Option<&PathBuf>,
-) -> Result<Option<(String, SecretString)>, ConfigError> {
-    let Some(client_id) = client_id else {
-        return Ok(None);
-    };
-    if let Some(why) = placeholder_reason(&client_id) {
-        return Err(ConfigError::Placeholder {
-            name: names.client_id,
-            why,
-            hint: names.client_id_hint.into(),
-        });
-    }
-    let secret = resolve_secret(names.client_secret, secret, secret_file)?;
-    let secret = require_real(names.client_secret, secret, || {
-        names.client_secret_hint.into()
-    })?;
-    Ok(Some((client_id, secret)))
-}
-
-/// The configured scopes (space- or comma-separated), or the provider's defaults.
-pub fn scopes_or(configured: Option<String>, spec: &ProviderSpec) -> String {
-    let words: Vec<&str> = configured
-        .as_deref()
-        .unwrap_or_default()
-        .split([' ', ','])
-        .filter(|w| !w.is_empty())
-        .collect();
-    if words.is_empty() {
-        spec.default_scopes.join(" ")
-    } else {
-        words.join(" ")
-    }
-}
-
-/// A configuration problem, worded as what to do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{name} is not set. {hint}")]
-    Missing { name: &'static str, hint: String },
-    #[error("{name} looks like a placeholder ({why}). {hint}")]
-    Placeholder {
-        name: &'static str,
-        why: &'static str,
-        hint: String,
-    },
-    #[error("{name} is invalid: {why}")]
-    Invalid { name: &'static str, why: String },
-    #[error("both {name} and {name}_FILE are set; set only one")]
-    Both { name: &'static str },
-    #[error("cannot read {name}_FILE ({path}): {source}")]
-    File {
-        name: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
-}
-
-/// Reads a secret from its variable or its `_FILE` twin (trailing newline trimmed).
-pub fn resolve_secret(
-    name: &'static str,
-    value: Option<SecretString>,
-    file: Option<&PathBuf>,
-) -> Result<Option<SecretString>, ConfigError> {
-    match (value, file) {
-        (Some(_), Some(_)) => Err(ConfigError::Both { name }),
-        (Some(v), None) => Ok(Some(v)),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
-                name,
-                path: path.display().to_string(),
-                source,
-            })?;
-            Ok(Some(SecretString::from(
-                text.trim_end_matches(['\r', '\n']).to_owned(),
-            )))
-        }
-        (None, None) => Ok(None),
-    }
-}
-
-/// Why a value looks like a template placeholder rather than a real secret, if it does.
-pub fn placeholder_reason(value: &str) -> Option<&'static str> {
-    let lower = value.trim().to_ascii_lowercase();
-    if lower.is_empty() {
-        return Some("it is empty");
-    }
-    if lower.contains('<') && lower.contains('>') {
-        return Some("it contains <...>");
-    }
-    const MARKERS: [&str; 6] = [
-        "your-",
-        "your_",
-        "changeme",
-        "change-me",
-        "replace-me",
-        "xxxxxx",
-    ];
-    if MARKERS.iter().any(|m| lower.contains(m)) {
-        return Some("it reads like template text");
-    }
-    None
-}
-
-fn require_real(
-    name: &'static str,
-    value: Option<SecretString>,
-    hint: impl Fn() -> String,
-) -> Result<SecretString, ConfigError> {
-    let value = value.ok_or_else(|| ConfigError::Missing { name, hint: hint() })?;
-    if let Some(why) = placeholder_reason(value.expose_secret()) {
-        return Err(ConfigError::Placeholder {
-            name,
-            why,
-            hint: hint(),
-        });
-    }
-    Ok(value)
 }
 
 /// An origin exactly as browsers send it: scheme, host, optional port, no path.
@@ -775,6 +681,7 @@ impl ServeArgs {
                 callback_per_ip: self.rate_limit_callback_per_ip,
                 client_ip_header: self.client_ip_header,
             },
+            activity: ActivitySettings::from_days(self.activity, self.activity_retention_days),
         })
     }
 }
@@ -1064,6 +971,7 @@ mod tests {
 
     #[test]
     fn scopes_fall_back_to_the_providers_defaults() {
+        use crate::provider::scopes_or;
         let spec = ProviderId::Google.spec();
         assert_eq!(
             scopes_or(None, spec),

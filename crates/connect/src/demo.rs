@@ -16,8 +16,9 @@ use url::Url;
 
 use provider_emulator::{Emulator, EmulatorConfig, RegisteredClient};
 
-use crate::app::{App, AppState};
+use crate::app::App;
 use crate::config::{JwtSettings, Settings, parse_origin};
+use crate::http::AppState;
 use crate::http::demo::user_id_for;
 use crate::identity::service_key::{self, parse_service_keys};
 use crate::provider::{ProviderId, dropbox, google, microsoft};
@@ -56,15 +57,16 @@ pub const DEMO_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000c0de";
 /// The provider emulator with this service's client registered for every configured
 /// provider's redirect URI (the demo uses one client id and secret for all three).
 pub fn emulator_for(state: &AppState) -> Option<Emulator> {
-    let first = state.providers.iter().next()?;
+    let first = state.broker.providers.iter().next()?;
     Some(Emulator::new(EmulatorConfig {
         clients: vec![RegisteredClient {
             client_id: first.client_id.clone(),
             client_secret: first.client_secret.expose_secret().to_owned(),
             redirect_uris: state
+                .broker
                 .provider_ids()
                 .into_iter()
-                .map(|p| state.redirect_uri(p))
+                .map(|p| state.broker.redirect_uri(p))
                 .collect(),
         }],
         ..EmulatorConfig::default()
@@ -196,6 +198,11 @@ pub fn settings(
             .ok()
             .filter(|v| !v.is_empty()),
         rate_limits: crate::config::RateLimitSettings::default(),
+        activity: crate::config::ActivitySettings::from_days(
+            std::env::var("CONNECT_ACTIVITY")
+                .map_or(true, |v| !matches!(v.trim(), "off" | "false" | "0" | "no")),
+            crate::config::ActivitySettings::DEFAULT_RETENTION_DAYS,
+        ),
     })
 }
 
@@ -264,7 +271,7 @@ mod tests {
         let settings = settings(&url, &dir, &[]).unwrap();
         let key = std::fs::read_to_string(dir.join(SERVICE_KEY_FILE)).unwrap();
         let keys = crate::identity::service_key::ServiceKeys::new(settings.service_keys.clone());
-        assert_eq!(keys.verify(key.trim()), Some("demo"));
+        assert_eq!(keys.verify(key.trim()).as_deref(), Some("demo"));
         let again = super::settings(&url, &dir, &[]).unwrap();
         assert_eq!(
             again.service_keys.len(),

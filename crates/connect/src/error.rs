@@ -122,6 +122,11 @@ impl ApiError {
 }
 
 impl Error {
+    /// The stable code clients see (`not_connected`, `rate_limited`, …).
+    pub fn code(&self) -> &'static str {
+        self.parts().1.code
+    }
+
     fn parts(&self) -> (StatusCode, ApiError, Option<u64>) {
         use StatusCode as S;
         let with = |status, code, message: &str| (status, ApiError::new(code, message), None);

@@ -78,7 +78,7 @@ pub struct PendingFlows {
 }
 
 impl PendingFlows {
-    fn new(cap: usize, lifetime: Duration) -> Self {
+    pub fn new(cap: usize, lifetime: Duration) -> Self {
         Self {
             cap,
             lifetime,
@@ -124,7 +124,7 @@ impl PendingFlows {
 
 /// Every limit of the service, built from [`RateLimitSettings`].
 pub struct RateLimits {
-    pub pending_flows: PendingFlows,
+    pub pending_flows: Arc<PendingFlows>,
     pub auth_url_per_user: Limit<UserId>,
     pub token_per_key: Limit<String>,
     pub token_per_user: Limit<(String, UserId)>,
@@ -138,7 +138,10 @@ impl RateLimits {
     /// minute; it ends when the limits are dropped.
     pub fn start(settings: &RateLimitSettings, flow_lifetime: Duration) -> Arc<Self> {
         let limits = Arc::new(Self {
-            pending_flows: PendingFlows::new(settings.pending_flows_per_user, flow_lifetime),
+            pending_flows: Arc::new(PendingFlows::new(
+                settings.pending_flows_per_user,
+                flow_lifetime,
+            )),
             auth_url_per_user: Limit::new("auth_url_per_user", settings.auth_url_per_user),
             token_per_key: Limit::new("token_per_key", settings.token_per_key),
             token_per_user: Limit::new("token_per_user", settings.token_per_user),

@@ -129,7 +129,7 @@ async fn serve(args: ServeArgs, loaded_dotenv: bool) -> anyhow::Result<()> {
     // A reader that went away must not stop the service.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), announce.as_bytes());
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    tracing::info!(listen = %listen, admin = %admin_listen, database = app.state.store.backend(), "celeste-connect serving");
+    tracing::info!(listen = %listen, admin = %admin_listen, database = app.state.broker.store.backend(), "celeste-connect serving");
     app.serve(api, Some(admin), shutdown_signal()).await?;
     Ok(())
 }

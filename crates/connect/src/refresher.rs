@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::app::AppState;
+use crate::broker::Broker;
 use crate::broker::tokens::{RefreshFailure, refresh_claimed};
 use crate::error::Result;
 
@@ -37,8 +37,8 @@ pub fn batch_size(concurrency: u32, lease: Duration, provider_timeout: Duration)
 
 /// Claims and refreshes one batch of idle connections; stops starting new ones once
 /// `shutdown` turns true.
-pub async fn run_once(app: &AppState, shutdown: &watch::Receiver<bool>) -> Result<Pass> {
-    let settings = &app.settings.refresh;
+pub async fn run_once(broker: &Arc<Broker>, shutdown: &watch::Receiver<bool>) -> Result<Pass> {
+    let settings = &broker.settings.refresh;
     let Some(idle) = settings.keepalive_idle else {
         return Ok(Pass::default());
     };
@@ -52,9 +52,9 @@ pub async fn run_once(app: &AppState, shutdown: &watch::Receiver<bool>) -> Resul
         settings.provider_timeout,
     );
     let claimed_at = std::time::Instant::now();
-    let rows = app
+    let rows = broker
         .store
-        .claim_idle_connections(idle_since, batch, app.tokens.owner, settings.lease)
+        .claim_idle_connections(idle_since, batch, broker.tokens.owner, settings.lease)
         .await?;
     let mut pass = Pass {
         claimed: rows.len(),
@@ -75,17 +75,17 @@ pub async fn run_once(app: &AppState, shutdown: &watch::Receiver<bool>) -> Resul
             not_started.push(row);
             continue;
         }
-        let app = app.clone();
+        let broker = broker.clone();
         tasks.spawn(async move {
-            let outcome = refresh_claimed(&app, row, None).await;
+            let outcome = refresh_claimed(&broker, row, None).await;
             drop(permit);
             outcome
         });
     }
     for row in not_started {
-        if let Err(e) = app
+        if let Err(e) = broker
             .store
-            .release_refresh_lease(row.id, app.tokens.owner, None, None)
+            .release_refresh_lease(row.id, broker.tokens.owner, None, None)
             .await
         {
             tracing::warn!(error = %e, "could not give back a keep-alive lease; it expires on its own");
@@ -105,15 +105,15 @@ pub async fn run_once(app: &AppState, shutdown: &watch::Receiver<bool>) -> Resul
 }
 
 /// Runs passes every `keepalive_interval` (with up to 10 % jitter) until `shutdown` turns true.
-pub async fn run(app: AppState, mut shutdown: watch::Receiver<bool>) {
-    let interval = app.settings.refresh.keepalive_interval;
+pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let interval = broker.settings.refresh.keepalive_interval;
     let mut pause = jittered(interval);
     loop {
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        pause = match run_once(&app, &shutdown).await {
+        pause = match run_once(&broker, &shutdown).await {
             Ok(pass) => {
                 if pass.claimed > 0 {
                     tracing::info!(

@@ -179,6 +179,7 @@ function renderSignedOut(card) {
   card.dataset.state = 'signed-out';
   part(card, 'status').textContent = demo ? 'Sign in to see your status' : 'Waiting for your app’s sign-in';
   part(card, 'details').hidden = true;
+  part(card, 'activity').hidden = true;
   part(card, 'hint').hidden = true;
   const connect = button(card, 'connect');
   connect.textContent = 'Connect';
@@ -214,6 +215,93 @@ function render(card, status) {
   connect.className = state === 'connected' ? 'btn btn-secondary' : 'btn btn-primary';
   disconnect.hidden = !linked;
   renderBusy(card);
+}
+
+// --- activity -------------------------------------------------------------------------------
+
+const relativeTime = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+
+/** "3 minutes ago", "yesterday". */
+function ago(value) {
+  const date = value ? new Date(value) : null;
+  if (!date || Number.isNaN(date.getTime())) return '';
+  const seconds = Math.round((date.getTime() - Date.now()) / 1000);
+  const steps = [
+    ['second', 60],
+    ['minute', 60],
+    ['hour', 24],
+    ['day', 7],
+    ['week', 5],
+    ['month', 12],
+    ['year', Infinity],
+  ];
+  let amount = seconds;
+  for (const [unit, size] of steps) {
+    if (Math.abs(amount) < size) {
+      return unit === 'second' && Math.abs(amount) < 45 ? 'just now' : relativeTime.format(Math.trunc(amount), unit);
+    }
+    amount /= size;
+  }
+  return '';
+}
+
+/** What one activity row says, in the user's words. Key names are the operator's: text only. */
+function describeActivity(card, entry) {
+  const backend = entry.key_name ?? 'A backend';
+  const times = entry.count > 1 ? ` (${entry.count}×)` : '';
+  const failed = entry.outcome !== 'ok' && !/^[23]xx$/.test(entry.outcome) ? `, refused: ${entry.outcome}` : '';
+  switch (entry.kind) {
+    case 'token':
+      return `${backend} fetched an access token${times}${failed}`;
+    case 'proxy':
+      return `${backend} called ${entry.method ?? ''} ${entry.path ?? ''}${times} → ${entry.outcome}`;
+    case 'connected':
+      return 'You connected this account';
+    case 'reconnected':
+      return 'You connected again';
+    case 'disconnected':
+      return entry.actor === 'key' ? `Disconnected by ${backend}` : 'You disconnected';
+    case 'needs_reauth':
+      return `${label(card)} stopped accepting the saved sign-in`;
+    default:
+      return entry.kind;
+  }
+}
+
+function renderActivity(card, activity) {
+  const box = part(card, 'activity');
+  const entries = Array.isArray(activity?.entries) ? activity.entries : [];
+  box.hidden = entries.length === 0 && !activity?.last_used;
+  const lastUsed = part(card, 'last-used');
+  const last = activity?.last_used;
+  lastUsed.textContent = last
+    ? `Last used by ${last.key_name ?? 'a backend'}, ${ago(last.at)}`
+    : 'Not used by any backend yet';
+  if (last) lastUsed.title = formatDate(last.at);
+  const list = part(card, 'history');
+  list.replaceChildren(
+    ...entries.map((entry) => {
+      const item = document.createElement('li');
+      const when = document.createElement('time');
+      when.dateTime = entry.last_seen;
+      when.textContent = ago(entry.last_seen);
+      when.title = formatDate(entry.last_seen);
+      const what = document.createElement('span');
+      what.textContent = describeActivity(card, entry);
+      item.dataset.kind = entry.kind;
+      item.append(what, ' · ', when);
+      return item;
+    }),
+  );
+}
+
+async function loadActivity(card) {
+  try {
+    renderActivity(card, await client.activity(card.dataset.path));
+  } catch {
+    // The history is a courtesy: without it the card still works.
+    part(card, 'activity').hidden = true;
+  }
 }
 
 function renderBusy(card) {
@@ -285,7 +373,10 @@ async function refresh() {
     showPageError('');
     for (const card of cards) {
       const status = statuses.find((s) => s.provider === card.dataset.provider);
-      if (status) render(card, status);
+      if (status) {
+        render(card, status);
+        loadActivity(card);
+      }
       else {
         card.dataset.state = 'not_connected';
         part(card, 'status').textContent = 'Unavailable';
@@ -326,6 +417,7 @@ function onConnect(card) {
       setBusy(card, null);
       if (result.result === 'connected') {
         render(card, result.status);
+        loadActivity(card);
         announce(`${label(card)} connected${result.status.provider_email ? ` as ${result.status.provider_email}` : ''}.`);
       } else if (result.result === 'cancelled') {
         showNotice(card, 'The sign-in window was closed before finishing. Nothing changed.');

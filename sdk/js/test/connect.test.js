@@ -482,6 +482,27 @@ describe('API calls', () => {
     );
   });
 
+  test('activity reads the user\'s history with the bearer, and refuses an answer without entries', async () => {
+    const history = {
+      provider: 'microsoft',
+      last_used: { key_name: 'n8n', kind: 'token', at: '2030-01-01T00:00:00Z' },
+      entries: [{ kind: 'token', key_name: 'n8n', count: 3 }],
+    };
+    server.fetch = async (url, init) => {
+      server.calls.push({ url, init });
+      return json(200, history);
+    };
+    const c = client();
+    assert.deepEqual(await c.activity('outlook'), history);
+    assert.deepEqual(
+      server.calls.map((call) => [call.init.method, new URL(call.url).pathname, call.init.headers.Authorization]),
+      [['GET', '/v1/integrations/outlook/activity', 'Bearer user.jwt']],
+    );
+    server.fetch = async () => json(200, { provider: 'microsoft' });
+    const err = await client().activity('outlook').catch((e) => e);
+    assert.equal(err.code, 'invalid_response');
+  });
+
   test('an API error becomes a ConnectError with code, message, requestId and status', async () => {
     server.fetch = async () =>
       json(401, { error: 'unauthorized', message: 'The user token is missing or invalid.', request_id: 'req-9' });

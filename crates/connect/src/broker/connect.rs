@@ -7,13 +7,15 @@
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
-use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::model::{ConnectionState, UserId};
 use crate::oauth::{self, ProviderError, authorization_code, pkce::Pkce, profile, state};
 use crate::provider::ProviderId;
 use crate::store::{Flow, NewConnection, ReturnMode};
 use crate::vault::Place;
+
+use super::Broker;
+use super::sealed::Sealed;
 
 /// How long a started flow stays valid (the provider's codes live about as long).
 pub const FLOW_LIFETIME: time::Duration = time::Duration::minutes(10);
@@ -27,14 +29,7 @@ fn pkce_place(user: UserId, provider: ProviderId) -> Place {
     }
 }
 
-pub fn token_place(column: &'static str, user: UserId, provider: ProviderId) -> Place {
-    Place {
-        table: "integration_tokens",
-        column,
-        user,
-        provider,
-    }
-}
+pub use super::sealed::token_place;
 
 /// A started flow: where to send the browser, and the secret for the binding cookie.
 pub struct Started {
@@ -46,18 +41,20 @@ pub struct Started {
 /// Starts connecting `provider` for `user`, from a page on `app_origin` (already checked
 /// against the configured origins).
 pub async fn start(
-    app: &AppState,
+    broker: &Broker,
     user: UserId,
     provider: ProviderId,
     app_origin: String,
     return_mode: ReturnMode,
 ) -> Result<Started> {
-    let endpoints = app.provider(provider).ok_or(Error::NotFound("provider"))?;
+    let endpoints = broker
+        .provider(provider)
+        .ok_or(Error::NotFound("provider"))?;
     let random = |_| Error::Internal("no randomness".into());
     let flow_state = state::random_token().map_err(random)?;
     let binding_secret = state::random_token().map_err(random)?;
     let pkce = Pkce::new().map_err(random)?;
-    let sealed_verifier = app
+    let sealed_verifier = broker
         .keyring
         .seal(
             &pkce_place(user, provider),
@@ -66,13 +63,14 @@ pub async fn start(
         .map_err(|e| Error::Internal(e.to_string()))?;
     let expires_at = OffsetDateTime::now_utc() + FLOW_LIFETIME;
     let state_hash = state::sha256(flow_state.expose_secret());
-    app.store
+    broker
+        .store
         .insert_flow(&Flow {
             state_hash,
             user_id: user,
             provider,
             pkce_verifier: sealed_verifier,
-            key_id: app.keyring.active_key_id().to_owned(),
+            key_id: broker.keyring.active_key_id().to_owned(),
             binding_hash: state::sha256(binding_secret.expose_secret()),
             app_origin,
             return_mode,
@@ -81,21 +79,21 @@ pub async fn start(
         .await?;
     // A user keeps at most a few flows pending: the oldest beyond the cap can no longer
     // complete (its callback finds no flow).
-    for dropped in app.limits.pending_flows.record(user, state_hash) {
-        if let Err(e) = app.store.take_flow(&dropped).await {
+    for dropped in broker.pending_flows.record(user, state_hash) {
+        if let Err(e) = broker.store.take_flow(&dropped).await {
             tracing::warn!(error = %e, "dropping the oldest pending flow failed");
         }
     }
     // Google sends a refresh token only on a forced consent once it has sent one; ask for
     // that consent only when we hold none (it costs the user a screen, and Google caps the
     // refresh tokens per user and client).
-    let has_refresh_token = app
+    let has_refresh_token = broker
         .store
         .token_row(user, provider)
         .await?
         .is_some_and(|row| row.state == ConnectionState::Connected && row.refresh_token.is_some());
     let auth_url = endpoints.authorize_url(
-        &app.redirect_uri(provider),
+        &broker.redirect_uri(provider),
         flow_state.expose_secret(),
         &pkce.challenge,
         has_refresh_token,
@@ -170,7 +168,7 @@ pub struct Finished {
 
 /// Completes a flow from the provider's redirect, in the browser that started it.
 pub async fn finish(
-    app: &AppState,
+    broker: &Broker,
     provider: ProviderId,
     params: &CallbackParams,
     binding_cookie: Option<&str>,
@@ -185,7 +183,7 @@ pub async fn finish(
         finished.result = Err(Failure::InvalidState);
         return finished;
     };
-    let flow = match app.store.take_flow(&state::sha256(state_value)).await {
+    let flow = match broker.store.take_flow(&state::sha256(state_value)).await {
         Ok(Some(flow)) => flow,
         Ok(None) => {
             finished.result = Err(Failure::InvalidState);
@@ -199,7 +197,7 @@ pub async fn finish(
     };
     finished.app_origin = Some(flow.app_origin.clone());
     finished.return_mode = flow.return_mode;
-    finished.result = complete(app, provider, &flow, params, binding_cookie).await;
+    finished.result = complete(broker, provider, &flow, params, binding_cookie).await;
     match finished.result {
         Ok(()) => tracing::info!(provider = %provider, user_id = %flow.user_id, "connected"),
         Err(failure) => {
@@ -213,12 +211,12 @@ pub async fn finish(
 /// the same provider account and still working (another account's grant, or one the provider
 /// refused, is never carried over).
 async fn kept_refresh_token(
-    app: &AppState,
+    broker: &Broker,
     user: UserId,
     provider: ProviderId,
     provider_user_id: &str,
 ) -> std::result::Result<Option<SecretString>, Failure> {
-    let row = app.store.token_row(user, provider).await.map_err(|e| {
+    let row = broker.store.token_row(user, provider).await.map_err(|e| {
         tracing::error!(error = %e, "reading the stored connection failed");
         Failure::Internal
     })?;
@@ -230,7 +228,7 @@ async fn kept_refresh_token(
     else {
         return Ok(None);
     };
-    match app
+    match broker
         .keyring
         .open_string(&token_place("refresh_token", user, provider), &sealed)
     {
@@ -243,7 +241,7 @@ async fn kept_refresh_token(
 }
 
 async fn complete(
-    app: &AppState,
+    broker: &Broker,
     provider: ProviderId,
     flow: &Flow,
     params: &CallbackParams,
@@ -273,8 +271,8 @@ async fn complete(
         .as_deref()
         .filter(|c| !c.is_empty())
         .ok_or(Failure::ProviderError)?;
-    let endpoints = app.provider(provider).ok_or(Failure::Internal)?;
-    let verifier = app
+    let endpoints = broker.provider(provider).ok_or(Failure::Internal)?;
+    let verifier = broker
         .keyring
         .open_string(&pkce_place(flow.user_id, provider), &flow.pkce_verifier)
         .map_err(|e| {
@@ -282,11 +280,11 @@ async fn complete(
             Failure::Internal
         })?;
     let tokens = authorization_code::exchange(
-        &app.http,
+        &broker.http,
         endpoints,
         code,
         verifier.expose_secret(),
-        &app.redirect_uri(provider),
+        &broker.redirect_uri(provider),
     )
     .await
     .map_err(|e| {
@@ -296,7 +294,7 @@ async fn complete(
             _ => Failure::ExchangeFailed,
         }
     })?;
-    let account = profile::fetch(&app.http, endpoints, &tokens.access_token)
+    let account = profile::fetch(&broker.http, endpoints, &tokens.access_token)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "profile fetch failed");
@@ -306,53 +304,61 @@ async fn complete(
             }
         })?;
 
-    let seal = |column, secret: &SecretString| {
-        app.keyring
-            .seal(
-                &token_place(column, flow.user_id, provider),
-                secret.expose_secret().as_bytes(),
-            )
-            .map_err(|_| Failure::Internal)
+    // A reconnect without a new refresh token (Google without forced consent, Dropbox
+    // without offline access) keeps the stored one of the same account.
+    let previous_refresh = match tokens.refresh_token {
+        Some(_) => None,
+        None => {
+            kept_refresh_token(broker, flow.user_id, provider, &account.provider_user_id).await?
+        }
     };
-    let access_token = seal("access_token", &tokens.access_token)?;
-    let refresh_token = match tokens.refresh_token.as_ref() {
-        Some(rt) => Some(seal("refresh_token", rt)?),
-        // A reconnect without a new refresh token (Google without forced consent, Dropbox
-        // without offline access) keeps the stored one of the same account.
-        None => kept_refresh_token(app, flow.user_id, provider, &account.provider_user_id)
-            .await?
-            .map(|rt| seal("refresh_token", &rt))
-            .transpose()?,
-    };
-    let expires_in = i64::try_from(tokens.expires_in)
-        .unwrap_or(0)
-        .clamp(0, 86_400);
-    let scopes = tokens
-        .scope
-        .as_deref()
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    let stored = app
+    let sealed = Sealed::from_response(
+        &broker.keyring,
+        flow.user_id,
+        provider,
+        &tokens,
+        previous_refresh.as_ref(),
+    )
+    .map_err(|_| Failure::Internal)?;
+    // Whether this replaces a connection, for the activity log (connected or reconnected).
+    let existed = matches!(
+        broker.store.token_row(flow.user_id, provider).await,
+        Ok(Some(_))
+    );
+    let stored = broker
         .store
         .upsert_connection(&NewConnection {
             user_id: flow.user_id,
             provider,
-            access_token,
-            refresh_token,
-            key_id: app.keyring.active_key_id().to_owned(),
-            expires_at: OffsetDateTime::now_utc() + time::Duration::seconds(expires_in),
+            access_token: sealed.access_token,
+            refresh_token: sealed.refresh_token,
+            key_id: sealed.key_id,
+            expires_at: sealed.expires_at,
             provider_user_id: account.provider_user_id,
             provider_email: account.email,
             display_name: account.display_name,
-            scopes,
+            scopes: sealed.scopes.unwrap_or_default(),
         })
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "storing the connection failed");
             Failure::Internal
         });
-    app.cache.invalidate(flow.user_id, provider);
+    broker.cache.invalidate(flow.user_id, provider);
+    if stored.is_ok() {
+        let kind = if existed {
+            crate::activity::Kind::Reconnected
+        } else {
+            crate::activity::Kind::Connected
+        };
+        broker.activity.record(
+            flow.user_id,
+            provider,
+            kind,
+            crate::activity::Actor::User,
+            None,
+            "ok",
+        );
+    }
     stored
 }

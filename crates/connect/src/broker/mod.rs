@@ -1,34 +1,153 @@
-//! Use cases: what the service does, independent of HTTP and of the storage backend. Handlers
-//! call exactly one function here; functions here call the store, the vault and the providers.
-//! `connect` holds the OAuth connect flow, `rotate` the re-encryption of stored tokens.
+//! Use cases: what the service does, independent of HTTP and of the storage backend. A
+//! [`Broker`] owns what they need (the store, the key ring, the provider catalog, the one
+//! outbound HTTP client, the token cache, the refreshes in flight) and nothing of HTTP: handlers
+//! call exactly one function here with the broker. `connect` holds the OAuth connect flow,
+//! `tokens` fresh tokens and refreshes, `sealed` the one conversion from a provider's token
+//! answer to stored ciphertexts, `rotate` the re-encryption of stored tokens.
 
 pub mod cache;
 pub mod connect;
 pub mod rotate;
+pub mod sealed;
 pub mod tokens;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::RefreshSettings;
 use crate::error::Result;
+use crate::limits::PendingFlows;
 use crate::model::ConnectionListing;
 use crate::model::{StatusView, UserId};
-use crate::provider::ProviderId;
+use crate::provider::{Catalog, ConfiguredProvider, ProviderId};
 use crate::store::{ListFilter, Store};
+use crate::vault::Keyring;
+
+/// The few settings the use cases read.
+#[derive(Clone, Debug)]
+pub struct BrokerSettings {
+    pub refresh: RefreshSettings,
+    /// Where this service is reached from outside: the base of the providers' redirect URIs.
+    pub public_url: url::Url,
+    /// Most access tokens kept in memory (0: no cache).
+    pub token_cache_capacity: usize,
+    /// The activity log: on or off, retention, flush interval.
+    pub activity: crate::config::ActivitySettings,
+}
+
+/// Everything the use cases need, shared by every request and background task of a process.
+pub struct Broker {
+    pub store: Store,
+    pub keyring: Arc<Keyring>,
+    /// Providers with credentials configured, found by id.
+    pub providers: Catalog,
+    /// The one outbound HTTP client: no redirects followed, bounded timeouts.
+    pub http: reqwest::Client,
+    /// Fresh access tokens in memory (see `cache`).
+    pub cache: Arc<cache::TokenCache>,
+    /// Refreshes in flight in this process, its tasks, and its lease owner id.
+    pub tokens: tokens::TokenBroker,
+    /// Each user's newest started flows, so starting one over the cap drops the oldest.
+    pub pending_flows: Arc<PendingFlows>,
+    /// The activity log's counts not yet written (see `crate::activity`).
+    pub activity: Arc<crate::activity::Recorder>,
+    pub settings: BrokerSettings,
+    /// Tells background tasks (the cache listener) to stop; dropped with the broker.
+    background: tokio::sync::watch::Sender<bool>,
+}
+
+impl Broker {
+    /// Builds the broker over an opened store; on PostgreSQL with a cache, starts the listener
+    /// that keeps the cache honest about other replicas' writes.
+    pub fn new(
+        store: Store,
+        keyring: Arc<Keyring>,
+        providers: Catalog,
+        http: reqwest::Client,
+        pending_flows: Arc<PendingFlows>,
+        settings: BrokerSettings,
+    ) -> Self {
+        // On PostgreSQL other replicas write too: the cache is on only while a listener hears
+        // their changes. On SQLite (and in memory) this process is the only writer.
+        let cache = Arc::new(cache::TokenCache::new(
+            !matches!(store, Store::Postgres(_)),
+            settings.token_cache_capacity,
+        ));
+        let (background, stop) = tokio::sync::watch::channel(false);
+        if let (Store::Postgres(pg), true) = (&store, settings.token_cache_capacity > 0) {
+            tokio::spawn(cache::listen(cache.clone(), pg.pool().clone(), stop));
+        }
+        Self {
+            store,
+            keyring,
+            providers,
+            http,
+            cache,
+            tokens: tokens::TokenBroker::default(),
+            pending_flows,
+            activity: Arc::new(crate::activity::Recorder::new(settings.activity.enabled)),
+            settings,
+            background,
+        }
+    }
+
+    /// The endpoints of a configured provider.
+    pub fn provider(&self, provider: ProviderId) -> Option<&ConfiguredProvider> {
+        self.providers.get(provider)
+    }
+
+    /// Ids of the configured providers, in catalog order.
+    pub fn provider_ids(&self) -> Vec<ProviderId> {
+        self.providers.ids()
+    }
+
+    /// Where the provider sends the browser back to.
+    pub fn redirect_uri(&self, provider: ProviderId) -> String {
+        let base = self.settings.public_url.as_str().trim_end_matches('/');
+        format!("{base}/v1/integrations/{}/callback", provider.path_name())
+    }
+
+    /// Stops the background tasks (the cache listener); the HTTP side is draining.
+    pub fn stop_background(&self) {
+        let _ = self.background.send(true);
+    }
+
+    /// After the HTTP drain: lets the refreshes under way (and a keep-alive pass) finish, up to
+    /// one provider timeout and a little more, then gives back every refresh lease this process
+    /// still holds, so callers on other replicas need not wait for them to expire.
+    pub async fn finish_refreshes(&self) {
+        let tasks = &self.tokens.tasks;
+        tasks.close();
+        let deadline = self.settings.refresh.provider_timeout + Duration::from_secs(2);
+        if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                running = tasks.len(),
+                "refreshes still running at shutdown; giving their leases back"
+            );
+        }
+        match self.store.release_leases_of(self.tokens.owner).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "refresh leases given back at shutdown"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not give refresh leases back at shutdown; they expire on their own")
+            }
+        }
+    }
+}
 
 /// The user's connection to `provider`, as a settings page shows it.
-pub async fn status(store: &Store, user: UserId, provider: ProviderId) -> Result<StatusView> {
-    Ok(match store.user_connection(user, provider).await? {
+pub async fn status(broker: &Broker, user: UserId, provider: ProviderId) -> Result<StatusView> {
+    Ok(match broker.store.user_connection(user, provider).await? {
         Some(connection) => connection.into(),
         None => StatusView::not_connected(provider),
     })
 }
 
 /// One status per configured provider, in catalog order.
-pub async fn list(
-    store: &Store,
-    user: UserId,
-    configured: &[ProviderId],
-) -> Result<Vec<StatusView>> {
-    let mut stored = store.user_connections(user).await?;
-    Ok(configured
+pub async fn list(broker: &Broker, user: UserId) -> Result<Vec<StatusView>> {
+    let mut stored = broker.store.user_connections(user).await?;
+    Ok(broker
+        .provider_ids()
         .iter()
         .map(
             |&provider| match stored.iter().position(|c| c.provider == provider) {
@@ -45,31 +164,43 @@ pub async fn list(
 /// same — a disconnect never leaves the user connected. Microsoft has no per-app revocation
 /// endpoint: the stored tokens are deleted, and the user can remove the app's access at
 /// https://myapps.microsoft.com or https://account.live.com/consent/Manage.
+/// `by` names who asked, for the activity log.
 pub async fn disconnect(
-    app: &crate::app::AppState,
+    broker: &Arc<Broker>,
     user: UserId,
     provider: ProviderId,
+    by: crate::activity::Actor,
 ) -> Result<()> {
-    let revocation = revoke(app, user, provider).await;
+    let revocation = revoke(broker, user, provider).await;
     metrics::counter!("revocation_total", "provider" => provider.as_str(), "outcome" => revocation)
         .increment(1);
-    let deleted = app.store.delete_connection(user, provider).await?;
-    app.cache.invalidate(user, provider);
+    let deleted = broker.store.delete_connection(user, provider).await?;
+    broker.cache.invalidate(user, provider);
+    if deleted {
+        broker.activity.record(
+            user,
+            provider,
+            crate::activity::Kind::Disconnected,
+            by,
+            None,
+            "ok",
+        );
+    }
     tracing::info!(provider = %provider, user_id = %user, deleted, revocation, "disconnected");
     Ok(())
 }
 
 /// Gives the grant back at the provider, if it can; never fails, says what happened:
 /// `unsupported`, `not_connected`, `revoked`, `no_token` or `failed`.
-async fn revoke(app: &crate::app::AppState, user: UserId, provider: ProviderId) -> &'static str {
+async fn revoke(broker: &Arc<Broker>, user: UserId, provider: ProviderId) -> &'static str {
     use crate::provider::Revocation;
-    let Some(configured) = app.provider(provider) else {
+    let Some(configured) = broker.provider(provider) else {
         return "unsupported";
     };
     let token = match configured.spec().revocation {
         Revocation::None => return "unsupported",
         // The refresh token names the whole grant; the access token will do without one.
-        Revocation::Rfc7009Form => match stored_token(app, user, provider).await {
+        Revocation::Rfc7009Form => match stored_token(broker, user, provider).await {
             Ok(Some(token)) => token,
             Ok(None) => return "not_connected",
             Err(e) => {
@@ -80,7 +211,7 @@ async fn revoke(app: &crate::app::AppState, user: UserId, provider: ProviderId) 
         // Authenticates with a valid access token: refreshed first when it has expired.
         Revocation::BearerRpc => {
             match tokens::fresh_token(
-                app,
+                broker,
                 user,
                 provider,
                 std::time::Duration::from_secs(60),
@@ -97,8 +228,8 @@ async fn revoke(app: &crate::app::AppState, user: UserId, provider: ProviderId) 
             }
         }
     };
-    let timeout = app.settings.refresh.provider_timeout;
-    match crate::oauth::revocation::revoke(&app.http, configured, &token, timeout).await {
+    let timeout = broker.settings.refresh.provider_timeout;
+    match crate::oauth::revocation::revoke(&broker.http, configured, &token, timeout).await {
         Ok(()) => "revoked",
         Err(e) => {
             tracing::warn!(provider = %provider, user_id = %user, error = %e, "revocation at the provider failed; deleting the connection all the same");
@@ -109,11 +240,11 @@ async fn revoke(app: &crate::app::AppState, user: UserId, provider: ProviderId) 
 
 /// The stored refresh token, or the access token when there is none.
 async fn stored_token(
-    app: &crate::app::AppState,
+    broker: &Broker,
     user: UserId,
     provider: ProviderId,
 ) -> std::result::Result<Option<secrecy::SecretString>, String> {
-    let Some(row) = app
+    let Some(row) = broker
         .store
         .token_row(user, provider)
         .await
@@ -125,19 +256,20 @@ async fn stored_token(
         Some(rt) => ("refresh_token", rt.as_slice()),
         None => ("access_token", row.access_token.as_slice()),
     };
-    app.keyring
-        .open_string(&connect::token_place(column, user, provider), sealed)
+    broker
+        .keyring
+        .open_string(&sealed::token_place(column, user, provider), sealed)
         .map(Some)
         .map_err(|e| e.to_string())
 }
 
 /// A page of connections across users for a trusted backend, and the cursor of the next page.
 pub async fn list_connections(
-    store: &Store,
+    broker: &Broker,
     filter: ListFilter,
 ) -> Result<(Vec<ConnectionListing>, Option<uuid::Uuid>)> {
     let limit = filter.limit;
-    let page = store.list_connections(&filter).await?;
+    let page = broker.store.list_connections(&filter).await?;
     let next = if page.len() == limit as usize {
         page.last().map(|c| c.id)
     } else {

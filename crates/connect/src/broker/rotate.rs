@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::vault::Keyring;
 
-use super::connect::token_place;
+use super::sealed::token_place;
 
 /// What a rotation run did.
 #[derive(Debug, Default, PartialEq, Eq)]

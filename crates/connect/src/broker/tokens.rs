@@ -26,14 +26,14 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use time::OffsetDateTime;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::connect::token_place;
-use crate::app::AppState;
+use super::Broker;
+use super::sealed::{Sealed, token_place};
 use crate::error::Error;
 use crate::model::{ConnectionState, UserId};
 use crate::oauth::{ProviderError, refresh_token};
@@ -129,13 +129,13 @@ impl Default for TokenBroker {
 
 /// A token from memory while the database cannot be reached, if one lives long enough.
 fn served_during_outage(
-    app: &AppState,
+    broker: &Broker,
     user: UserId,
     provider: ProviderId,
     min_ttl: Duration,
     rejected_version: Option<i64>,
 ) -> Option<Arc<FreshToken>> {
-    let token = app
+    let token = broker
         .cache
         .get_during_outage(user, provider)
         .filter(|t| usable_token(t, min_ttl.max(SERVE_WHILE_LEASED), rejected_version))?;
@@ -146,32 +146,33 @@ fn served_during_outage(
 /// A token for `user` and `provider` valid for at least `min_ttl` (and the configured skew).
 /// `rejected_version`: the version of a token the provider just refused; a newer one is needed.
 pub async fn fresh_token(
-    app: &AppState,
+    broker: &Arc<Broker>,
     user: UserId,
     provider: ProviderId,
     min_ttl: Duration,
     rejected_version: Option<i64>,
 ) -> Result<Arc<FreshToken>, Error> {
     // An unknown provider answers like an unknown user: nothing to enumerate.
-    if app.provider(provider).is_none() {
+    if broker.provider(provider).is_none() {
         return Err(Error::NotConnected);
     }
-    let need = min_ttl.max(app.settings.refresh.skew);
-    let cached = app.cache.get(user, provider);
+    let need = min_ttl.max(broker.settings.refresh.skew);
+    let cached = broker.cache.get(user, provider);
     if let Some(token) = cached.filter(|t| usable_token(t, need, rejected_version)) {
         return Ok(token);
     }
-    let epoch = app.cache.epoch();
-    let row = match app.store.token_row(user, provider).await {
+    let epoch = broker.cache.epoch();
+    let row = match broker.store.token_row(user, provider).await {
         Ok(row) => row,
         Err(e) if e.is_unavailable() => {
-            return served_during_outage(app, user, provider, min_ttl, rejected_version)
+            return served_during_outage(broker, user, provider, min_ttl, rejected_version)
                 .ok_or(Error::Storage(e));
         }
         Err(e) => return Err(e.into()),
     };
-    if !app.cache.is_enabled() {
-        app.cache
+    if !broker.cache.is_enabled() {
+        broker
+            .cache
             .confirm_read(user, provider, row.as_ref().map(|r| r.version));
     }
     let row = row.ok_or(Error::NotConnected)?;
@@ -179,12 +180,12 @@ pub async fn fresh_token(
         return Err(Error::ReauthRequired);
     }
     if usable(&row, need, rejected_version) {
-        let token = Arc::new(open(app, &row).map_err(Error::from)?);
-        app.cache.put(user, provider, token.clone(), epoch);
+        let token = Arc::new(open(broker, &row).map_err(Error::from)?);
+        broker.cache.put(user, provider, token.clone(), epoch);
         return Ok(token);
     }
     let flight = {
-        let mut flights = app
+        let mut flights = broker
             .tokens
             .flights
             .lock()
@@ -196,9 +197,9 @@ pub async fn fresh_token(
                 // A task, so the refresh completes (and releases its lease) even if every
                 // caller gives up waiting; tracked, so shutdown waits for it; in the span of
                 // the request that started it, so its log lines carry that request's id.
-                let task = app.tokens.tasks.spawn(
+                let task = broker.tokens.tasks.spawn(
                     refresh_flight(
-                        app.clone(),
+                        broker.clone(),
                         user,
                         provider,
                         need,
@@ -221,10 +222,10 @@ pub async fn fresh_token(
     };
     let outcome = flight.await;
     if let Ok(token) = &outcome {
-        app.cache.put(user, provider, token.clone(), epoch);
+        broker.cache.put(user, provider, token.clone(), epoch);
     }
     {
-        let mut flights = app
+        let mut flights = broker
             .tokens
             .flights
             .lock()
@@ -238,7 +239,7 @@ pub async fn fresh_token(
     }
     match outcome {
         Err(RefreshFailure::Storage) => {
-            served_during_outage(app, user, provider, min_ttl, rejected_version)
+            served_during_outage(broker, user, provider, min_ttl, rejected_version)
                 .ok_or(Error::Storage(StoreError::Unavailable))
         }
         other => other.map_err(Error::from),
@@ -259,8 +260,8 @@ fn lives(version: i64, expires_at: OffsetDateTime, need: Duration, rejected: Opt
             > time::Duration::try_from(need).unwrap_or(time::Duration::MAX)
 }
 
-fn open(app: &AppState, row: &TokenRow) -> Result<FreshToken, RefreshFailure> {
-    let access_token = app
+fn open(broker: &Broker, row: &TokenRow) -> Result<FreshToken, RefreshFailure> {
+    let access_token = broker
         .keyring
         .open_string(
             &token_place("access_token", row.user_id, row.provider),
@@ -280,13 +281,13 @@ fn open(app: &AppState, row: &TokenRow) -> Result<FreshToken, RefreshFailure> {
 
 /// The current token while it still works, else "try again later".
 fn fallback(
-    app: &AppState,
+    broker: &Broker,
     row: &TokenRow,
     retry_after: Duration,
     rejected_version: Option<i64>,
 ) -> Outcome {
     if usable(row, Duration::from_secs(5), rejected_version) {
-        return open(app, row).map(Arc::new);
+        return open(broker, row).map(Arc::new);
     }
     Err(RefreshFailure::Unavailable {
         retry_after_secs: retry_after.as_secs().max(1),
@@ -296,20 +297,20 @@ fn fallback(
 /// `need`: how long the token must live to be served without a refresh; `enough_while_leased`:
 /// how long it must live to be served while another replica holds the lease.
 async fn refresh_flight(
-    app: AppState,
+    broker: Arc<Broker>,
     user: UserId,
     provider: ProviderId,
     need: Duration,
     enough_while_leased: Duration,
     rejected_version: Option<i64>,
 ) -> Outcome {
-    let settings = &app.settings.refresh;
+    let settings = &broker.settings.refresh;
     let deadline =
         Instant::now() + settings.lease + settings.provider_timeout + Duration::from_secs(5);
     let started = Instant::now();
     let mut pause = Duration::from_millis(10);
     loop {
-        let row = app
+        let row = broker
             .store
             .token_row(user, provider)
             .await?
@@ -320,34 +321,34 @@ async fn refresh_flight(
         if usable(&row, need, rejected_version) {
             metrics::histogram!("refresh_lease_wait_seconds")
                 .record(started.elapsed().as_secs_f64());
-            return open(&app, &row).map(Arc::new);
+            return open(&broker, &row).map(Arc::new);
         }
         let now = OffsetDateTime::now_utc();
         if let Some(until) = row.cooldown_until.filter(|until| *until > now) {
             let wait = Duration::try_from(until - now).unwrap_or(settings.cooldown);
-            return fallback(&app, &row, wait, rejected_version);
+            return fallback(&broker, &row, wait, rejected_version);
         }
-        match app
+        match broker
             .store
-            .claim_refresh_lease(row.id, app.tokens.owner, settings.lease)
+            .claim_refresh_lease(row.id, broker.tokens.owner, settings.lease)
             .await?
         {
             Some(claimed) => {
                 // Someone may have refreshed between our read and the claim.
                 if usable(&claimed, need, rejected_version) {
-                    release(&app, &claimed, None, None).await;
-                    return open(&app, &claimed).map(Arc::new);
+                    release(&broker, &claimed, None, None).await;
+                    return open(&broker, &claimed).map(Arc::new);
                 }
-                return refresh_claimed(&app, claimed, rejected_version).await;
+                return refresh_claimed(&broker, claimed, rejected_version).await;
             }
             // Another replica holds the lease (maybe one that died): no need to wait for it
             // while the stored token still works.
             None if usable(&row, enough_while_leased, rejected_version) => {
                 metrics::counter!("token_served_while_leased_total").increment(1);
-                return open(&app, &row).map(Arc::new);
+                return open(&broker, &row).map(Arc::new);
             }
             None if Instant::now() > deadline => {
-                return fallback(&app, &row, Duration::from_secs(5), rejected_version);
+                return fallback(&broker, &row, Duration::from_secs(5), rejected_version);
             }
             None => {
                 // Another replica holds the lease: wait for its write.
@@ -385,27 +386,27 @@ where
 /// it: while the database is unreachable it is given back in the background, as soon as the
 /// database answers (until the lease would have expired anyway).
 async fn release(
-    app: &AppState,
+    broker: &Arc<Broker>,
     claimed: &TokenRow,
     cooldown_until: Option<OffsetDateTime>,
     reason: Option<&str>,
 ) {
-    let owner = app.tokens.owner;
+    let owner = broker.tokens.owner;
     let id = claimed.id;
-    let first = app
+    let first = broker
         .store
         .release_refresh_lease(id, owner, cooldown_until, reason)
         .await;
     match first {
         Ok(()) => {}
         Err(e) if e.is_unavailable() => {
-            let app = app.clone();
+            let broker = broker.clone();
             let reason = reason.map(str::to_owned);
-            let until = Instant::now() + app.settings.refresh.lease;
-            app.tokens.tasks.clone().spawn(async move {
+            let until = Instant::now() + broker.settings.refresh.lease;
+            broker.tokens.tasks.clone().spawn(async move {
                 while Instant::now() < until {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    let released = app
+                    let released = broker
                         .store
                         .release_refresh_lease(id, owner, cooldown_until, reason.as_deref())
                         .await;
@@ -426,63 +427,64 @@ async fn release(
     }
 }
 
-/// Refreshes a connection whose lease this process holds, and stores the outcome.
+/// Refreshes a connection whose lease this process holds, and stores the outcome. Takes the
+/// broker's `Arc` (like everything here that may spawn: a lease is given back in the
+/// background while the database is unreachable).
 /// `rejected_version`: the version of a token the provider refused (not to be served again).
 pub async fn refresh_claimed(
-    app: &AppState,
+    broker: &Arc<Broker>,
     claimed: TokenRow,
     rejected_version: Option<i64>,
 ) -> Outcome {
-    let owner = app.tokens.owner;
+    let owner = broker.tokens.owner;
     let provider = claimed.provider;
-    let Some(endpoints) = app.provider(provider) else {
-        release(app, &claimed, None, None).await;
+    let Some(endpoints) = broker.provider(provider) else {
+        release(broker, &claimed, None, None).await;
         return Err(RefreshFailure::NotConnected);
     };
     let Some(sealed_refresh) = claimed.refresh_token.as_deref() else {
-        return needs_reauth(app, &claimed, "no_refresh_token").await;
+        return needs_reauth(broker, &claimed, "no_refresh_token").await;
     };
     let place = |column| token_place(column, claimed.user_id, provider);
-    let refresh = match app
+    let refresh = match broker
         .keyring
         .open_string(&place("refresh_token"), sealed_refresh)
     {
         Ok(token) => token,
         Err(e) => {
-            release(app, &claimed, None, None).await;
+            release(broker, &claimed, None, None).await;
             return Err(RefreshFailure::Internal(format!(
                 "connection {}: {e}",
                 claimed.id
             )));
         }
     };
-    let settings = &app.settings.refresh;
-    match refresh_token::refresh(&app.http, endpoints, &refresh, settings.provider_timeout).await {
+    let settings = &broker.settings.refresh;
+    match refresh_token::refresh(&broker.http, endpoints, &refresh, settings.provider_timeout).await
+    {
         Ok(tokens) => {
-            let seal = |column, secret: &SecretString| {
-                app.keyring
-                    .seal(&place(column), secret.expose_secret().as_bytes())
-                    .map_err(|e| RefreshFailure::Internal(e.to_string()))
-            };
-            let expires_in = i64::try_from(tokens.expires_in)
-                .unwrap_or(0)
-                .clamp(0, 86_400);
-            let scopes = tokens
-                .scope
-                .as_deref()
-                .map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+            let sealed = Sealed::from_response(
+                &broker.keyring,
+                claimed.user_id,
+                provider,
+                &tokens,
+                Some(&refresh),
+            )
+            .map_err(|e| RefreshFailure::Internal(e.to_string()))?;
+            let scopes = sealed.scopes;
             let refreshed = Refreshed {
-                access_token: seal("access_token", &tokens.access_token)?,
-                refresh_token: seal(
-                    "refresh_token",
-                    tokens.refresh_token.as_ref().unwrap_or(&refresh),
-                )?,
-                key_id: app.keyring.active_key_id().to_owned(),
-                expires_at: OffsetDateTime::now_utc() + time::Duration::seconds(expires_in),
+                access_token: sealed.access_token,
+                // Never none: the refresh token just used is kept when no new one came.
+                refresh_token: sealed
+                    .refresh_token
+                    .ok_or_else(|| RefreshFailure::Internal("no refresh token to store".into()))?,
+                key_id: sealed.key_id,
+                expires_at: sealed.expires_at,
                 scopes: scopes.clone(),
             };
             let stored = write_with_retries("store the refreshed tokens", || {
-                app.store
+                broker
+                    .store
                     .store_refreshed(claimed.id, claimed.version, owner, &refreshed)
             })
             .await;
@@ -501,7 +503,7 @@ pub async fn refresh_claimed(
                 Ok(true) => {
                     // Our own write: older entries go, and the new token may be cached (the
                     // notification of this write will not drop it).
-                    app.cache.observe(claimed.id, Some(claimed.version + 1));
+                    broker.cache.observe(claimed.id, Some(claimed.version + 1));
                     metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "refreshed").increment(1);
                     tracing::info!(user_id = %claimed.user_id, provider = %provider, "token refreshed");
                     Ok(token(claimed.version + 1))
@@ -510,12 +512,12 @@ pub async fn refresh_claimed(
                     // Our lease ran out and another writer got there first: theirs is the token now.
                     metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "lost_lease").increment(1);
                     tracing::warn!(user_id = %claimed.user_id, provider = %provider, "refresh lease lost before the write");
-                    let row = app
+                    let row = broker
                         .store
                         .token_row(claimed.user_id, provider)
                         .await?
                         .ok_or(RefreshFailure::NotConnected)?;
-                    fallback(app, &row, Duration::from_secs(1), rejected_version)
+                    fallback(broker, &row, Duration::from_secs(1), rejected_version)
                 }
                 Err(e) => {
                     // The provider issued a token we could not store. It works all the same, so
@@ -523,7 +525,7 @@ pub async fn refresh_claimed(
                     // holds); the stored refresh token stays the one we used.
                     metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "not_stored").increment(1);
                     tracing::error!(error = %e, user_id = %claimed.user_id, provider = %provider, "refreshed token could not be stored");
-                    release(app, &claimed, None, None).await;
+                    release(broker, &claimed, None, None).await;
                     Ok(token(claimed.version))
                 }
             }
@@ -531,7 +533,7 @@ pub async fn refresh_claimed(
         Err(ProviderError::Refused { error, codes, .. })
             if crate::provider::means_reauth(provider, &error, &codes) =>
         {
-            needs_reauth(app, &claimed, &format!("{error} {codes:?}")).await
+            needs_reauth(broker, &claimed, &format!("{error} {codes:?}")).await
         }
         Err(e) => {
             let retry_after = match &e {
@@ -554,28 +556,40 @@ pub async fn refresh_claimed(
                 }
                 ProviderError::Malformed(what) => format!("malformed {what}"),
             };
-            release(app, &claimed, Some(until), Some(&reason)).await;
+            release(broker, &claimed, Some(until), Some(&reason)).await;
             metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "unavailable").increment(1);
             tracing::warn!(user_id = %claimed.user_id, provider = %provider, reason = %reason, cooldown_secs = cooldown.as_secs(), "refresh failed; cooling down");
-            fallback(app, &claimed, cooldown, rejected_version)
+            fallback(broker, &claimed, cooldown, rejected_version)
         }
     }
 }
 
 /// The provider refused the grant (or there is none): one transition to `needs_reauth`.
-async fn needs_reauth(app: &AppState, claimed: &TokenRow, reason: &str) -> Outcome {
-    let owner = app.tokens.owner;
+async fn needs_reauth(broker: &Arc<Broker>, claimed: &TokenRow, reason: &str) -> Outcome {
+    let owner = broker.tokens.owner;
     let provider = claimed.provider;
     let marked = write_with_retries("mark the connection needs_reauth", || {
-        app.store
+        broker
+            .store
             .mark_needs_reauth(claimed.id, claimed.version, owner, reason)
     })
     .await;
-    if let Err(e) = marked {
-        tracing::error!(error = %e, connection_id = %claimed.id, "could not mark the connection needs_reauth");
-        release(app, claimed, None, None).await;
+    match marked {
+        Ok(true) => broker.activity.record(
+            claimed.user_id,
+            provider,
+            crate::activity::Kind::NeedsReauth,
+            crate::activity::Actor::Service,
+            None,
+            "reauth_required",
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, connection_id = %claimed.id, "could not mark the connection needs_reauth");
+            release(broker, claimed, None, None).await;
+        }
     }
-    app.cache.invalidate(claimed.user_id, provider);
+    broker.cache.invalidate(claimed.user_id, provider);
     metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "reauth")
         .increment(1);
     tracing::info!(user_id = %claimed.user_id, provider = %provider, reason = %reason, "provider refused the grant: needs reauth");

@@ -14,9 +14,9 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::broker::connect::{self, CallbackParams, Failure, Finished};
 use crate::error::{Error, ErrorBody, Result};
+use crate::http::AppState;
 use crate::http::ProviderName;
 use crate::http::middleware::KeepBody;
 use crate::http::user::configured_provider;
@@ -115,7 +115,7 @@ pub async fn auth_url(
             ));
         }
     };
-    let started = connect::start(&state, user.id, provider, origin, mode).await?;
+    let started = connect::start(&state.broker, user.id, provider, origin, mode).await?;
     let max_age = connect::FLOW_LIFETIME.whole_seconds();
     let mut response = Json(AuthUrl {
         auth_url: started.auth_url.to_string(),
@@ -241,7 +241,7 @@ pub async fn callback(
         .check(&client_ip(&state, &headers, &extensions))?;
     let provider = configured_provider(&state, &provider)?;
     let finished = connect::finish(
-        &state,
+        &state.broker,
         provider,
         &params,
         cookie_value(&headers, BINDING_COOKIE),

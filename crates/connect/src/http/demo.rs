@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::demo::DemoServiceKey;
 use crate::error::{Error, Result};
+use crate::http::AppState;
 
 const SESSION_HOURS: i64 = 12;
 

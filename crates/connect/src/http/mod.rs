@@ -4,6 +4,7 @@
 //! `ops` (health, readiness, OpenAPI, metrics) — and each calls one `broker` function. Nothing
 //! here touches SQL.
 
+pub mod activity;
 pub mod assets;
 pub mod browser;
 pub mod demo;
@@ -12,6 +13,7 @@ pub mod ops;
 pub mod pages;
 pub mod proxy;
 pub mod service;
+pub mod state;
 pub mod user;
 
 use std::time::Duration;
@@ -27,7 +29,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+pub use state::AppState;
 
 /// Largest request body the API accepts.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -120,6 +122,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(browser::callback))
         .routes(routes!(service::list))
         .routes(routes!(service::token))
+        .routes(routes!(activity::user_activity))
+        .routes(routes!(activity::service_activity))
 }
 
 /// The OpenAPI document of the API.

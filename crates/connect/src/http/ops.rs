@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::error::ErrorBody;
+use crate::http::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -46,13 +46,13 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
     (status = 503, body = ErrorBody, description = "The database is not reachable."),
 ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let pinged = tokio::time::timeout(READY_TIMEOUT, state.store.ping())
+    let pinged = tokio::time::timeout(READY_TIMEOUT, state.broker.store.ping())
         .await
         .unwrap_or(Err(crate::store::StoreError::Unavailable));
     match pinged {
         Ok(()) => Json(Readiness {
             status: "ready",
-            database: state.store.backend(),
+            database: state.broker.store.backend(),
         })
         .into_response(),
         Err(e) => {

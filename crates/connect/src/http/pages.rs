@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
-use crate::app::AppState;
 use crate::error::Error;
+use crate::http::AppState;
 use crate::http::browser::page_headers;
 
 pub struct ProviderCard {
@@ -41,6 +41,7 @@ pub async fn settings(State(state): State<AppState>) -> Response {
     let page = SettingsPage {
         demo: state.settings.demo,
         providers: state
+            .broker
             .provider_ids()
             .into_iter()
             .map(|p| ProviderCard {

@@ -14,12 +14,14 @@ use axum::response::Response;
 use secrecy::ExposeSecret;
 use url::Url;
 
-use crate::app::AppState;
 use crate::broker::tokens::{FreshToken, fresh_token};
 use crate::error::{Error, Result};
+use crate::http::AppState;
 use crate::http::middleware::KeepBody;
 use crate::http::service::target;
 use crate::identity::ServiceCaller;
+use crate::model::UserId;
+use crate::provider::ProviderId;
 
 /// Largest request body the proxy forwards (kept in memory for the one retry).
 pub const PROXY_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -115,6 +117,7 @@ async fn send(
     token: &FreshToken,
 ) -> Result<reqwest::Response> {
     let mut request = state
+        .broker
         .http
         .request(method.clone(), url.clone())
         .bearer_auth(token.access_token.expose_secret())
@@ -154,8 +157,42 @@ pub async fn proxy(
     request: Request,
 ) -> Result<Response> {
     let (user, provider) = target(&user_id, &provider)?;
+    // The raw (still percent-encoded) path: what the provider would see.
+    let rest = request
+        .uri()
+        .path()
+        .split_once("/proxy/")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let call = (
+        crate::activity::method_name(request.method()),
+        crate::activity::path_template(rest),
+    );
+    let answer = forward(&state, &caller, user, provider, request).await;
+    let outcome = match &answer {
+        Ok(response) => crate::activity::status_class(response.status().as_u16()),
+        Err(e) => e.code(),
+    };
+    state.broker.activity.record(
+        user,
+        provider,
+        crate::activity::Kind::Proxy,
+        crate::activity::Actor::Key(caller.key_name),
+        Some(call),
+        outcome,
+    );
+    answer
+}
+
+async fn forward(
+    state: &AppState,
+    caller: &ServiceCaller,
+    user: UserId,
+    provider: ProviderId,
+    request: Request,
+) -> Result<Response> {
     state.limits.check_proxy(&caller.key_name, user)?;
-    let configured = state.provider(provider).ok_or(Error::NotConnected)?;
+    let configured = state.broker.provider(provider).ok_or(Error::NotConnected)?;
     let (parts, body) = request.into_parts();
     let api_name = match parts.headers.get(API_HEADER) {
         None => None,
@@ -179,9 +216,9 @@ pub async fn proxy(
     })?;
     let method = parts.method.clone();
 
-    let token = fresh_token(&state, user, provider, Duration::ZERO, None).await?;
+    let token = fresh_token(&state.broker, user, provider, Duration::ZERO, None).await?;
     let mut upstream = send(
-        &state,
+        state,
         provider_headers,
         &method,
         &url,
@@ -192,10 +229,16 @@ pub async fn proxy(
     .await?;
     if upstream.status() == reqwest::StatusCode::UNAUTHORIZED {
         // The provider no longer takes this token (revoked, clock skew): refresh once, retry once.
-        let newer =
-            fresh_token(&state, user, provider, Duration::ZERO, Some(token.version)).await?;
+        let newer = fresh_token(
+            &state.broker,
+            user,
+            provider,
+            Duration::ZERO,
+            Some(token.version),
+        )
+        .await?;
         upstream = send(
-            &state,
+            state,
             provider_headers,
             &method,
             &url,

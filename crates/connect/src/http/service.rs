@@ -11,10 +11,11 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
+use crate::activity::{Actor, Kind, outcome_of};
 use crate::broker;
 use crate::broker::tokens::fresh_token;
 use crate::error::{Error, ErrorBody, Result};
+use crate::http::AppState;
 use crate::http::ProviderName;
 use crate::identity::ServiceCaller;
 use crate::model::{ConnectionListing, ConnectionState, UserId};
@@ -32,6 +33,30 @@ pub fn target(user_id: &str, provider: &str) -> Result<(UserId, ProviderId)> {
         .map_err(|_| Error::InvalidRequest("user_id must be a UUID".into()))?;
     let provider = ProviderId::from_path(provider).ok_or(Error::NotConnected)?;
     Ok((UserId(user), provider))
+}
+
+/// A listing's `provider` filter: a provider path name, or bad input.
+pub fn provider_filter(provider: Option<&str>) -> Result<Option<ProviderId>> {
+    provider
+        .map(|p| {
+            ProviderId::from_path(p).ok_or_else(|| {
+                Error::InvalidRequest(
+                    "provider must be outlook, microsoft, google or dropbox".into(),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// A listing's page size: 1–[`MAX_PAGE`], 100 when not given.
+pub fn page_limit(limit: Option<u32>) -> Result<u32> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::InvalidRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    Ok(limit)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -75,14 +100,39 @@ pub async fn token(
     Query(query): Query<TokenQuery>,
 ) -> Result<Response> {
     let (user, provider) = target(&user_id, &provider)?;
+    let answer = issue_token(&state, &caller, user, provider, query.min_ttl.unwrap_or(0)).await;
+    state.broker.activity.record(
+        user,
+        provider,
+        Kind::Token,
+        Actor::Key(caller.key_name),
+        None,
+        outcome_of(&answer),
+    );
+    answer
+}
+
+async fn issue_token(
+    state: &AppState,
+    caller: &ServiceCaller,
+    user: UserId,
+    provider: ProviderId,
+    min_ttl: u64,
+) -> Result<Response> {
     state.limits.check_token(&caller.key_name, user)?;
-    let min_ttl = query.min_ttl.unwrap_or(0);
     if min_ttl > MAX_MIN_TTL_SECS {
         return Err(Error::InvalidRequest(format!(
             "min_ttl must be between 0 and {MAX_MIN_TTL_SECS}"
         )));
     }
-    let token = fresh_token(&state, user, provider, Duration::from_secs(min_ttl), None).await?;
+    let token = fresh_token(
+        &state.broker,
+        user,
+        provider,
+        Duration::from_secs(min_ttl),
+        None,
+    )
+    .await?;
     tracing::info!(service_key = %caller.key_name, user_id = %user, provider = %provider,
                    expires_at = %token.expires_at, "token issued");
     let mut response = Json(TokenResponse {
@@ -133,17 +183,7 @@ pub async fn list(
     _caller: ServiceCaller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ConnectionPage>> {
-    let provider = query
-        .provider
-        .as_deref()
-        .map(|p| {
-            ProviderId::from_path(p).ok_or_else(|| {
-                Error::InvalidRequest(
-                    "provider must be outlook, microsoft, google or dropbox".into(),
-                )
-            })
-        })
-        .transpose()?;
+    let provider = provider_filter(query.provider.as_deref())?;
     let status = query
         .status
         .as_deref()
@@ -163,14 +203,9 @@ pub async fn list(
                 .map_err(|_| Error::InvalidRequest("cursor is not one this service issued".into()))
         })
         .transpose()?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Error::InvalidRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(query.limit)?;
     let (connections, next) = broker::list_connections(
-        &state.store,
+        &state.broker,
         ListFilter {
             provider,
             state: status,

@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::broker;
 use crate::error::{Error, ErrorBody, Result};
+use crate::http::AppState;
 use crate::http::ProviderName;
 use crate::identity::CurrentUser;
 use crate::model::StatusView;
@@ -18,7 +18,7 @@ use crate::provider::ProviderId;
 /// Resolves a `{provider}` path segment to a configured provider, or 404.
 pub fn configured_provider(state: &AppState, segment: &str) -> Result<ProviderId> {
     ProviderId::from_path(segment)
-        .filter(|p| state.provider(*p).is_some())
+        .filter(|p| state.broker.provider(*p).is_some())
         .ok_or(Error::NotFound("provider"))
 }
 
@@ -35,7 +35,7 @@ pub async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
 ) -> Result<Json<IntegrationList>> {
-    let integrations = broker::list(&state.store, user.id, &state.provider_ids()).await?;
+    let integrations = broker::list(&state.broker, user.id).await?;
     Ok(Json(IntegrationList { integrations }))
 }
 
@@ -51,7 +51,9 @@ pub async fn status(
     Path(provider): Path<String>,
 ) -> Result<Json<StatusView>> {
     let provider = configured_provider(&state, &provider)?;
-    Ok(Json(broker::status(&state.store, user.id, provider).await?))
+    Ok(Json(
+        broker::status(&state.broker, user.id, provider).await?,
+    ))
 }
 
 /// Forgets the caller's connection. Idempotent: 204 whether or not there was one. Google and
@@ -70,6 +72,12 @@ pub async fn disconnect(
     Path(provider): Path<String>,
 ) -> Result<StatusCode> {
     let provider = configured_provider(&state, &provider)?;
-    broker::disconnect(&state, user.id, provider).await?;
+    broker::disconnect(
+        &state.broker,
+        user.id,
+        provider,
+        crate::activity::Actor::User,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,8 +9,8 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use crate::app::AppState;
 use crate::error::Error;
+use crate::http::AppState;
 use crate::model::UserId;
 
 /// The bearer credential of a request, if it has exactly one well-formed one.
@@ -61,7 +61,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 /// A trusted backend, by the name of its service key.
 #[derive(Clone, Debug)]
 pub struct ServiceCaller {
-    pub key_name: String,
+    pub key_name: std::sync::Arc<str>,
 }
 
 impl FromRequestParts<AppState> for ServiceCaller {
@@ -73,9 +73,7 @@ impl FromRequestParts<AppState> for ServiceCaller {
             .service_keys
             .verify(presented)
             .ok_or(Error::Unauthorized("not a service key"))?;
-        tracing::Span::current().record("service_key", name);
-        Ok(ServiceCaller {
-            key_name: name.to_owned(),
-        })
+        tracing::Span::current().record("service_key", &*name);
+        Ok(ServiceCaller { key_name: name })
     }
 }

@@ -97,28 +97,34 @@ pub fn generate(name: &str) -> Result<(String, String), String> {
 /// The configured keys; answers which one (by name) a presented key is.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceKeys {
-    entries: Vec<ServiceKeyEntry>,
+    /// Names shared, so each request (and the activity log) holds a name without copying it.
+    entries: Vec<(std::sync::Arc<str>, [u8; 32])>,
 }
 
 impl ServiceKeys {
     pub fn new(entries: Vec<ServiceKeyEntry>) -> Self {
-        Self { entries }
+        Self {
+            entries: entries
+                .into_iter()
+                .map(|e| (std::sync::Arc::from(e.name), e.hash))
+                .collect(),
+        }
     }
 
     /// The name of the key, if `presented` is one of ours. Every entry is compared, in constant
     /// time, whatever matched earlier.
-    pub fn verify(&self, presented: &str) -> Option<&str> {
+    pub fn verify(&self, presented: &str) -> Option<std::sync::Arc<str>> {
         if !presented.starts_with(PREFIX) {
             return None;
         }
         let hash = hash_key(presented);
         let mut found = None;
-        for entry in &self.entries {
-            if constant_time::verify_slices_are_equal(&hash, &entry.hash).is_ok() {
-                found = Some(entry.name.as_str());
+        for (name, entry_hash) in &self.entries {
+            if constant_time::verify_slices_are_equal(&hash, entry_hash).is_ok() {
+                found = Some(name);
             }
         }
-        found
+        found.cloned()
     }
 }
 
@@ -131,8 +137,8 @@ mod tests {
         let (key, entry) = generate("n8n").unwrap();
         let (other_key, other_entry) = generate("backend").unwrap();
         let keys = ServiceKeys::new(parse_service_keys(&format!("{entry},{other_entry}")).unwrap());
-        assert_eq!(keys.verify(&key), Some("n8n"));
-        assert_eq!(keys.verify(&other_key), Some("backend"));
+        assert_eq!(keys.verify(&key).as_deref(), Some("n8n"));
+        assert_eq!(keys.verify(&other_key).as_deref(), Some("backend"));
         assert_eq!(keys.verify(&format!("{key}x")), None);
         assert_eq!(keys.verify("ccsk_"), None);
     }

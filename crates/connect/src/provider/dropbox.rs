@@ -13,7 +13,8 @@ use super::{
     ClientAuth, ConfiguredProvider, ProfileCall, ProfileSpec, Provider, ProviderId, ProviderSpec,
     Revocation, join,
 };
-use crate::config::{ConfigError, CredentialNames, client_credentials, parse_secret, scopes_or};
+use super::{CredentialNames, client_credentials, scopes_or};
+use crate::setting::{ConfigError, parse_secret};
 
 pub const SCOPES: [&str; 3] = [
     "account_info.read",

@@ -19,6 +19,8 @@ use secrecy::SecretString;
 use serde::Serialize;
 use url::Url;
 
+use crate::setting::{ConfigError, placeholder_reason, require_real, resolve_secret};
+
 /// A provider the schema knows. The string form is what the database stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -277,6 +279,54 @@ pub(crate) fn join(base: &Url, path: &str) -> Result<Url, url::ParseError> {
         base.set_path(&with_slash);
     }
     base.join(path.trim_start_matches('/'))
+}
+
+/// The variable names of a provider's client credentials, and how to get real values.
+pub struct CredentialNames {
+    pub client_id: &'static str,
+    pub client_secret: &'static str,
+    pub client_id_hint: &'static str,
+    pub client_secret_hint: &'static str,
+}
+
+/// A provider's client id and secret: `None` when the id is not set (the provider is off);
+/// an error naming the variable when either is a placeholder or the secret is missing.
+pub fn client_credentials(
+    names: &CredentialNames,
+    client_id: Option<String>,
+    secret: Option<SecretString>,
+    secret_file: Option<&std::path::PathBuf>,
+) -> Result<Option<(String, SecretString)>, ConfigError> {
+    let Some(client_id) = client_id else {
+        return Ok(None);
+    };
+    if let Some(why) = placeholder_reason(&client_id) {
+        return Err(ConfigError::Placeholder {
+            name: names.client_id,
+            why,
+            hint: names.client_id_hint.into(),
+        });
+    }
+    let secret = resolve_secret(names.client_secret, secret, secret_file)?;
+    let secret = require_real(names.client_secret, secret, || {
+        names.client_secret_hint.into()
+    })?;
+    Ok(Some((client_id, secret)))
+}
+
+/// The configured scopes (space- or comma-separated), or the provider's defaults.
+pub fn scopes_or(configured: Option<String>, spec: &ProviderSpec) -> String {
+    let words: Vec<&str> = configured
+        .as_deref()
+        .unwrap_or_default()
+        .split([' ', ','])
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.is_empty() {
+        spec.default_scopes.join(" ")
+    } else {
+        words.join(" ")
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! Storage: one contract, two thin implementations. [`Store`] picks PostgreSQL (production,
 //! Supabase-compatible, with roles and row-level security) or SQLite (the embedded default) from
 //! the URL scheme, applies that backend's embedded migrations, and offers the operations the use
-//! cases need. The store sees only ciphertext for tokens and knows nothing of HTTP.
+//! cases need, each a method of the [`Backend`] contract. An in-memory backend keeps the same
+//! contract for tests of the use cases. The store sees only ciphertext for tokens and knows
+//! nothing of HTTP.
 
+pub mod memory;
 pub mod postgres;
 mod postgres_migrate;
 pub mod sqlite;
@@ -267,11 +270,154 @@ pub struct ListFilter {
     pub limit: u32,
 }
 
+/// The storage contract: what every backend offers, and the rules each keeps. Rows are
+/// versioned (every write that changes tokens or state bumps `version`); a refresh writes only
+/// while it holds the row's lease at the version it claimed (compare-and-swap); a lease has an
+/// owner and an expiry, and a claim is refused while a live lease or a cooldown stands; a flow
+/// can be taken once; idle claims of two owners never overlap; re-sealing loses to any write in
+/// between. PostgreSQL and SQLite implement it, and [`memory::MemoryStore`] for tests of the
+/// use cases; one suite of contract tests runs against all three. Dispatch is static, through
+/// [`Store`].
+pub trait Backend {
+    /// Whether the database answers.
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The caller's connections, read as the caller (RLS on PostgreSQL).
+    fn user_connections(
+        &self,
+        user: UserId,
+    ) -> impl Future<Output = StoreResult<Vec<ConnectionSummary>>> + Send;
+
+    /// The caller's connection to `provider`, read as the caller (RLS on PostgreSQL).
+    fn user_connection(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+    ) -> impl Future<Output = StoreResult<Option<ConnectionSummary>>> + Send;
+
+    /// Deletes the user's connection to `provider`; true when a row was deleted.
+    fn delete_connection(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Inserts or atomically replaces the user's connection to the provider.
+    fn upsert_connection(
+        &self,
+        new: &NewConnection,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Connections across users, for trusted backends; ordered by id.
+    fn list_connections(
+        &self,
+        filter: &ListFilter,
+    ) -> impl Future<Output = StoreResult<Vec<ConnectionListing>>> + Send;
+
+    /// Records a started flow (and forgets flows that expired long ago).
+    fn insert_flow(&self, flow: &Flow) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Removes and returns the flow with this state hash, if any: a state can be used once.
+    fn take_flow(
+        &self,
+        state_hash: &[u8; 32],
+    ) -> impl Future<Output = StoreResult<Option<Flow>>> + Send;
+
+    /// Up to `limit` connections sealed with a key other than `active_key`.
+    fn connections_not_on_key(
+        &self,
+        active_key: &str,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<SealedConnection>>> + Send;
+
+    /// The connection the token path serves (as the service: no user scoping).
+    fn token_row(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+    ) -> impl Future<Output = StoreResult<Option<TokenRow>>> + Send;
+
+    /// Claims the refresh lease of connection `id` for `owner` until `lease` from now, if no
+    /// live lease is held and the connection is still connected. Returns the row as claimed.
+    fn claim_refresh_lease(
+        &self,
+        id: uuid::Uuid,
+        owner: uuid::Uuid,
+        lease: std::time::Duration,
+    ) -> impl Future<Output = StoreResult<Option<TokenRow>>> + Send;
+
+    /// Stores a refresh's tokens if the row is still at `version` and `owner` holds the lease
+    /// (compare-and-swap); bumps the version and releases the lease. True when written.
+    fn store_refreshed(
+        &self,
+        id: uuid::Uuid,
+        version: i64,
+        owner: uuid::Uuid,
+        refreshed: &Refreshed,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// The provider refused the grant: one transition to `needs_reauth` (same CAS rule).
+    fn mark_needs_reauth(
+        &self,
+        id: uuid::Uuid,
+        version: i64,
+        owner: uuid::Uuid,
+        reason: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Gives the lease back; with a cooldown, no refresh is tried before it ends.
+    fn release_refresh_lease(
+        &self,
+        id: uuid::Uuid,
+        owner: uuid::Uuid,
+        cooldown_until: Option<OffsetDateTime>,
+        reason: Option<&str>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Claims (with a lease) up to `limit` connected rows not refreshed since `idle_since`, not
+    /// leased and not cooling down; replicas share the work without overlap.
+    fn claim_idle_connections(
+        &self,
+        idle_since: OffsetDateTime,
+        limit: u32,
+        owner: uuid::Uuid,
+        lease: std::time::Duration,
+    ) -> impl Future<Output = StoreResult<Vec<TokenRow>>> + Send;
+
+    /// The distinct encryption key ids stored rows name (an index skip-scan, cheap at any size).
+    fn key_ids_in_use(&self) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+
+    /// One connection sealed with `key_id`, to check that the key opens it.
+    fn one_sealed_with(
+        &self,
+        key_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<SealedConnection>>> + Send;
+
+    /// Replaces a connection's ciphertexts if it is still at `old.version` and `old.key_id`
+    /// (a refresh in between wins); true when written.
+    fn reseal_connection(
+        &self,
+        old: &SealedConnection,
+        access_token: &[u8],
+        refresh_token: Option<&[u8]>,
+        key_id: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Gives back every refresh lease `owner` holds (a process shutting down).
+    fn release_leases_of(&self, owner: uuid::Uuid)
+    -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Closes the connection pools (at shutdown).
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
 /// The storage backend in use.
 #[derive(Clone, Debug)]
 pub enum Store {
     Postgres(postgres::PgStore),
     Sqlite(sqlite::SqliteStore),
+    /// In memory, for tests of the use cases; never a user-facing database option.
+    Memory(memory::MemoryStore),
 }
 
 /// How many more times a statement waits for a pooled connection when the pool timed out but
@@ -301,9 +447,13 @@ macro_rules! dispatch {
                 result
             }
             Store::Sqlite($s) => $call,
+            Store::Memory($s) => $call,
         }
     };
 }
+
+mod activity;
+pub use activity::{ActivityBackend, UPSERT_BATCH};
 
 impl Store {
     /// Opens the database `url` names, applying migrations first when `options.migrate`.
@@ -345,20 +495,18 @@ impl Store {
         match self {
             Store::Postgres(_) => "postgres",
             Store::Sqlite(_) => "sqlite",
+            Store::Memory(_) => "memory",
         }
     }
 
-    /// Whether the database answers.
     pub async fn ping(&self) -> StoreResult<()> {
         dispatch!(self, s => s.ping().await)
     }
 
-    /// The caller's connections, read as the caller (RLS on PostgreSQL).
     pub async fn user_connections(&self, user: UserId) -> StoreResult<Vec<ConnectionSummary>> {
         dispatch!(self, s => s.user_connections(user).await)
     }
 
-    /// The caller's connection to `provider`, read as the caller (RLS on PostgreSQL).
     pub async fn user_connection(
         &self,
         user: UserId,
@@ -367,17 +515,14 @@ impl Store {
         dispatch!(self, s => s.user_connection(user, provider).await)
     }
 
-    /// Deletes the user's connection to `provider`; true when a row was deleted.
     pub async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {
         dispatch!(self, s => s.delete_connection(user, provider).await)
     }
 
-    /// Inserts or atomically replaces the user's connection to the provider.
     pub async fn upsert_connection(&self, new: &NewConnection) -> StoreResult<()> {
         dispatch!(self, s => s.upsert_connection(new).await)
     }
 
-    /// Connections across users, for trusted backends; ordered by id.
     pub async fn list_connections(
         &self,
         filter: &ListFilter,
@@ -385,17 +530,14 @@ impl Store {
         dispatch!(self, s => s.list_connections(filter).await)
     }
 
-    /// Records a started flow (and forgets flows that expired long ago).
     pub async fn insert_flow(&self, flow: &Flow) -> StoreResult<()> {
         dispatch!(self, s => s.insert_flow(flow).await)
     }
 
-    /// Removes and returns the flow with this state hash, if any: a state can be used once.
     pub async fn take_flow(&self, state_hash: &[u8; 32]) -> StoreResult<Option<Flow>> {
         dispatch!(self, s => s.take_flow(state_hash).await)
     }
 
-    /// Up to `limit` connections sealed with a key other than `active_key`.
     pub async fn connections_not_on_key(
         &self,
         active_key: &str,
@@ -404,7 +546,6 @@ impl Store {
         dispatch!(self, s => s.connections_not_on_key(active_key, limit).await)
     }
 
-    /// The connection the token path serves (as the service: no user scoping).
     pub async fn token_row(
         &self,
         user: UserId,
@@ -413,8 +554,6 @@ impl Store {
         dispatch!(self, s => s.token_row(user, provider).await)
     }
 
-    /// Claims the refresh lease of connection `id` for `owner` until `lease` from now, if no
-    /// live lease is held and the connection is still connected. Returns the row as claimed.
     pub async fn claim_refresh_lease(
         &self,
         id: uuid::Uuid,
@@ -424,8 +563,6 @@ impl Store {
         dispatch!(self, s => s.claim_refresh_lease(id, owner, lease).await)
     }
 
-    /// Stores a refresh's tokens if the row is still at `version` and `owner` holds the lease
-    /// (compare-and-swap); bumps the version and releases the lease. True when written.
     pub async fn store_refreshed(
         &self,
         id: uuid::Uuid,
@@ -436,7 +573,6 @@ impl Store {
         dispatch!(self, s => s.store_refreshed(id, version, owner, refreshed).await)
     }
 
-    /// The provider refused the grant: one transition to `needs_reauth` (same CAS rule).
     pub async fn mark_needs_reauth(
         &self,
         id: uuid::Uuid,
@@ -447,7 +583,6 @@ impl Store {
         dispatch!(self, s => s.mark_needs_reauth(id, version, owner, reason).await)
     }
 
-    /// Gives the lease back; with a cooldown, no refresh is tried before it ends.
     pub async fn release_refresh_lease(
         &self,
         id: uuid::Uuid,
@@ -458,8 +593,6 @@ impl Store {
         dispatch!(self, s => s.release_refresh_lease(id, owner, cooldown_until, reason).await)
     }
 
-    /// Claims (with a lease) up to `limit` connected rows not refreshed since `idle_since`, not
-    /// leased and not cooling down; replicas share the work without overlap.
     pub async fn claim_idle_connections(
         &self,
         idle_since: OffsetDateTime,
@@ -470,18 +603,14 @@ impl Store {
         dispatch!(self, s => s.claim_idle_connections(idle_since, limit, owner, lease).await)
     }
 
-    /// The distinct encryption key ids stored rows name (an index skip-scan, cheap at any size).
     pub async fn key_ids_in_use(&self) -> StoreResult<Vec<String>> {
         dispatch!(self, s => s.key_ids_in_use().await)
     }
 
-    /// One connection sealed with `key_id`, to check that the key opens it.
     pub async fn one_sealed_with(&self, key_id: &str) -> StoreResult<Option<SealedConnection>> {
         dispatch!(self, s => s.one_sealed_with(key_id).await)
     }
 
-    /// Replaces a connection's ciphertexts if it is still at `old.version` and `old.key_id`
-    /// (a refresh in between wins); true when written.
     pub async fn reseal_connection(
         &self,
         old: &SealedConnection,
@@ -492,7 +621,6 @@ impl Store {
         dispatch!(self, s => s.reseal_connection(old, access_token, refresh_token, key_id).await)
     }
 
-    /// Gives back every refresh lease `owner` holds (a process shutting down).
     pub async fn release_leases_of(&self, owner: uuid::Uuid) -> StoreResult<u64> {
         dispatch!(self, s => s.release_leases_of(owner).await)
     }
@@ -501,7 +629,7 @@ impl Store {
     pub fn is_unreachable(&self) -> bool {
         match self {
             Store::Postgres(s) => s.health().is_down(),
-            Store::Sqlite(_) => false,
+            Store::Sqlite(_) | Store::Memory(_) => false,
         }
     }
 
@@ -509,6 +637,12 @@ impl Store {
         match self {
             Store::Postgres(s) => s.close().await,
             Store::Sqlite(s) => s.close().await,
+            Store::Memory(s) => s.close().await,
         }
+    }
+
+    /// A new, empty store in memory (tests of the use cases; not offered to users).
+    pub fn memory() -> Self {
+        Store::Memory(memory::MemoryStore::default())
     }
 }

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Flow, ListFilter, NewConnection, Refreshed, ReturnMode, SealedConnection, StoreError,
+    Backend, Flow, ListFilter, NewConnection, Refreshed, ReturnMode, SealedConnection, StoreError,
     StoreOptions, StoreResult, TokenRow, hash32, provider,
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
@@ -338,11 +338,6 @@ impl PgStore {
         Ok(tx)
     }
 
-    pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("select 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     /// Reads the caller's rows in one prepared round trip through
     /// `connect.read_own_connections`, which drops to role `connect_user_reader` with the
     /// caller's claims for that statement only, so row-level security decides what it sees.
@@ -351,20 +346,34 @@ impl PgStore {
         user: UserId,
         provider: Option<ProviderId>,
     ) -> StoreResult<Vec<ConnectionSummary>> {
-        // A connection the database closed while it sat idle (a restart, a terminated backend)
-        // fails at its first use; the read is retried on another, at most once per pooled
-        // connection plus one newly opened.
+        let rows: Vec<SummaryRow> = self
+            .user_read(|conn| {
+                Box::pin(
+                    sqlx::query_as("select * from connect.read_own_connections($1, $2)")
+                        .bind(user.0)
+                        .bind(provider.map(ProviderId::as_str))
+                        .fetch_all(conn),
+                )
+            })
+            .await?;
+        rows.into_iter().map(ConnectionSummary::try_from).collect()
+    }
+
+    /// Runs one signed-in user's read (a call of a `connect.read_own_…` function) on the
+    /// user-read pool. A connection the database closed while it sat idle (a restart, a
+    /// terminated backend) fails at its first use; the read is retried on another, at most
+    /// once per pooled connection plus one newly opened.
+    pub(crate) async fn user_read<T, F>(&self, mut read: F) -> StoreResult<T>
+    where
+        F: for<'c> FnMut(
+            &'c mut PgConnection,
+        ) -> futures::future::BoxFuture<'c, Result<T, sqlx::Error>>,
+    {
         let mut attempts = self.user_reads.status().max_size + 1;
         loop {
             let mut conn = self.user_reads.get().await.map_err(pool_error)?;
-            let result: Result<Vec<SummaryRow>, sqlx::Error> =
-                sqlx::query_as("select * from connect.read_own_connections($1, $2)")
-                    .bind(user.0)
-                    .bind(provider.map(ProviderId::as_str))
-                    .fetch_all(&mut *conn)
-                    .await;
-            match result {
-                Ok(rows) => return rows.into_iter().map(ConnectionSummary::try_from).collect(),
+            match read(&mut conn).await {
+                Ok(rows) => return Ok(rows),
                 Err(e) => {
                     drop(deadpool::managed::Object::take(conn));
                     attempts -= 1;
@@ -377,11 +386,25 @@ impl PgStore {
         }
     }
 
-    pub async fn user_connections(&self, user: UserId) -> StoreResult<Vec<ConnectionSummary>> {
+    /// A connection of the user-read pool, for tests that inspect what it carries.
+    pub async fn user_read_connection(
+        &self,
+    ) -> StoreResult<impl std::ops::DerefMut<Target = PgConnection>> {
+        self.user_reads.get().await.map_err(pool_error)
+    }
+}
+
+impl Backend for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn user_connections(&self, user: UserId) -> StoreResult<Vec<ConnectionSummary>> {
         self.read_as_user(user, None).await
     }
 
-    pub async fn user_connection(
+    async fn user_connection(
         &self,
         user: UserId,
         provider: ProviderId,
@@ -393,7 +416,7 @@ impl PgStore {
             .next())
     }
 
-    pub async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {
+    async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {
         let result = sqlx::query(
             "delete from connect.integration_tokens where user_id = $1 and provider = $2",
         )
@@ -404,7 +427,7 @@ impl PgStore {
         Ok(result.rows_affected() > 0)
     }
 
-    pub async fn upsert_connection(&self, c: &NewConnection) -> StoreResult<()> {
+    async fn upsert_connection(&self, c: &NewConnection) -> StoreResult<()> {
         sqlx::query(
             "insert into connect.integration_tokens \
                (user_id, provider, access_token, refresh_token, key_id, expires_at, \
@@ -433,7 +456,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn list_connections(&self, f: &ListFilter) -> StoreResult<Vec<ConnectionListing>> {
+    async fn list_connections(&self, f: &ListFilter) -> StoreResult<Vec<ConnectionListing>> {
         let rows: Vec<ListingRow> = sqlx::query_as(
             "select id, user_id, provider, status, provider_email, display_name, scopes, expires_at, \
                     created_at, updated_at, last_refreshed_at \
@@ -451,7 +474,7 @@ impl PgStore {
         rows.into_iter().map(ConnectionListing::try_from).collect()
     }
 
-    pub async fn insert_flow(&self, f: &Flow) -> StoreResult<()> {
+    async fn insert_flow(&self, f: &Flow) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("delete from connect.oauth_flows where expires_at < now() - interval '1 hour'")
             .execute(&mut *tx)
@@ -476,7 +499,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn take_flow(&self, state_hash: &[u8; 32]) -> StoreResult<Option<Flow>> {
+    async fn take_flow(&self, state_hash: &[u8; 32]) -> StoreResult<Option<Flow>> {
         let row: Option<FlowRow> = sqlx::query_as(
             "delete from connect.oauth_flows where state_hash = $1 \
              returning state_hash, user_id, provider, pkce_verifier, key_id, binding_hash, app_origin, \
@@ -501,7 +524,7 @@ impl PgStore {
         .transpose()
     }
 
-    pub async fn connections_not_on_key(
+    async fn connections_not_on_key(
         &self,
         active_key: &str,
         limit: u32,
@@ -517,11 +540,7 @@ impl PgStore {
         rows.into_iter().map(SealedConnection::try_from).collect()
     }
 
-    pub async fn token_row(
-        &self,
-        user: UserId,
-        provider: ProviderId,
-    ) -> StoreResult<Option<TokenRow>> {
+    async fn token_row(&self, user: UserId, provider: ProviderId) -> StoreResult<Option<TokenRow>> {
         let row: Option<TokenRowDb> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {TOKEN_COLUMNS} from connect.integration_tokens where user_id = $1 and provider = $2"
         )))
@@ -532,7 +551,7 @@ impl PgStore {
         row.map(TokenRow::try_from).transpose()
     }
 
-    pub async fn claim_refresh_lease(
+    async fn claim_refresh_lease(
         &self,
         id: Uuid,
         owner: Uuid,
@@ -554,7 +573,7 @@ impl PgStore {
         row.map(TokenRow::try_from).transpose()
     }
 
-    pub async fn store_refreshed(
+    async fn store_refreshed(
         &self,
         id: Uuid,
         version: i64,
@@ -581,7 +600,7 @@ impl PgStore {
         Ok(result.rows_affected() == 1)
     }
 
-    pub async fn mark_needs_reauth(
+    async fn mark_needs_reauth(
         &self,
         id: Uuid,
         version: i64,
@@ -602,7 +621,7 @@ impl PgStore {
         Ok(result.rows_affected() == 1)
     }
 
-    pub async fn release_refresh_lease(
+    async fn release_refresh_lease(
         &self,
         id: Uuid,
         owner: Uuid,
@@ -623,7 +642,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn claim_idle_connections(
+    async fn claim_idle_connections(
         &self,
         idle_since: OffsetDateTime,
         limit: u32,
@@ -651,7 +670,7 @@ impl PgStore {
         rows.into_iter().map(TokenRow::try_from).collect()
     }
 
-    pub async fn key_ids_in_use(&self) -> StoreResult<Vec<String>> {
+    async fn key_ids_in_use(&self) -> StoreResult<Vec<String>> {
         let ids: Vec<String> = sqlx::query_scalar(
             "with recursive k(key_id) as ( \
                select min(key_id) from connect.integration_tokens \
@@ -664,7 +683,7 @@ impl PgStore {
         Ok(ids)
     }
 
-    pub async fn one_sealed_with(&self, key_id: &str) -> StoreResult<Option<SealedConnection>> {
+    async fn one_sealed_with(&self, key_id: &str) -> StoreResult<Option<SealedConnection>> {
         let row: Option<SealedRow> = sqlx::query_as(
             "select id, user_id, provider, access_token, refresh_token, key_id, version \
              from connect.integration_tokens where key_id = $1 limit 1",
@@ -675,7 +694,7 @@ impl PgStore {
         row.map(SealedConnection::try_from).transpose()
     }
 
-    pub async fn reseal_connection(
+    async fn reseal_connection(
         &self,
         old: &SealedConnection,
         access_token: &[u8],
@@ -697,7 +716,7 @@ impl PgStore {
         Ok(result.rows_affected() == 1)
     }
 
-    pub async fn release_leases_of(&self, owner: Uuid) -> StoreResult<u64> {
+    async fn release_leases_of(&self, owner: Uuid) -> StoreResult<u64> {
         let result = sqlx::query(
             "update connect.integration_tokens set refresh_lease_owner = null, refresh_lease_until = null \
              where refresh_lease_owner = $1",
@@ -708,15 +727,8 @@ impl PgStore {
         Ok(result.rows_affected())
     }
 
-    pub async fn close(&self) {
+    async fn close(&self) {
         self.user_reads.close();
         self.pool.close().await;
-    }
-
-    /// A connection of the user-read pool, for tests that inspect what it carries.
-    pub async fn user_read_connection(
-        &self,
-    ) -> StoreResult<impl std::ops::DerefMut<Target = PgConnection>> {
-        self.user_reads.get().await.map_err(pool_error)
     }
 }

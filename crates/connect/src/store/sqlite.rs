@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Flow, ListFilter, NewConnection, Refreshed, ReturnMode, SealedConnection, StoreError,
+    Backend, Flow, ListFilter, NewConnection, Refreshed, ReturnMode, SealedConnection, StoreError,
     StoreOptions, StoreResult, TokenRow, hash32, provider,
 };
 use crate::model::{ConnectionListing, ConnectionState, ConnectionSummary, UserId};
@@ -215,13 +215,15 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
 
-    pub async fn ping(&self) -> StoreResult<()> {
+impl Backend for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
         sqlx::query("select 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    pub async fn user_connections(&self, user: UserId) -> StoreResult<Vec<ConnectionSummary>> {
+    async fn user_connections(&self, user: UserId) -> StoreResult<Vec<ConnectionSummary>> {
         let rows: Vec<SummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {SUMMARY_COLUMNS} from integration_tokens where user_id = $1 order by provider"
         )))
@@ -231,7 +233,7 @@ impl SqliteStore {
         rows.into_iter().map(ConnectionSummary::try_from).collect()
     }
 
-    pub async fn user_connection(
+    async fn user_connection(
         &self,
         user: UserId,
         provider: ProviderId,
@@ -246,7 +248,7 @@ impl SqliteStore {
         row.map(ConnectionSummary::try_from).transpose()
     }
 
-    pub async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {
+    async fn delete_connection(&self, user: UserId, provider: ProviderId) -> StoreResult<bool> {
         let result =
             sqlx::query("delete from integration_tokens where user_id = $1 and provider = $2")
                 .bind(user.0.to_string())
@@ -256,7 +258,7 @@ impl SqliteStore {
         Ok(result.rows_affected() > 0)
     }
 
-    pub async fn upsert_connection(&self, c: &NewConnection) -> StoreResult<()> {
+    async fn upsert_connection(&self, c: &NewConnection) -> StoreResult<()> {
         let scopes =
             serde_json::to_string(&c.scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
@@ -289,7 +291,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn list_connections(&self, f: &ListFilter) -> StoreResult<Vec<ConnectionListing>> {
+    async fn list_connections(&self, f: &ListFilter) -> StoreResult<Vec<ConnectionListing>> {
         let rows: Vec<ListingRow> = sqlx::query_as(
             "select id, user_id, provider, status, provider_email, display_name, scopes, expires_at, \
                     created_at, updated_at, last_refreshed_at \
@@ -307,7 +309,7 @@ impl SqliteStore {
         rows.into_iter().map(ConnectionListing::try_from).collect()
     }
 
-    pub async fn insert_flow(&self, f: &Flow) -> StoreResult<()> {
+    async fn insert_flow(&self, f: &Flow) -> StoreResult<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("delete from oauth_flows where expires_at < unixepoch() - 3600")
             .execute(&mut *tx)
@@ -332,7 +334,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn take_flow(&self, state_hash: &[u8; 32]) -> StoreResult<Option<Flow>> {
+    async fn take_flow(&self, state_hash: &[u8; 32]) -> StoreResult<Option<Flow>> {
         let row: Option<FlowRow> = sqlx::query_as(
             "delete from oauth_flows where state_hash = $1 \
              returning state_hash, user_id, provider, pkce_verifier, key_id, binding_hash, app_origin, \
@@ -357,7 +359,7 @@ impl SqliteStore {
         .transpose()
     }
 
-    pub async fn connections_not_on_key(
+    async fn connections_not_on_key(
         &self,
         active_key: &str,
         limit: u32,
@@ -373,11 +375,7 @@ impl SqliteStore {
         rows.into_iter().map(SealedConnection::try_from).collect()
     }
 
-    pub async fn token_row(
-        &self,
-        user: UserId,
-        provider: ProviderId,
-    ) -> StoreResult<Option<TokenRow>> {
+    async fn token_row(&self, user: UserId, provider: ProviderId) -> StoreResult<Option<TokenRow>> {
         let row: Option<TokenRowDb> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {TOKEN_COLUMNS} from integration_tokens where user_id = $1 and provider = $2"
         )))
@@ -388,7 +386,7 @@ impl SqliteStore {
         row.map(TokenRow::try_from).transpose()
     }
 
-    pub async fn claim_refresh_lease(
+    async fn claim_refresh_lease(
         &self,
         id: Uuid,
         owner: Uuid,
@@ -410,7 +408,7 @@ impl SqliteStore {
         row.map(TokenRow::try_from).transpose()
     }
 
-    pub async fn store_refreshed(
+    async fn store_refreshed(
         &self,
         id: Uuid,
         version: i64,
@@ -443,7 +441,7 @@ impl SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    pub async fn mark_needs_reauth(
+    async fn mark_needs_reauth(
         &self,
         id: Uuid,
         version: i64,
@@ -465,7 +463,7 @@ impl SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    pub async fn release_refresh_lease(
+    async fn release_refresh_lease(
         &self,
         id: Uuid,
         owner: Uuid,
@@ -486,7 +484,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn claim_idle_connections(
+    async fn claim_idle_connections(
         &self,
         idle_since: OffsetDateTime,
         limit: u32,
@@ -515,7 +513,7 @@ impl SqliteStore {
         rows.into_iter().map(TokenRow::try_from).collect()
     }
 
-    pub async fn key_ids_in_use(&self) -> StoreResult<Vec<String>> {
+    async fn key_ids_in_use(&self) -> StoreResult<Vec<String>> {
         let ids: Vec<String> = sqlx::query_scalar(
             "with recursive k(key_id) as ( \
                select min(key_id) from integration_tokens \
@@ -528,7 +526,7 @@ impl SqliteStore {
         Ok(ids)
     }
 
-    pub async fn one_sealed_with(&self, key_id: &str) -> StoreResult<Option<SealedConnection>> {
+    async fn one_sealed_with(&self, key_id: &str) -> StoreResult<Option<SealedConnection>> {
         let row: Option<SealedRow> = sqlx::query_as(
             "select id, user_id, provider, access_token, refresh_token, key_id, version \
              from integration_tokens where key_id = $1 limit 1",
@@ -539,7 +537,7 @@ impl SqliteStore {
         row.map(SealedConnection::try_from).transpose()
     }
 
-    pub async fn reseal_connection(
+    async fn reseal_connection(
         &self,
         old: &SealedConnection,
         access_token: &[u8],
@@ -561,7 +559,7 @@ impl SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    pub async fn release_leases_of(&self, owner: Uuid) -> StoreResult<u64> {
+    async fn release_leases_of(&self, owner: Uuid) -> StoreResult<u64> {
         let result = sqlx::query(
             "update integration_tokens set refresh_lease_owner = null, refresh_lease_until = null \
              where refresh_lease_owner = $1",
@@ -572,7 +570,7 @@ impl SqliteStore {
         Ok(result.rows_affected())
     }
 
-    pub async fn close(&self) {
+    async fn close(&self) {
         self.pool.close().await;
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use celeste_connect::app::AppState;
+use celeste_connect::http::AppState;
 use celeste_connect::model::UserId;
 use celeste_connect::provider::ProviderId;
 use provider_emulator::demo_accounts;
@@ -46,7 +46,7 @@ async fn a_disconnected_connection_is_never_served_from_the_cache() {
         let c = with_emulator(backend, demo_accounts()).await;
         let user = Uuid::new_v4();
         assert_eq!(c.connect(user, ADELE).await.status(), 200);
-        let cache = &c.app.state.cache;
+        let cache = &c.app.state.broker.cache;
         if backend == Backend::Postgres {
             eventually("the listener is up", || cache.is_enabled()).await;
         }
@@ -98,7 +98,10 @@ async fn a_connection_that_needs_reauth_is_never_served_from_the_cache() {
         let user = Uuid::new_v4();
         assert_eq!(c.connect(user, ADELE).await.status(), 200);
         if backend == Backend::Postgres {
-            eventually("the listener is up", || c.app.state.cache.is_enabled()).await;
+            eventually("the listener is up", || {
+                c.app.state.broker.cache.is_enabled()
+            })
+            .await;
         }
         assert_eq!(token(&c, user).await.0, 200);
         c.emulator.revoke_grant(ADELE);
@@ -108,6 +111,7 @@ async fn a_connection_that_needs_reauth_is_never_served_from_the_cache() {
         assert!(
             c.app
                 .state
+                .broker
                 .cache
                 .get(UserId(user), ProviderId::Microsoft)
                 .is_none()
@@ -125,7 +129,7 @@ async fn other_replicas_drop_their_entry_when_one_replica_disconnects_or_marks_r
     let other = replica_of(&c).await;
     let here = &c.app.state;
     eventually("both listeners are up", || {
-        here.cache.is_enabled() && other.cache.is_enabled()
+        here.broker.cache.is_enabled() && other.broker.cache.is_enabled()
     })
     .await;
 
@@ -134,26 +138,35 @@ async fn other_replicas_drop_their_entry_when_one_replica_disconnects_or_marks_r
     for _ in 0..100 {
         assert_eq!(token(&c, alice).await.0, 200);
         assert_eq!(token(&c, bob).await.0, 200);
-        if here.cache.len() == 2 {
+        if here.broker.cache.len() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(here.cache.len(), 2);
+    assert_eq!(here.broker.cache.len(), 2);
 
     // The other replica disconnects alice: the notification removes her entry here.
-    celeste_connect::broker::disconnect(&other, UserId(alice), ProviderId::Microsoft)
-        .await
-        .unwrap();
+    celeste_connect::broker::disconnect(
+        &other.broker,
+        UserId(alice),
+        ProviderId::Microsoft,
+        celeste_connect::activity::Actor::User,
+    )
+    .await
+    .unwrap();
     eventually("alice's entry is dropped", || {
-        here.cache
+        here.broker
+            .cache
             .get(UserId(alice), ProviderId::Microsoft)
             .is_none()
     })
     .await;
     assert_eq!(token(&c, alice).await.0, 404);
     assert!(
-        here.cache.get(UserId(bob), ProviderId::Microsoft).is_some(),
+        here.broker
+            .cache
+            .get(UserId(bob), ProviderId::Microsoft)
+            .is_some(),
         "bob's entry stays"
     );
 
@@ -168,11 +181,14 @@ async fn other_replicas_drop_their_entry_when_one_replica_disconnects_or_marks_r
         )
         .await;
     eventually("bob's entry is dropped after the expiry write", || {
-        here.cache.get(UserId(bob), ProviderId::Microsoft).is_none()
+        here.broker
+            .cache
+            .get(UserId(bob), ProviderId::Microsoft)
+            .is_none()
     })
     .await;
     let answer = celeste_connect::broker::tokens::fresh_token(
-        &other,
+        &other.broker,
         UserId(bob),
         ProviderId::Microsoft,
         Duration::ZERO,
@@ -191,7 +207,7 @@ async fn the_cache_is_flushed_and_bypassed_while_its_listener_is_down() {
     let c = with_emulator(Backend::Postgres, demo_accounts()).await;
     let user = Uuid::new_v4();
     assert_eq!(c.connect(user, ADELE).await.status(), 200);
-    let cache = &c.app.state.cache;
+    let cache = &c.app.state.broker.cache;
     eventually("the listener is up", || cache.is_enabled()).await;
     // The connect's own notification may still be on its way and veto the first put.
     for _ in 0..100 {

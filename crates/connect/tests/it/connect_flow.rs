@@ -114,7 +114,7 @@ async fn auth_url_carries_pkce_s256_and_the_seeds_parameters_and_binds_the_brows
     assert_eq!(q["prompt"], "select_account");
     assert_eq!(
         q["redirect_uri"],
-        c.app.state.redirect_uri(ProviderId::Microsoft)
+        c.app.state.broker.redirect_uri(ProviderId::Microsoft)
     );
     assert_eq!(
         q["scope"],
@@ -261,7 +261,7 @@ async fn callbacks_that_are_not_the_flows_own_are_refused_before_any_token_reque
             .unwrap()
             .1
             .into_owned();
-        let callback = c.app.state.redirect_uri(ProviderId::Microsoft);
+        let callback = c.app.state.broker.redirect_uri(ProviderId::Microsoft);
         for state in [
             "A".repeat(43),
             format!("{alice}:abc"),
@@ -562,7 +562,7 @@ async fn hostile_provider_text_is_rendered_inert() {
     );
 
     let flow = c.start_flow(user, "popup").await;
-    let mut url = url::Url::parse(&c.app.state.redirect_uri(ProviderId::Microsoft)).unwrap();
+    let mut url = url::Url::parse(&c.app.state.broker.redirect_uri(ProviderId::Microsoft)).unwrap();
     url.query_pairs_mut()
         .append_pair("error", "<script>alert(1)</script>")
         .append_pair("error_description", "\"><img src=x onerror=alert(1)>")

@@ -53,7 +53,10 @@ async fn on_cluster(cluster: &Cluster, adjust: impl FnOnce(&mut Settings)) -> Co
     let url = cluster.admin_url("connect");
     celeste_connect::store::Store::migrate(&url).await.unwrap();
     let c = with_emulator_on(TestDb::at(url), demo_accounts(), adjust).await;
-    eventually("the listener is up", || c.app.state.cache.is_enabled()).await;
+    eventually("the listener is up", || {
+        c.app.state.broker.cache.is_enabled()
+    })
+    .await;
     c
 }
 
@@ -66,6 +69,7 @@ async fn cached_token(c: &Connected, user: Uuid) -> String {
         let body: Value = response.json().await.unwrap();
         if c.app
             .state
+            .broker
             .cache
             .get(UserId(user), ProviderId::Microsoft)
             .is_some()
@@ -173,7 +177,10 @@ async fn a_database_outage_serves_tokens_in_memory_and_answers_503_fast() {
         .get_as(cached_user, "/v1/integrations/outlook/status")
         .await;
     assert_eq!(status.status(), 200);
-    eventually("the listener is back", || c.app.state.cache.is_enabled()).await;
+    eventually("the listener is back", || {
+        c.app.state.broker.cache.is_enabled()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -266,7 +273,7 @@ async fn the_proxy_answers_503_when_graph_refuses_the_token_and_the_refresh_fail
 async fn the_request_that_refreshes_caches_its_own_new_token() {
     for backend in BACKENDS {
         let c = with_emulator(backend, demo_accounts()).await;
-        eventually("the cache is on", || c.app.state.cache.is_enabled()).await;
+        eventually("the cache is on", || c.app.state.broker.cache.is_enabled()).await;
         let user = Uuid::new_v4();
         assert_eq!(c.connect(user, ADELE).await.status(), 200);
         c.set_expiry(user, -60).await;
@@ -282,6 +289,7 @@ async fn the_request_that_refreshes_caches_its_own_new_token() {
         let cached = || {
             c.app
                 .state
+                .broker
                 .cache
                 .get(UserId(user), ProviderId::Microsoft)
                 .map(|t| t.version)
@@ -431,16 +439,16 @@ async fn a_keep_alive_pass_never_refreshes_a_row_whose_lease_ran_out() {
     });
     let mut settings = c.app.state.settings.clone();
     settings.migrate_on_start = false;
-    let replica = celeste_connect::app::AppState::build(settings)
+    let replica = celeste_connect::http::AppState::build(settings)
         .await
         .unwrap();
     let (_running, running) = tokio::sync::watch::channel(false);
     // One replica's pass; the other starts its own once the first one's lease has run out.
-    let first = celeste_connect::refresher::run_once(&c.app.state, &running);
+    let first = celeste_connect::refresher::run_once(&c.app.state.broker, &running);
     let second = async {
         tokio::time::sleep(Duration::from_millis(2300)).await;
         let mut passes = 0;
-        while celeste_connect::refresher::run_once(&replica, &running)
+        while celeste_connect::refresher::run_once(&replica.broker, &running)
             .await
             .unwrap()
             .claimed
@@ -453,7 +461,7 @@ async fn a_keep_alive_pass_never_refreshes_a_row_whose_lease_ran_out() {
     let (first, _) = tokio::join!(first, second);
     first.unwrap();
     let (_running2, running2) = tokio::sync::watch::channel(false);
-    while celeste_connect::refresher::run_once(&c.app.state, &running2)
+    while celeste_connect::refresher::run_once(&c.app.state.broker, &running2)
         .await
         .unwrap()
         .claimed
@@ -532,7 +540,10 @@ async fn a_database_crash_and_restart_is_recovered_without_restarting_the_servic
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eventually("the listener is back", || c.app.state.cache.is_enabled()).await;
+    eventually("the listener is back", || {
+        c.app.state.broker.cache.is_enabled()
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -84,7 +84,7 @@ async fn a_callback_whose_state_matches_no_flow_leaves_the_pending_connect_alone
     let redirect = c.consent(&flow, Some(ADELE), "accept").await;
 
     // Another origin sends the browser to the callback with states of its own.
-    let callback = c.app.state.redirect_uri(ProviderId::Microsoft);
+    let callback = c.app.state.broker.redirect_uri(ProviderId::Microsoft);
     for state in ["B".repeat(43), "nonsense".to_owned()] {
         let url =
             Url::parse_with_params(&callback, &[("code", "x"), ("state", state.as_str())]).unwrap();
@@ -445,7 +445,7 @@ async fn callbacks_are_limited_per_client_address() {
         s.rate_limits.client_ip_header = Some(HeaderName::from_static("x-forwarded-for"));
     })
     .await;
-    let callback = c.app.state.redirect_uri(ProviderId::Microsoft);
+    let callback = c.app.state.broker.redirect_uri(ProviderId::Microsoft);
     let url = Url::parse_with_params(&callback, &[("code", "x"), ("state", "nothing")]).unwrap();
     let from = |address: &'static str| {
         c.app

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use celeste_connect::app::{AppState, StartError};
+use celeste_connect::app::StartError;
 use celeste_connect::broker::rotate::{Rotation, rotate_keys};
 use celeste_connect::config::ServeArgs;
+use celeste_connect::http::AppState;
 use celeste_connect::vault::{Keyring, generate_entry};
 use clap::Parser;
 use secrecy::ExposeSecret;
@@ -172,15 +173,21 @@ async fn rotation_moves_every_row_to_the_new_key_and_a_rerun_does_nothing() {
             .await
             .expect("starts on the new key alone");
         for u in &users {
-            let row = state.store.one_sealed_with("t2").await.unwrap().unwrap();
+            let row = state
+                .broker
+                .store
+                .one_sealed_with("t2")
+                .await
+                .unwrap()
+                .unwrap();
             let place = celeste_connect::broker::connect::token_place(
                 "access_token",
                 row.user_id,
                 row.provider,
             );
-            assert!(state.keyring.open(&place, &row.access_token).is_ok());
+            assert!(state.broker.keyring.open(&place, &row.access_token).is_ok());
             let status = celeste_connect::broker::status(
-                &state.store,
+                &state.broker,
                 celeste_connect::model::UserId(*u),
                 celeste_connect::provider::ProviderId::Microsoft,
             )

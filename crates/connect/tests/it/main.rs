@@ -3,7 +3,9 @@
 //! PostgreSQL and SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod activity;
 mod api;
+mod broker;
 mod cache;
 mod cluster;
 mod connect_flow;

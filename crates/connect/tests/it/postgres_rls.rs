@@ -172,6 +172,114 @@ async fn user_read_role_reads_only_own_non_secret_columns() {
     }
 }
 
+/// One activity row each for alice and bob, written as the service writes them.
+async fn activity_of(db: &TestDb, users: [Uuid; 2]) {
+    use celeste_connect::activity::{ActivityKey, Actor, Kind, Tally};
+    let store = Store::connect(
+        &db.url,
+        StoreOptions {
+            pool_size: 1,
+            read_pool_size: 1,
+            migrate: false,
+        },
+    )
+    .await
+    .unwrap();
+    let minute = time::OffsetDateTime::now_utc().unix_timestamp() / 60 * 60;
+    let rows: Vec<(ActivityKey, Tally)> = users
+        .iter()
+        .map(|u| {
+            let key = ActivityKey {
+                minute,
+                user: UserId(*u),
+                provider: ProviderId::Microsoft,
+                kind: Kind::Token,
+                actor: Actor::Key(std::sync::Arc::from("n8n")),
+                method: None,
+                path: None,
+                outcome: "ok",
+            };
+            let tally = Tally {
+                count: 1,
+                first_ms: minute * 1000,
+                last_ms: minute * 1000,
+            };
+            (key, tally)
+        })
+        .collect();
+    store.add_activity(&rows).await.unwrap();
+    // Read through the service's user read (RLS): each sees their own row only.
+    for u in users {
+        let own = store
+            .user_activity(UserId(u), ProviderId::Microsoft, 20)
+            .await
+            .unwrap();
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].user_id, u);
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn activity_is_read_as_the_user_alone_and_client_roles_read_nothing() {
+    for backend in POSTGRES_BACKENDS {
+        let (db, alice, bob) = two_users(backend).await;
+        activity_of(&db, [alice, bob]).await;
+        let mut conn = owner(&db).await;
+        // No WHERE clause: row-level security alone limits the answer to the caller's rows.
+        let rows = as_role(
+            &mut conn,
+            "connect_user_reader",
+            Some(alice),
+            "select user_id from connect.activity",
+        )
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(sqlx::Row::get::<Uuid, _>(&rows[0], "user_id"), alice);
+        let none = as_role(
+            &mut conn,
+            "connect_user_reader",
+            None,
+            "select * from connect.activity",
+        )
+        .await
+        .unwrap();
+        assert!(none.is_empty(), "no claims, no rows");
+        for role in ["anon", "authenticated"] {
+            for sql in [
+                "select * from connect.activity".to_owned(),
+                "delete from connect.activity".to_owned(),
+                format!("select * from connect.read_own_activity('{bob}', 'microsoft', 20)"),
+            ] {
+                assert_eq!(
+                    as_role(&mut conn, role, Some(alice), &sql)
+                        .await
+                        .err()
+                        .as_deref(),
+                    Some("42501"),
+                    "{role}: {sql}"
+                );
+            }
+        }
+        // The user reader cannot call the service's function with someone else's id, nor write.
+        for sql in [
+            format!("select * from connect.read_own_activity('{bob}', 'microsoft', 20)"),
+            "update connect.activity set events = 1000".to_owned(),
+            "delete from connect.activity".to_owned(),
+        ] {
+            assert_eq!(
+                as_role(&mut conn, "connect_user_reader", Some(alice), &sql)
+                    .await
+                    .err()
+                    .as_deref(),
+                Some("42501"),
+                "{sql}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn signed_in_user_cannot_plant_change_or_delete_rows() {
     for backend in POSTGRES_BACKENDS {
@@ -326,6 +434,7 @@ async fn catalog_grants_nothing_to_client_roles_and_forces_rls() {
         assert_eq!(
             rls,
             [
+                ("activity".to_owned(), true, true),
                 ("integration_tokens".to_owned(), true, true),
                 ("oauth_flows".to_owned(), true, true)
             ]
@@ -590,6 +699,7 @@ async fn the_migration_files_themselves_apply_twice_without_error_or_change() {
             for sql in [
                 include_str!("../../migrations/postgres/0001_init.sql"),
                 include_str!("../../migrations/postgres/0002_own_roles.sql"),
+                include_str!("../../migrations/postgres/0005_activity.sql"),
             ] {
                 sqlx::raw_sql(sql)
                     .execute(&mut conn)
@@ -601,7 +711,7 @@ async fn the_migration_files_themselves_apply_twice_without_error_or_change() {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!((before, after), (3, 3), "same policies, none duplicated");
+        assert_eq!((before, after), (5, 5), "same policies, none duplicated");
     }
 }
 

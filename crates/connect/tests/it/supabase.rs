@@ -134,7 +134,8 @@ async fn everything(db: &TestDb) -> (String, String) {
     let mut conn = PgConnection::connect(&db.url).await.unwrap();
     sqlx::query_as(
         "select coalesce((select md5(string_agg(t::text, ',' order by t.id)) from connect.integration_tokens t), ''), \
-                coalesce((select md5(string_agg(f::text, ',' order by f.state_hash)) from connect.oauth_flows f), '')",
+                coalesce((select md5(string_agg(f::text, ',' order by f.state_hash)) from connect.oauth_flows f), '') \
+                || coalesce((select md5(string_agg(a::text, ',' order by a.id)) from connect.activity a), '')",
     )
     .fetch_one(&mut conn)
     .await
@@ -154,6 +155,15 @@ async fn alice_and_bob(exposed: bool) -> (TestDb, Uuid, Uuid) {
            binding_hash, app_origin, expires_at) \
          values (sha256(gen_random_uuid()::text::bytea), $1, 'microsoft', 'sealed', 'k1', \
            sha256('b'), 'https://app.example', now() + interval '10 minutes')",
+    )
+    .bind(alice)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into connect.activity (minute, user_id, provider, kind, actor, outcome, events, \
+           first_seen, last_seen) values (date_trunc('minute', now()), $1, 'microsoft', 'token', \
+           'n8n', 'ok', 3, now(), now())",
     )
     .bind(alice)
     .execute(&mut conn)
@@ -179,6 +189,13 @@ async fn nobody_reaches_alices_connection(exposed: bool) {
         "select access_token, refresh_token from connect.integration_tokens".to_owned(),
         "select * from connect.oauth_flows".to_owned(),
         format!("select * from connect.read_own_connections('{alice}', null)"),
+        "select * from connect.activity".to_owned(),
+        format!("select * from connect.read_own_activity('{alice}', 'microsoft', 20)"),
+        "update connect.activity set events = 1".to_owned(),
+        "delete from connect.activity".to_owned(),
+        format!(
+            "insert into connect.activity (minute, user_id, provider, kind, actor, outcome, events, first_seen, last_seen) values (now(), '{alice}', 'microsoft', 'token', 'evil', 'ok', 1, now(), now())"
+        ),
         format!(
             "select * from connect.read_own_connections(p_user := '{alice}', p_provider := 'microsoft')"
         ),

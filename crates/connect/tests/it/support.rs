@@ -7,8 +7,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use celeste_connect::app::{App, AppState};
+use celeste_connect::app::App;
 use celeste_connect::config::{JwtSettings, Settings};
+use celeste_connect::http::AppState;
 use celeste_connect::identity::service_key;
 use celeste_connect::model::UserId;
 use celeste_connect::provider::ProviderId;
@@ -337,6 +338,7 @@ pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
         demo_coop: None,
         // Tests of limits set their own; the rest are about something else.
         rate_limits: celeste_connect::config::RateLimitSettings::unlimited(),
+        activity: celeste_connect::config::ActivitySettings::default(),
     }
 }
 
@@ -435,7 +437,7 @@ impl TestApp {
     }
 
     pub fn store(&self) -> &Store {
-        &self.state.store
+        &self.state.broker.store
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -603,7 +605,7 @@ pub async fn with_emulator_on(
         client_secret: CLIENT_SECRET.into(),
         redirect_uris: ProviderId::ALL
             .iter()
-            .map(|p| app.state.redirect_uri(*p))
+            .map(|p| app.state.broker.redirect_uri(*p))
             .collect(),
     });
     Connected {
@@ -770,7 +772,11 @@ impl Connected {
         )
         .await;
         for provider in ProviderId::ALL {
-            self.app.state.cache.invalidate(UserId(user), provider);
+            self.app
+                .state
+                .broker
+                .cache
+                .invalidate(UserId(user), provider);
         }
     }
 }

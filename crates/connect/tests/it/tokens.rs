@@ -688,17 +688,17 @@ async fn keep_alive_refreshes_idle_connections_once_across_replicas() {
     // A second replica on the same database.
     let mut other = c.app.state.settings.clone();
     other.migrate_on_start = false;
-    let replica = celeste_connect::app::AppState::build(other).await.unwrap();
+    let replica = celeste_connect::http::AppState::build(other).await.unwrap();
     let (_running, running) = tokio::sync::watch::channel(false);
     let (a, b) = tokio::join!(
-        celeste_connect::refresher::run_once(&c.app.state, &running),
-        celeste_connect::refresher::run_once(&replica, &running)
+        celeste_connect::refresher::run_once(&c.app.state.broker, &running),
+        celeste_connect::refresher::run_once(&replica.broker, &running)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.claimed + b.claimed, 2, "{a:?} {b:?}");
     assert_eq!(a.refreshed + b.refreshed, 2);
     assert_eq!(c.refreshes(), 2, "each idle connection refreshed once");
-    let again = celeste_connect::refresher::run_once(&c.app.state, &running)
+    let again = celeste_connect::refresher::run_once(&c.app.state.broker, &running)
         .await
         .unwrap();
     assert_eq!(again.claimed, 0, "nothing idle any more");

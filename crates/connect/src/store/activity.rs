@@ -1,0 +1,527 @@
+//! The activity log's storage (table `activity`, see `crate::activity`): the
+//! [`ActivityBackend`] contract — adding a batch of per-minute counts in one multi-row upsert,
+//! the operator's filtered and paged query, a signed-in user's own rows (through row-level
+//! security on PostgreSQL, as the status read), the retention prune — and its PostgreSQL,
+//! SQLite and in-memory implementations. Nothing here knows HTTP; nothing here is a secret.
+
+use std::future::Future;
+use std::sync::PoisonError;
+
+use sqlx::{QueryBuilder, Sqlite};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::memory::MemoryStore;
+use super::postgres::PgStore;
+use super::sqlite::{SqliteStore, to_time};
+use super::{BUSY_POOL_WAITS, Store, StoreError, StoreResult, provider};
+use crate::activity::{ActivityEntry, ActivityFilter, ActivityKey, Kind, Tally};
+use crate::model::UserId;
+use crate::provider::ProviderId;
+
+/// Rows per upsert statement (SQLite binds 11 values a row, well under its limit).
+pub const UPSERT_BATCH: usize = 500;
+
+fn ms_to_time(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn events(tally: &Tally) -> i64 {
+    i64::try_from(tally.count).unwrap_or(i64::MAX)
+}
+
+#[derive(sqlx::FromRow)]
+struct PgRow {
+    id: i64,
+    minute: OffsetDateTime,
+    user_id: Uuid,
+    provider: String,
+    kind: String,
+    actor: String,
+    method: String,
+    path: String,
+    outcome: String,
+    events: i64,
+    first_seen: OffsetDateTime,
+    last_seen: OffsetDateTime,
+}
+
+#[derive(sqlx::FromRow)]
+struct SqliteRow {
+    id: i64,
+    minute: i64,
+    user_id: String,
+    provider: String,
+    kind: String,
+    actor: String,
+    method: String,
+    path: String,
+    outcome: String,
+    events: i64,
+    first_seen: i64,
+    last_seen: i64,
+}
+
+struct Columns {
+    id: i64,
+    minute: OffsetDateTime,
+    user_id: Uuid,
+    provider: String,
+    kind: String,
+    actor: String,
+    method: String,
+    path: String,
+    outcome: String,
+    events: i64,
+    first_seen: OffsetDateTime,
+    last_seen: OffsetDateTime,
+}
+
+impl TryFrom<Columns> for ActivityEntry {
+    type Error = StoreError;
+
+    fn try_from(r: Columns) -> StoreResult<Self> {
+        let (actor, key_name) = ActivityEntry::actor_from_db(&r.actor);
+        let non_empty = |s: String| (!s.is_empty()).then_some(s);
+        Ok(ActivityEntry {
+            id: r.id,
+            minute: r.minute,
+            user_id: r.user_id,
+            provider: provider(&r.provider)?.as_str(),
+            kind: Kind::from_db(&r.kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("activity kind {:?}", r.kind)))?,
+            key_name,
+            actor,
+            method: non_empty(r.method),
+            path: non_empty(r.path),
+            outcome: r.outcome,
+            count: r.events,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+        })
+    }
+}
+
+impl TryFrom<PgRow> for ActivityEntry {
+    type Error = StoreError;
+
+    fn try_from(r: PgRow) -> StoreResult<Self> {
+        Columns {
+            id: r.id,
+            minute: r.minute,
+            user_id: r.user_id,
+            provider: r.provider,
+            kind: r.kind,
+            actor: r.actor,
+            method: r.method,
+            path: r.path,
+            outcome: r.outcome,
+            events: r.events,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+        }
+        .try_into()
+    }
+}
+
+impl TryFrom<SqliteRow> for ActivityEntry {
+    type Error = StoreError;
+
+    fn try_from(r: SqliteRow) -> StoreResult<Self> {
+        Columns {
+            id: r.id,
+            minute: to_time(r.minute)?,
+            user_id: Uuid::parse_str(&r.user_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            provider: r.provider,
+            kind: r.kind,
+            actor: r.actor,
+            method: r.method,
+            path: r.path,
+            outcome: r.outcome,
+            events: r.events,
+            first_seen: to_time(r.first_seen)?,
+            last_seen: to_time(r.last_seen)?,
+        }
+        .try_into()
+    }
+}
+
+/// What every backend offers the activity log. Adding counts for a (minute, user, provider,
+/// kind, actor, method, path, outcome) already stored adds them to that row (first and last
+/// seen widen); reads come newest first.
+pub trait ActivityBackend {
+    /// Adds per-minute counts (at most [`UPSERT_BATCH`] rows) in one statement.
+    fn add_activity(
+        &self,
+        rows: &[(ActivityKey, Tally)],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The operator's query: rows matching `filter`, newest minute (then newest id) first.
+    fn query_activity(
+        &self,
+        filter: &ActivityFilter,
+    ) -> impl Future<Output = StoreResult<Vec<ActivityEntry>>> + Send;
+
+    /// The user's own newest `limit` rows for `provider` (as the user: RLS on PostgreSQL), plus
+    /// their newest use by a backend when it is older.
+    fn user_activity(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<ActivityEntry>>> + Send;
+
+    /// Deletes up to `limit` rows of minutes before `before`; returns how many.
+    fn prune_activity(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+}
+
+const COLUMNS: &str = "id, minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen";
+
+impl ActivityBackend for PgStore {
+    async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+        let n = rows.len();
+        let (mut minute, mut user, mut prov, mut kind, mut actor) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut method, mut path, mut outcome, mut count, mut first, mut last) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (k, t) in rows {
+            minute.push(ms_to_time(k.minute.saturating_mul(1000)));
+            user.push(k.user.0);
+            prov.push(k.provider.as_str());
+            kind.push(k.kind.as_db());
+            actor.push(k.actor.as_db());
+            method.push(k.method.unwrap_or(""));
+            path.push(k.path.as_deref().unwrap_or(""));
+            outcome.push(k.outcome);
+            count.push(events(t));
+            first.push(ms_to_time(t.first_ms));
+            last.push(ms_to_time(t.last_ms));
+        }
+        sqlx::query(
+            "insert into connect.activity \
+               (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
+             select * from unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                                  $6::text[], $7::text[], $8::text[], $9::int8[], $10::timestamptz[], \
+                                  $11::timestamptz[]) \
+             on conflict on constraint activity_one_row_per_minute do update set \
+               events = connect.activity.events + excluded.events, \
+               first_seen = least(connect.activity.first_seen, excluded.first_seen), \
+               last_seen = greatest(connect.activity.last_seen, excluded.last_seen)",
+        )
+        .bind(minute)
+        .bind(user)
+        .bind(prov)
+        .bind(kind)
+        .bind(actor)
+        .bind(method)
+        .bind(path)
+        .bind(outcome)
+        .bind(count)
+        .bind(first)
+        .bind(last)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
+        let (before_minute, before_id) = match f.before {
+            Some((minute, id)) => (Some(ms_to_time(minute.saturating_mul(1000))), Some(id)),
+            None => (None, None),
+        };
+        let rows: Vec<PgRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {COLUMNS} from connect.activity \
+             where ($1::uuid is null or user_id = $1) and ($2::text is null or actor = $2) \
+               and ($3::text is null or provider = $3) \
+               and ($4::timestamptz is null or minute >= $4) and ($5::timestamptz is null or minute < $5) \
+               and ($6::timestamptz is null or (minute, id) < ($6, $7::int8)) \
+             order by minute desc, id desc limit $8"
+        )))
+        .bind(f.user.map(|u| u.0))
+        .bind(f.key_name.as_deref())
+        .bind(f.provider.map(ProviderId::as_str))
+        .bind(f.from)
+        .bind(f.to)
+        .bind(before_minute)
+        .bind(before_id)
+        .bind(i64::from(f.limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(ActivityEntry::try_from).collect()
+    }
+
+    async fn user_activity(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        limit: u32,
+    ) -> StoreResult<Vec<ActivityEntry>> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows: Vec<PgRow> = self
+            .user_read(|conn| {
+                Box::pin(
+                    sqlx::query_as("select * from connect.read_own_activity($1, $2, $3)")
+                        .bind(user.0)
+                        .bind(provider.as_str())
+                        .bind(limit)
+                        .fetch_all(conn),
+                )
+            })
+            .await?;
+        newest_first(rows.into_iter().map(ActivityEntry::try_from).collect())
+    }
+
+    async fn prune_activity(&self, before: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "delete from connect.activity where id in \
+               (select id from connect.activity where minute < $1 limit $2)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected())
+    }
+}
+
+fn newest_first(entries: StoreResult<Vec<ActivityEntry>>) -> StoreResult<Vec<ActivityEntry>> {
+    let mut entries = entries?;
+    entries.sort_by_key(|e| std::cmp::Reverse((e.minute, e.last_seen, e.id)));
+    Ok(entries)
+}
+
+impl ActivityBackend for SqliteStore {
+    async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "insert into activity \
+               (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) ",
+        );
+        insert.push_values(rows, |mut row, (k, t)| {
+            row.push_bind(k.minute)
+                .push_bind(k.user.0.to_string())
+                .push_bind(k.provider.as_str())
+                .push_bind(k.kind.as_db())
+                .push_bind(k.actor.as_db().to_owned())
+                .push_bind(k.method.unwrap_or(""))
+                .push_bind(k.path.as_deref().unwrap_or("").to_owned())
+                .push_bind(k.outcome)
+                .push_bind(events(t))
+                .push_bind(t.first_ms.div_euclid(1000))
+                .push_bind(t.last_ms.div_euclid(1000));
+        });
+        insert.push(
+            " on conflict (minute, user_id, provider, kind, actor, method, path, outcome) do update set \
+               events = events + excluded.events, \
+               first_seen = min(first_seen, excluded.first_seen), \
+               last_seen = max(last_seen, excluded.last_seen)",
+        );
+        insert.build().execute(self.pool()).await?;
+        Ok(())
+    }
+
+    async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
+        let (before_minute, before_id) = f.before.unzip();
+        let rows: Vec<SqliteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {COLUMNS} from activity \
+             where ($1 is null or user_id = $1) and ($2 is null or actor = $2) \
+               and ($3 is null or provider = $3) \
+               and ($4 is null or minute >= $4) and ($5 is null or minute < $5) \
+               and ($6 is null or minute < $6 or (minute = $6 and id < $7)) \
+             order by minute desc, id desc limit $8"
+        )))
+        .bind(f.user.map(|u| u.0.to_string()))
+        .bind(f.key_name.as_deref())
+        .bind(f.provider.map(ProviderId::as_str))
+        .bind(f.from.map(OffsetDateTime::unix_timestamp))
+        .bind(f.to.map(OffsetDateTime::unix_timestamp))
+        .bind(before_minute)
+        .bind(before_id)
+        .bind(i64::from(f.limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(ActivityEntry::try_from).collect()
+    }
+
+    async fn user_activity(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        limit: u32,
+    ) -> StoreResult<Vec<ActivityEntry>> {
+        // No row-level security here: the caller's id filters explicitly.
+        let rows: Vec<SqliteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select * from (select {COLUMNS} from activity where user_id = $1 and provider = $2 \
+                            order by minute desc, last_seen desc limit $3) \
+             union \
+             select * from (select {COLUMNS} from activity where user_id = $1 and provider = $2 \
+                              and kind in ('token', 'proxy') \
+                            order by minute desc, last_seen desc limit 1)"
+        )))
+        .bind(user.0.to_string())
+        .bind(provider.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        newest_first(rows.into_iter().map(ActivityEntry::try_from).collect())
+    }
+
+    async fn prune_activity(&self, before: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "delete from activity where id in (select id from activity where minute < $1 limit $2)",
+        )
+        .bind(before.unix_timestamp())
+        .bind(i64::from(limit))
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected())
+    }
+}
+
+impl ActivityBackend for MemoryStore {
+    async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+        let mut stored = self.activity.lock().unwrap_or_else(PoisonError::into_inner);
+        for (k, t) in rows {
+            let minute = ms_to_time(k.minute.saturating_mul(1000));
+            let (actor, key_name) = ActivityEntry::actor_from_db(k.actor.as_db());
+            let method = k.method.map(str::to_owned);
+            let path = k.path.as_deref().map(str::to_owned);
+            let same = |e: &&mut ActivityEntry| {
+                e.minute == minute
+                    && e.user_id == k.user.0
+                    && e.provider == k.provider.as_str()
+                    && e.kind == k.kind
+                    && (e.actor, &e.key_name) == (actor, &key_name)
+                    && (&e.method, &e.path) == (&method, &path)
+                    && e.outcome == k.outcome
+            };
+            let (first, last) = (ms_to_time(t.first_ms), ms_to_time(t.last_ms));
+            if let Some(e) = stored.iter_mut().find(same) {
+                e.count = e.count.saturating_add(events(t));
+                e.first_seen = e.first_seen.min(first);
+                e.last_seen = e.last_seen.max(last);
+                continue;
+            }
+            let id = stored.iter().map(|e| e.id).max().unwrap_or(0) + 1;
+            stored.push(ActivityEntry {
+                id,
+                minute,
+                user_id: k.user.0,
+                provider: k.provider.as_str(),
+                kind: k.kind,
+                key_name,
+                actor,
+                method,
+                path,
+                outcome: k.outcome.to_owned(),
+                count: events(t),
+                first_seen: first,
+                last_seen: last,
+            });
+        }
+        Ok(())
+    }
+
+    async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
+        let stored = self.activity.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rows: Vec<ActivityEntry> = stored
+            .iter()
+            .filter(|e| f.user.is_none_or(|u| e.user_id == u.0))
+            .filter(|e| {
+                f.key_name
+                    .as_deref()
+                    .is_none_or(|k| e.key_name.as_deref() == Some(k))
+            })
+            .filter(|e| f.provider.is_none_or(|p| e.provider == p.as_str()))
+            .filter(|e| f.from.is_none_or(|from| e.minute >= from))
+            .filter(|e| f.to.is_none_or(|to| e.minute < to))
+            .filter(|e| {
+                f.before
+                    .is_none_or(|(minute, id)| (e.minute.unix_timestamp(), e.id) < (minute, id))
+            })
+            .cloned()
+            .collect();
+        rows.sort_by_key(|e| std::cmp::Reverse((e.minute, e.id)));
+        rows.truncate(f.limit as usize);
+        Ok(rows)
+    }
+
+    async fn user_activity(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        limit: u32,
+    ) -> StoreResult<Vec<ActivityEntry>> {
+        let stored = self.activity.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut own: Vec<ActivityEntry> = stored
+            .iter()
+            .filter(|e| e.user_id == user.0 && e.provider == provider.as_str())
+            .cloned()
+            .collect();
+        own.sort_by_key(|e| std::cmp::Reverse((e.minute, e.last_seen, e.id)));
+        let last_use = own.iter().find(|e| e.kind.is_use()).cloned();
+        own.truncate(limit as usize);
+        if let Some(last_use) = last_use.filter(|u| !own.iter().any(|e| e.id == u.id)) {
+            own.push(last_use);
+        }
+        Ok(own)
+    }
+
+    async fn prune_activity(&self, before: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+        let mut stored = self.activity.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pruned = 0u64;
+        stored.retain(|e| {
+            let old = e.minute < before && pruned < u64::from(limit);
+            pruned += u64::from(old);
+            !old
+        });
+        Ok(pruned)
+    }
+}
+
+impl Store {
+    /// Adds per-minute counts (at most [`UPSERT_BATCH`] rows) in one statement: a row already
+    /// stored for the same minute and key gets the counts added.
+    pub async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, s => s.add_activity(rows).await)
+    }
+
+    /// The operator's query: rows matching `filter`, newest minute first.
+    pub async fn query_activity(&self, filter: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
+        dispatch!(self, s => s.query_activity(filter).await)
+    }
+
+    /// The user's own newest rows for `provider` (read as the user: RLS on PostgreSQL), plus
+    /// their newest use by a backend when it is older; newest first.
+    pub async fn user_activity(
+        &self,
+        user: UserId,
+        provider: ProviderId,
+        limit: u32,
+    ) -> StoreResult<Vec<ActivityEntry>> {
+        dispatch!(self, s => s.user_activity(user, provider, limit).await)
+    }
+
+    /// Deletes up to `limit` rows of minutes before `before`; returns how many.
+    pub async fn prune_activity(&self, before: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+        dispatch!(self, s => s.prune_activity(before, limit).await)
+    }
+}
