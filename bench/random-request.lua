@@ -1,6 +1,8 @@
 -- bench/random-request.lua: the wrk script of every load scenario. Owns request choice and the
 -- machine-readable summary. Each line of the file named by BENCH_LINES is
--- "PATH<TAB>AUTHORIZATION" (the header value may be empty); `init` loads the file once per
+-- "PATH<TAB>AUTHORIZATION" (the header value may be empty), optionally followed by
+-- "<TAB>METHOD<TAB>BODY" and any number of "<TAB>Header-Name: value" (a POST with a JSON body,
+-- as Dropbox's RPC calls are; the body must not contain a tab). `init` loads the file once per
 -- wrk thread and pre-formats one request per line, `request` picks one at random for every
 -- request, and `done` prints one `BENCHJSON {...}` line that bench-tool reads.
 
@@ -13,14 +15,32 @@ function init(args)
     error("BENCH_LINES is not set")
   end
   for line in io.lines(file) do
-    local path, auth = line:match("^([^\t]+)\t?(.*)$")
-    if path ~= nil then
+    local fields = {}
+    for field in (line .. "\t"):gmatch("([^\t]*)\t") do
+      fields[#fields + 1] = field
+    end
+    local path, auth = fields[1], fields[2]
+    if path ~= nil and path ~= "" then
       local headers = {}
       if auth ~= nil and auth ~= "" then
         headers["Authorization"] = auth
       end
+      local method = fields[3]
+      if method == nil or method == "" then
+        method = "GET"
+      end
+      local body = fields[4]
+      if body == "" then
+        body = nil
+      end
+      for i = 5, #fields do
+        local name, value = fields[i]:match("^([^:]+):%s*(.*)$")
+        if name ~= nil then
+          headers[name] = value
+        end
+      end
       count = count + 1
-      requests[count] = wrk.format("GET", path, headers)
+      requests[count] = wrk.format(method, path, headers, body)
     end
   end
   if count == 0 then

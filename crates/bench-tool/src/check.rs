@@ -1,12 +1,16 @@
 //! `check`: before load is measured, proves the scenario measures the real thing. For sampled
 //! seeded users, the service key's token call answers 200 with an access token carrying the
 //! seed's marker (so it was decrypted, not made up), and the user's own status call answers
-//! 200 `connected`.
+//! 200 `connected`, and the provider list (`GET /v1/integrations`, the `list` scenario) answers
+//! 200.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use celeste_connect::provider::ProviderId;
 use serde_json::Value;
+
+use crate::seed::parse_provider;
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
@@ -25,6 +29,9 @@ pub struct CheckArgs {
     /// Every access token must start with this.
     #[arg(long, default_value = "BENCHTOK-at-")]
     prefix: String,
+    /// The seeded rows' provider.
+    #[arg(long, default_value = "microsoft", value_parser = parse_provider)]
+    provider: ProviderId,
     /// How many users to check.
     #[arg(long, default_value_t = 20)]
     sample: usize,
@@ -40,11 +47,12 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let step = (pairs.len() / args.sample.max(1)).max(1);
     let http = reqwest::Client::new();
     let base = args.base.trim_end_matches('/');
+    let path = args.provider.path_name();
     let mut checked = 0;
     for (user, jwt) in pairs.iter().step_by(step).take(args.sample) {
         let response = http
             .get(format!(
-                "{base}/v1/service/users/{user}/integrations/outlook/token"
+                "{base}/v1/service/users/{user}/integrations/{path}/token"
             ))
             .bearer_auth(&args.service_key)
             .send()
@@ -60,7 +68,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             );
         }
         let response = http
-            .get(format!("{base}/v1/integrations/outlook/status"))
+            .get(format!("{base}/v1/integrations/{path}/status"))
             .bearer_auth(jwt)
             .send()
             .await?;
@@ -69,10 +77,25 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         if status != 200 || body["status"] != "connected" {
             bail!("status call for {user}: {status} {body}");
         }
+        let response = http
+            .get(format!("{base}/v1/integrations"))
+            .bearer_auth(jwt)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await.context("list answer")?;
+        let listed = body["integrations"].as_array().is_some_and(|all| {
+            all.iter()
+                .any(|i| i["provider"] == args.provider.as_str() && i["status"] == "connected")
+        });
+        if status != 200 || !listed {
+            bail!("list call for {user}: {status} {body}");
+        }
         checked += 1;
     }
     println!(
-        "checked {checked} users: token calls answer the seeded tokens, status calls answer connected"
+        "checked {checked} {} users: token calls answer the seeded tokens, status calls answer connected, list calls list it connected",
+        args.provider
     );
     Ok(())
 }

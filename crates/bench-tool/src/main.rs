@@ -1,13 +1,18 @@
 //! `bench-tool`: the helper binary `bench/run` drives. It owns the parts of the benchmark that
 //! are easier and more exact in Rust than in bash: seeding connections through the service's
 //! own migrations and vault (`seed`), sanity checks of a running service (`check`), the real
-//! OAuth connect flow against the provider emulator (`connect`), the refresh storm (`storm`),
-//! a database outage under load (`outage`), a replica killed mid-refresh (`replica-kill`),
-//! cold starts (`cold`), load runs with RSS sampling (`load`, `rss`), and the `RESULTS.md`
-//! report (`note`, `report`). It is not part of the service and is never deployed.
+//! OAuth connect flow against the provider emulator (`connect`, and its throughput: `flows`),
+//! the refresh storm (`storm`), many connections falling due at once (`expire`, with
+//! `refresh-token` to reuse one emulator-issued refresh token), a database outage under load
+//! (`outage`), a replica killed mid-refresh (`replica-kill`), cold starts (`cold`), the
+//! minimal axum + sqlx service the ratios are also taken against (`baseline`), load runs with
+//! RSS sampling (`load`, `rss`), and the `RESULTS.md` report (`note`, `report`). It is not part
+//! of the service and is never deployed.
 
+mod baseline;
 mod check;
 mod cold;
+mod expire;
 mod faults;
 mod flow;
 mod load;
@@ -38,6 +43,14 @@ enum Command {
     Check(check::CheckArgs),
     /// Connect users through the real OAuth flow against the emulator.
     Connect(flow::ConnectArgs),
+    /// Complete connect flows per second with concurrent workers, for a fixed time.
+    Flows(flow::FlowsArgs),
+    /// Write the refresh token the service stored for a user (for `seed --refresh-token-file`).
+    RefreshToken(seed::RefreshTokenArgs),
+    /// Token fetches over random users while many connections fall due for refresh at once.
+    Expire(expire::ExpireArgs),
+    /// A minimal axum + sqlx service: one row read and one AES-GCM open per token request.
+    Baseline(baseline::BaselineArgs),
     /// Fire concurrent token fetches of one expired connection at several service processes.
     Storm(storm::StormArgs),
     /// Token and status load across a database stop and start.
@@ -62,6 +75,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Seed(args) => seed::run(args).await,
         Command::Check(args) => check::run(args).await,
         Command::Connect(args) => flow::run(args).await,
+        Command::Flows(args) => flow::flows(args).await,
+        Command::RefreshToken(args) => seed::refresh_token(args).await,
+        Command::Expire(args) => expire::run(args).await,
+        Command::Baseline(args) => baseline::run(args).await,
         Command::Storm(args) => storm::run(args).await,
         Command::Outage(args) => faults::outage(args).await,
         Command::ReplicaKill(args) => faults::replica_kill(args).await,

@@ -25,6 +25,10 @@ pub enum Record {
     Outage(OutageRecord),
     /// A caller's wait after a replica was killed holding a refresh lease.
     ReplicaKill(ReplicaKillRecord),
+    /// Complete connect flows per second.
+    Flow(FlowRecord),
+    /// Many connections falling due for refresh at once.
+    Expire(ExpireRecord),
     /// A seeding pass.
     Seed {
         label: String,
@@ -84,6 +88,45 @@ pub struct ReplicaKillRecord {
     pub status: u16,
     pub got_token: bool,
     pub wait_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FlowRecord {
+    pub provider: String,
+    pub workers: usize,
+    pub seconds: f64,
+    pub completed: u64,
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpireRecord {
+    pub provider: String,
+    pub rows: u64,
+    pub concurrency: usize,
+    /// The keep-alive settings of the service, in words.
+    pub keepalive: String,
+    /// From the load's start to the first row falling due.
+    pub lead_secs: f64,
+    /// From the first row falling due to the last.
+    pub spread_secs: f64,
+    pub refresh_grants: u64,
+    pub drained: bool,
+    /// From the first row falling due until none was due (or the time given up after).
+    pub drain_secs: f64,
+    pub fetches: u64,
+    pub failed: u64,
+    /// Rows no longer `connected` at the end (a refresh refused for good).
+    pub not_connected: u64,
+    pub before_count: u64,
+    pub before_p50_ms: Option<f64>,
+    pub before_p99_ms: Option<f64>,
+    pub during_count: u64,
+    pub during_p50_ms: Option<f64>,
+    pub during_p99_ms: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,8 +1,9 @@
 //! `note` records a fact about the run; `report` turns the results file into `bench/RESULTS.md`:
-//! the machine and settings, every issue-6 target marked met or missed with its margin, a
-//! table of medians with min–max per scenario and its ratio to `health` from the same run, the
-//! storm, cold starts, scale, memory, seeding times, the exact commands, and the profile notes
-//! when a notes file is given.
+//! the machine and settings, every issue-6 and issue-15 target marked met or missed with its
+//! margin, a table of medians with min–max per scenario and its ratios to `health` and to the
+//! `baseline` service from the same run, per-provider token and proxy figures, connect-flow
+//! throughput, the expiry wave, activity recording on and off, the storm, cold starts, scale,
+//! memory, seeding times, the exact commands, and the profile notes when a notes file is given.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::record::{self, LoadRecord, Record, StormRecord};
+use crate::record::{self, ExpireRecord, FlowRecord, LoadRecord, Record, StormRecord};
 use crate::stats::{Spread, spread};
 
 #[derive(clap::Args)]
@@ -44,25 +45,38 @@ pub struct ReportArgs {
 
 /// Scenarios in report order, with what each measures.
 const SCENARIOS: &[(&str, &str)] = &[
+    ("health", "`GET /v1/health`: the HTTP stack's ceiling"),
     (
-        "health",
-        "`GET /v1/health`: the HTTP stack's ceiling, the baseline",
+        "baseline",
+        "minimal axum + sqlx service: the same row read by (user_id, provider) and AES-GCM open, per request (`bench-tool baseline`)",
     ),
     (
         "status",
         "`GET /v1/integrations/outlook/status`, random users' JWTs (PostgreSQL, RLS on)",
     ),
     (
+        "list",
+        "`GET /v1/integrations` (the provider list a settings page reads), random users' JWTs",
+    ),
+    (
         "token",
         "`GET /v1/service/users/{id}/integrations/outlook/token`, random users (PostgreSQL)",
     ),
     (
-        "token-nocache",
-        "`token` with the token cache off (`CONNECT_TOKEN_CACHE_CAPACITY=0`)",
+        "token-google",
+        "`token` for Google connections (`…/google/token`)",
+    ),
+    (
+        "token-dropbox",
+        "`token` for Dropbox connections (`…/dropbox/token`)",
     ),
     (
         "token-activity-off",
         "`token` with the activity log off (`CONNECT_ACTIVITY=off`); `token` records it",
+    ),
+    (
+        "token-nocache",
+        "`token` with the token cache off (`CONNECT_TOKEN_CACHE_CAPACITY=0`)",
     ),
     (
         "proxy",
@@ -71,6 +85,22 @@ const SCENARIOS: &[(&str, &str)] = &[
     (
         "proxy-direct",
         "`GET /v1.0/me` straight to the emulator (same token)",
+    ),
+    (
+        "proxy-google",
+        "`GET …/google/proxy/gmail/v1/users/me/messages` through the service to the emulator",
+    ),
+    (
+        "proxy-google-direct",
+        "`GET /gmail/v1/users/me/messages` straight to the emulator's Gmail (same token)",
+    ),
+    (
+        "proxy-dropbox",
+        "`POST …/dropbox/proxy/2/files/list_folder` (`X-Connect-Api: api`) through the service",
+    ),
+    (
+        "proxy-dropbox-direct",
+        "`POST /2/files/list_folder` straight to the emulator's Dropbox (same token)",
     ),
     ("proxy-c1", "`proxy`, one connection: per-request latency"),
     (
@@ -180,6 +210,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let mut seeds: Vec<(&str, &str, u64, f64)> = Vec::new();
     let mut outages: Vec<&record::OutageRecord> = Vec::new();
     let mut kills: Vec<&record::ReplicaKillRecord> = Vec::new();
+    let mut flows: Vec<&FlowRecord> = Vec::new();
+    let mut expiries: Vec<&ExpireRecord> = Vec::new();
     for r in &records {
         match r {
             Record::Meta { key, value } => meta.push((key.clone(), value.clone())),
@@ -191,6 +223,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             Record::Cold { backend, runs_ms } => colds.push((backend, runs_ms)),
             Record::Outage(o) => outages.push(o),
             Record::ReplicaKill(k) => kills.push(k),
+            Record::Flow(f) => flows.push(f),
+            Record::Expire(e) => expiries.push(e),
             Record::Seed {
                 label,
                 backend,
@@ -223,6 +257,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let ratio = |name: &str| -> Option<f64> {
         Some(summaries.get(name)?.rps.median / health_rps.filter(|h| *h > 0.0)?)
     };
+    let baseline_rps = summaries.get("baseline").map(|s| s.rps.median);
+    let to_baseline = |name: &str| -> Option<f64> {
+        Some(summaries.get(name)?.rps.median / baseline_rps.filter(|b| *b > 0.0)?)
+    };
 
     let mut md = String::new();
     writeln!(md, "# Celeste Connect — benchmark results\n")?;
@@ -230,7 +268,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         md,
         "Written by `bench/run` (see [README.md](README.md) for what each scenario measures and \
          how to rerun). Every figure below comes from one run of `bench/run` on the machine \
-         described here; ratios are taken against `health` from the same run.\n"
+         described here; ratios are taken against `health` and `baseline` from the same run.\n"
     )?;
     writeln!(md, "## Machine and settings\n")?;
     writeln!(md, "| | |\n|---|---|")?;
@@ -254,20 +292,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     // Targets.
     let mut targets: Vec<Target> = Vec::new();
     for (name, min) in [("token", 0.50), ("status", 0.15)] {
-        let what = format!("`{name}` ≥ {:.0} % of `health` req/s", min * 100.0);
-        match ratio(name) {
-            Some(r) => targets.push(Target {
-                what,
-                measured: format!(
-                    "{:.1} % ({:.0} / {:.0} req/s)",
-                    r * 100.0,
-                    summaries.get(name).map_or(0.0, |s| s.rps.median),
-                    health_rps.unwrap_or(0.0)
-                ),
-                verdict: at_least(r * 100.0, min * 100.0, " points"),
-            }),
-            None => targets.push(not_measured(&what, "scenario missing")),
-        }
+        targets.push(share_of_health(&summaries, name, min, health_rps));
     }
     for name in ["status", "token"] {
         let what = format!("`{name}` p99 ≤ 10 ms at 64 connections");
@@ -403,15 +428,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         }
         _ => targets.push(not_measured("`proxy` added latency", "not run")),
     }
-    writeln!(md, "## Targets (issue 6 §3)\n")?;
-    writeln!(
-        md,
-        "| target | measured (median) | verdict |\n|---|---|---|"
-    )?;
-    for t in &targets {
-        writeln!(md, "| {} | {} | {} |", t.what, t.measured, t.verdict)?;
-    }
-    writeln!(md)?;
+    write_targets(&mut md, "Targets (issue 6 §3)", &targets)?;
+
+    write_issue15_targets(&mut md, &summaries, health_rps)?;
 
     writeln!(md, "## Scenarios\n")?;
     writeln!(
@@ -422,16 +441,16 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "| scenario | measures | conns | runs | req/s | p50 ms | p99 ms | peak RSS MB | req/s ÷ health | errors |"
+        "| scenario | measures | conns | runs | req/s | p50 ms | p99 ms | peak RSS MB | req/s ÷ health | req/s ÷ baseline | errors |"
     )?;
-    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for (name, what) in SCENARIOS {
         let Some(s) = summaries.get(name) else {
             continue;
         };
         writeln!(
             md,
-            "| `{name}` | {what} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| `{name}` | {what} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.connections,
             s.runs,
             spread_text(&s.rps, 0),
@@ -440,6 +459,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             s.rss_peak_kb
                 .map_or_else(|| "—".to_owned(), |kb| format!("{:.1}", mb(kb))),
             ratio(name).map_or_else(|| "—".to_owned(), |r| format!("{:.1} %", r * 100.0)),
+            to_baseline(name).map_or_else(|| "—".to_owned(), |r| format!("{:.1} %", r * 100.0)),
             if s.non2xx + s.socket_errors == 0 {
                 "0".to_owned()
             } else {
@@ -461,6 +481,12 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             t.p50.median - d.p50.median
         )?;
     }
+
+    write_baseline(&mut md, &summaries, health_rps, baseline_rps)?;
+    write_providers(&mut md, &summaries, health_rps)?;
+    write_activity(&mut md, &summaries)?;
+    write_flows(&mut md, &flows)?;
+    write_expiries(&mut md, &expiries)?;
 
     if let Some(first) = storms.first() {
         writeln!(md, "## Refresh storm\n")?;
@@ -665,4 +691,402 @@ fn write_faults(
         writeln!(md)?;
     }
     Ok(())
+}
+
+/// `name`'s median req/s as a share of `of`'s, if both ran.
+fn share(summaries: &BTreeMap<&str, Summary>, name: &str, of: Option<f64>) -> Option<f64> {
+    Some(summaries.get(name)?.rps.median / of.filter(|v| *v > 0.0)?)
+}
+
+/// A section of judged targets.
+fn write_targets(md: &mut String, heading: &str, targets: &[Target]) -> anyhow::Result<()> {
+    writeln!(md, "## {heading}\n")?;
+    writeln!(
+        md,
+        "| target | measured (median) | verdict |\n|---|---|---|"
+    )?;
+    for t in targets {
+        writeln!(md, "| {} | {} | {} |", t.what, t.measured, t.verdict)?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// "`name` ≥ `min` of `health` req/s", judged.
+fn share_of_health(
+    summaries: &BTreeMap<&str, Summary>,
+    name: &str,
+    min: f64,
+    health_rps: Option<f64>,
+) -> Target {
+    let what = format!("`{name}` ≥ {:.0} % of `health` req/s", min * 100.0);
+    match share(summaries, name, health_rps) {
+        Some(r) => Target {
+            what,
+            measured: format!(
+                "{:.1} % ({:.0} / {:.0} req/s)",
+                r * 100.0,
+                summaries.get(name).map_or(0.0, |s| s.rps.median),
+                health_rps.unwrap_or(0.0)
+            ),
+            verdict: at_least(r * 100.0, min * 100.0, " points"),
+        },
+        None => not_measured(&what, "scenario missing"),
+    }
+}
+
+/// The performance targets of issue 15, judged from the same run.
+fn write_issue15_targets(
+    md: &mut String,
+    summaries: &BTreeMap<&str, Summary>,
+    health_rps: Option<f64>,
+) -> anyhow::Result<()> {
+    let mut targets: Vec<Target> = Vec::new();
+    for (name, min) in [("status", 0.50), ("list", 0.50), ("token", 0.70)] {
+        targets.push(share_of_health(summaries, name, min, health_rps));
+    }
+    for (through, direct) in [
+        ("proxy", "proxy-direct"),
+        ("proxy-google", "proxy-google-direct"),
+        ("proxy-dropbox", "proxy-dropbox-direct"),
+    ] {
+        let what = format!("`{through}` ≥ 50 % of `{direct}` req/s at 64 connections");
+        let direct_rps = summaries.get(direct).map(|s| s.rps.median);
+        match (
+            share(summaries, through, direct_rps),
+            summaries.get(through),
+        ) {
+            (Some(r), Some(s)) if s.connections == 64 => targets.push(Target {
+                what,
+                measured: format!(
+                    "{:.1} % ({:.0} / {:.0} req/s)",
+                    r * 100.0,
+                    s.rps.median,
+                    direct_rps.unwrap_or(0.0)
+                ),
+                verdict: at_least(r * 100.0, 50.0, " points"),
+            }),
+            (Some(_), Some(s)) => targets.push(not_measured(
+                &what,
+                &format!("measured at {} connections", s.connections),
+            )),
+            _ => targets.push(not_measured(&what, "scenario missing")),
+        }
+    }
+    for (name, limit) in [("token-256", 10.0), ("status-256", 20.0)] {
+        let what = format!("`{name}` p99 ≤ {limit:.0} ms at 256 connections");
+        match summaries.get(name) {
+            Some(s) => targets.push(Target {
+                what,
+                measured: format!("{:.2} ms", s.p99.median),
+                verdict: at_most(s.p99.median, limit, " ms"),
+            }),
+            None => targets.push(not_measured(&what, "scenario missing")),
+        }
+    }
+    write_targets(md, "Targets (issue 15)", &targets)
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map_or_else(|| "—".to_owned(), |r| format!("{:.1} %", r * 100.0))
+}
+
+/// The database floor: the read paths against `baseline` and `health`.
+fn write_baseline(
+    md: &mut String,
+    summaries: &BTreeMap<&str, Summary>,
+    health_rps: Option<f64>,
+    baseline_rps: Option<f64>,
+) -> anyhow::Result<()> {
+    let Some(baseline) = baseline_rps else {
+        return Ok(());
+    };
+    writeln!(md, "## Against the baseline service\n")?;
+    writeln!(
+        md,
+        "`baseline` is a minimal axum + sqlx service on the same database doing, per request, \
+         the single-row read by (user_id, provider) and the AES-256-GCM open of the stored \
+         access token with the same key, without authentication, cache or limits: the floor \
+         for one database round trip. It served {baseline:.0} req/s ({} of `health`). A path \
+         above 100 % of `baseline` is served from memory; one below it pays more than the \
+         round trip.\n",
+        percent(health_rps.map(|h| baseline / h))
+    )?;
+    writeln!(
+        md,
+        "| scenario | req/s | ÷ health | ÷ baseline |\n|---|---:|---:|---:|"
+    )?;
+    for name in ["token", "token-nocache", "status", "list"] {
+        if let Some(s) = summaries.get(name) {
+            writeln!(
+                md,
+                "| `{name}` | {:.0} | {} | {} |",
+                s.rps.median,
+                percent(share(summaries, name, health_rps)),
+                percent(share(summaries, name, Some(baseline)))
+            )?;
+        }
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// Token and proxy figures per provider (issue 13).
+fn write_providers(
+    md: &mut String,
+    summaries: &BTreeMap<&str, Summary>,
+    health_rps: Option<f64>,
+) -> anyhow::Result<()> {
+    let rows = [
+        ("Microsoft", "token", "proxy", "proxy-direct"),
+        (
+            "Google",
+            "token-google",
+            "proxy-google",
+            "proxy-google-direct",
+        ),
+        (
+            "Dropbox",
+            "token-dropbox",
+            "proxy-dropbox",
+            "proxy-dropbox-direct",
+        ),
+    ];
+    if !rows
+        .iter()
+        .skip(1)
+        .any(|(_, t, p, _)| summaries.contains_key(t) || summaries.contains_key(p))
+    {
+        return Ok(());
+    }
+    writeln!(md, "## Per provider\n")?;
+    writeln!(
+        md,
+        "Token fetches and proxied calls per provider, at the same concurrency; each proxy is \
+         compared with the direct call to the same emulator endpoint with the same users' \
+         tokens.\n"
+    )?;
+    writeln!(
+        md,
+        "| provider | token req/s | token ÷ health | token p99 ms | proxy req/s | direct req/s | proxy ÷ direct | proxy p50 / p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---|"
+    )?;
+    let rps = |name: &str| {
+        summaries
+            .get(name)
+            .map_or_else(|| "—".to_owned(), |s| format!("{:.0}", s.rps.median))
+    };
+    for (label, token, proxy, direct) in rows {
+        let direct_rps = summaries.get(direct).map(|s| s.rps.median);
+        writeln!(
+            md,
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
+            rps(token),
+            percent(share(summaries, token, health_rps)),
+            summaries
+                .get(token)
+                .map_or_else(|| "—".to_owned(), |s| format!("{:.2}", s.p99.median)),
+            rps(proxy),
+            rps(direct),
+            percent(share(summaries, proxy, direct_rps)),
+            summaries.get(proxy).map_or_else(
+                || "—".to_owned(),
+                |s| format!("{:.2} / {:.2}", s.p50.median, s.p99.median)
+            ),
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// Activity recording on and off (issue 14).
+fn write_activity(md: &mut String, summaries: &BTreeMap<&str, Summary>) -> anyhow::Result<()> {
+    let (Some(on), Some(off)) = (summaries.get("token"), summaries.get("token-activity-off"))
+    else {
+        return Ok(());
+    };
+    writeln!(md, "## Activity recording on and off\n")?;
+    writeln!(
+        md,
+        "`token` with activity recording on (the default) against a second process with it \
+         off, on the same database: {:.0} vs {:.0} req/s (on is {:.1} % of off); p99 {:.2} vs \
+         {:.2} ms.\n",
+        on.rps.median,
+        off.rps.median,
+        on.rps.median / off.rps.median.max(1e-9) * 100.0,
+        on.p99.median,
+        off.p99.median
+    )?;
+    Ok(())
+}
+
+fn write_flows(md: &mut String, flows: &[&FlowRecord]) -> anyhow::Result<()> {
+    if flows.is_empty() {
+        return Ok(());
+    }
+    writeln!(md, "## Connect flows\n")?;
+    writeln!(
+        md,
+        "Complete connect flows as a browser drives them, without one: `auth-url` with a new \
+         user's JWT, the emulator's consent form accepted, the callback with the binding \
+         cookie announcing success. Concurrent workers, one flow after another each.\n"
+    )?;
+    writeln!(
+        md,
+        "| provider | workers | seconds | completed | flows/s | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for f in flows {
+        writeln!(
+            md,
+            "| {} | {} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {} |",
+            f.provider, f.workers, f.seconds, f.completed, f.per_sec, f.p50_ms, f.p99_ms, f.errors
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+fn write_expiries(md: &mut String, expiries: &[&ExpireRecord]) -> anyhow::Result<()> {
+    if expiries.is_empty() {
+        return Ok(());
+    }
+    let ms = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.2}"));
+    writeln!(md, "## Connections falling due at once\n")?;
+    for e in expiries {
+        writeln!(
+            md,
+            "{} {} connections whose access tokens fall due for refresh within {:.1} s of each \
+             other (one emulator-issued refresh token sealed into every row; their refresh \
+             tokens reach the keep-alive idle age at the same moment), while {} callers fetch \
+             tokens of random ones of them. Keep-alive: {}.\n",
+            e.rows, e.provider, e.spread_secs, e.concurrency, e.keepalive
+        )?;
+        writeln!(md, "| | |\n|---|---|")?;
+        writeln!(
+            md,
+            "| refresh_token grants at the provider | {} ({:.2} per row) |",
+            e.refresh_grants,
+            e.refresh_grants as f64 / e.rows.max(1) as f64
+        )?;
+        writeln!(
+            md,
+            "| drain (first row due → no row due) | {} |",
+            if e.drained {
+                format!("{:.1} s", e.drain_secs)
+            } else {
+                format!("**not drained** after {:.0} s", e.drain_secs)
+            }
+        )?;
+        writeln!(md, "| failed fetches | {} of {} |", e.failed, e.fetches)?;
+        writeln!(md, "| rows no longer connected | {} |", e.not_connected)?;
+        writeln!(
+            md,
+            "| token fetch p50 / p99 before the wave | {} / {} ms ({} fetches over {:.1} s) |",
+            ms(e.before_p50_ms),
+            ms(e.before_p99_ms),
+            e.before_count,
+            e.lead_secs
+        )?;
+        writeln!(
+            md,
+            "| token fetch p50 / p99 during the drain | {} / {} ms ({} fetches) |",
+            ms(e.during_p50_ms),
+            ms(e.during_p99_ms),
+            e.during_count
+        )?;
+        writeln!(md)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(scenario: &str, connections: u32, rps: f64, p99_ms: f64) -> LoadRecord {
+        LoadRecord {
+            scenario: scenario.to_owned(),
+            run: 1,
+            warmup: false,
+            connections,
+            seconds: 10.0,
+            requests: 0,
+            rps,
+            p50_ms: 1.0,
+            p90_ms: 1.0,
+            p99_ms,
+            max_ms: 1.0,
+            non2xx: 0,
+            socket_errors: 0,
+            rss_peak_kb: None,
+            command: Vec::new(),
+        }
+    }
+
+    /// The issue-15 rows of a report over the given runs, as `(target, verdict)` pairs.
+    fn issue15(loads: &[LoadRecord]) -> Vec<(String, String)> {
+        let summaries: BTreeMap<&str, Summary> = loads
+            .iter()
+            .map(|l| (l.scenario.as_str(), summarize(&[l]).unwrap()))
+            .collect();
+        let health = summaries.get("health").map(|s| s.rps.median);
+        let mut md = String::new();
+        write_issue15_targets(&mut md, &summaries, health).unwrap();
+        md.lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                (
+                    cells[0].trim_start_matches("| ").to_owned(),
+                    cells[2].trim_end_matches(" |").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn verdict<'a>(rows: &'a [(String, String)], target: &str) -> &'a str {
+        rows.iter()
+            .find(|(t, _)| t.starts_with(target))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no row for {target}: {rows:?}"))
+    }
+
+    #[test]
+    fn issue_15_targets_are_judged_against_health_and_the_direct_call() {
+        let rows = issue15(&[
+            load("health", 64, 10_000.0, 2.0),
+            load("status", 64, 6_000.0, 3.0),
+            load("list", 64, 4_000.0, 3.0),
+            load("token", 64, 7_500.0, 3.0),
+            load("proxy", 64, 5_000.0, 3.0),
+            load("proxy-direct", 64, 8_000.0, 3.0),
+            load("proxy-google", 64, 3_000.0, 3.0),
+            load("proxy-google-direct", 64, 8_000.0, 3.0),
+            load("token-256", 256, 9_000.0, 12.0),
+            load("status-256", 256, 5_000.0, 19.0),
+        ]);
+        assert!(
+            verdict(&rows, "`status` ≥ 50 %").starts_with("met"),
+            "{rows:?}"
+        );
+        assert!(verdict(&rows, "`list` ≥ 50 %").starts_with("**missed** by 10.0"));
+        assert!(verdict(&rows, "`token` ≥ 70 %").starts_with("met (+5.0"));
+        assert!(verdict(&rows, "`proxy` ≥ 50 %").starts_with("met (+12.5"));
+        assert!(verdict(&rows, "`proxy-google` ≥ 50 %").starts_with("**missed**"));
+        assert!(verdict(&rows, "`proxy-dropbox` ≥ 50 %").starts_with("not measured"));
+        assert!(verdict(&rows, "`token-256` p99").starts_with("**missed** by 2.0"));
+        assert!(verdict(&rows, "`status-256` p99").starts_with("met (1.0"));
+    }
+
+    #[test]
+    fn a_proxy_measured_at_another_concurrency_is_not_judged() {
+        let rows = issue15(&[
+            load("health", 64, 10_000.0, 2.0),
+            load("proxy", 16, 9_000.0, 3.0),
+            load("proxy-direct", 16, 9_000.0, 3.0),
+        ]);
+        assert_eq!(
+            verdict(&rows, "`proxy` ≥ 50 %"),
+            "not measured (measured at 16 connections)"
+        );
+    }
 }

@@ -48,7 +48,8 @@ pub struct StormArgs {
     label: String,
 }
 
-fn refresh_grants(stats: &Value) -> u64 {
+/// The emulator's count of `refresh_token` grants in its `/_emulator/stats` answer.
+pub fn refresh_grants(stats: &Value) -> u64 {
     stats["grants"]["refresh_token"].as_u64().unwrap_or(0)
 }
 
