@@ -11,6 +11,11 @@ use uuid::Uuid;
 
 use super::{BUSY_POOL_WAITS, Store, StoreError, StoreResult};
 
+/// The delivery log's columns, as both SQL backends select them (`d`: deliveries, `e`: events).
+pub(super) const RECORD_COLUMNS: &str = "d.id, d.event_id, e.type as event_type, d.endpoint, d.status, d.attempts, \
+     d.next_attempt_at, d.last_attempt_at, d.last_status, d.last_error, d.last_response, \
+     d.created_at, d.delivered_at, e.body";
+
 /// What the state-changing operations need to write events: the configured endpoints (one
 /// delivery each; none configured, no event written), when a failing refresh becomes
 /// `refresh_failing`, and a wake-up for this process's worker once an event is committed.

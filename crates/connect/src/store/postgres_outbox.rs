@@ -3,6 +3,7 @@
 //! claimed with `FOR UPDATE SKIP LOCKED` and a lease, attempts recorded only by the lease's
 //! holder, and the delivery log.
 
+use super::outbox::RECORD_COLUMNS;
 use std::time::Duration;
 
 use sqlx::PgConnection;
@@ -89,10 +90,6 @@ impl From<RecordRow> for DeliveryRecord {
         }
     }
 }
-
-const RECORD_COLUMNS: &str = "d.id, d.event_id, e.type as event_type, d.endpoint, d.status, d.attempts, \
-     d.next_attempt_at, d.last_attempt_at, d.last_status, d.last_error, d.last_response, \
-     d.created_at, d.delivered_at, e.body";
 
 impl OutboxBackend for PgStore {
     async fn claim_deliveries(

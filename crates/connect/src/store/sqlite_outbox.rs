@@ -2,6 +2,7 @@
 //! on one node. Claims run in `BEGIN IMMEDIATE` (SQLite has one writer, so no SKIP LOCKED is
 //! needed); the worker is woken in-process.
 
+use super::outbox::RECORD_COLUMNS;
 use std::time::Duration;
 
 use sqlx::SqliteConnection;
@@ -91,10 +92,6 @@ impl TryFrom<RecordRow> for DeliveryRecord {
         })
     }
 }
-
-const RECORD_COLUMNS: &str = "d.id, d.event_id, e.type as event_type, d.endpoint, d.status, d.attempts, \
-     d.next_attempt_at, d.last_attempt_at, d.last_status, d.last_error, d.last_response, \
-     d.created_at, d.delivered_at, e.body";
 
 impl OutboxBackend for SqliteStore {
     async fn claim_deliveries(
