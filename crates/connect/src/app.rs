@@ -118,6 +118,7 @@ impl AppState {
                 refresh: settings.refresh.clone(),
                 public_url: settings.public_url.clone(),
                 token_cache_capacity: settings.token_cache_capacity,
+                status_cache_capacity: settings.status_cache_capacity,
                 webhooks: settings.webhooks.clone(),
                 activity: settings.activity.clone(),
             },

@@ -124,6 +124,10 @@ pub struct ServeArgs {
     /// are invalidated across replicas at once through PostgreSQL LISTEN/NOTIFY.
     #[arg(long, env = "CONNECT_TOKEN_CACHE_CAPACITY", default_value_t = 50_000)]
     pub token_cache_capacity: usize,
+    /// Most signed-in users whose statuses (what the settings page reads) are kept in memory
+    /// per replica (0: every status read goes to the database). Invalidated like the token cache.
+    #[arg(long, env = "CONNECT_STATUS_CACHE_CAPACITY", default_value_t = 50_000)]
+    pub status_cache_capacity: usize,
     /// Log format: `text` or `json`.
     #[arg(long, env = "CONNECT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -234,6 +238,8 @@ pub struct Settings {
     pub refresh: RefreshSettings,
     /// Most access tokens kept in memory (0: no cache).
     pub token_cache_capacity: usize,
+    /// Most users whose statuses are kept in memory (0: no cache).
+    pub status_cache_capacity: usize,
     /// Demo mode: the demo sign-in and the in-process emulator are mounted.
     pub demo: bool,
     /// Demo mode only: a `Cross-Origin-Opener-Policy` for `/settings` (`CONNECT_DEMO_COOP`),
@@ -729,6 +735,7 @@ impl ServeArgs {
                 ..RefreshSettings::default()
             },
             token_cache_capacity: self.token_cache_capacity,
+            status_cache_capacity: self.status_cache_capacity,
             demo: false,
             demo_coop: None,
             rate_limits: RateLimitSettings {

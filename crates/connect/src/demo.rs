@@ -200,6 +200,7 @@ pub fn settings(
         migrate_on_start: true,
         refresh: crate::config::RefreshSettings::default(),
         token_cache_capacity: 10_000,
+        status_cache_capacity: 10_000,
         demo: true,
         demo_coop: std::env::var("CONNECT_DEMO_COOP")
             .ok()

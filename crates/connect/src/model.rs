@@ -51,6 +51,8 @@ impl ConnectionState {
 /// The non-secret columns of a connection: what a user may see about their own row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConnectionSummary {
+    /// The row's id: what change notifications name (never shown to users).
+    pub id: Uuid,
     pub user_id: UserId,
     pub provider: ProviderId,
     pub state: ConnectionState,

@@ -233,12 +233,48 @@ impl TokenCache {
     }
 }
 
-/// Keeps the cache in step with every replica's writes until `stop` fires or its sender is
-/// dropped: LISTEN on [`CHANNEL`], invalidate per notification, and flush and bypass the cache
-/// whenever the connection is down.
-pub async fn listen(cache: Arc<TokenCache>, pool: sqlx::PgPool, mut stop: watch::Receiver<bool>) {
+/// What a change notification (or this process's own write of a row) tells a cache: the token
+/// cache and the status cache (`super::status_cache`) both follow them.
+pub trait ChangeObserver: Send + Sync {
+    /// Row `id` is now at `version` (`None`: deleted).
+    fn observe(&self, id: Uuid, version: Option<i64>);
+    /// The listener is up (again): notifications may have been missed before.
+    fn listener_up(&self);
+    /// The listener is down: other replicas' writes go unheard.
+    fn listener_down(&self);
+    /// Shutdown: empty, and serve nothing more.
+    fn clear_and_disable(&self);
+}
+
+impl ChangeObserver for TokenCache {
+    fn observe(&self, id: Uuid, version: Option<i64>) {
+        TokenCache::observe(self, id, version);
+    }
+
+    fn listener_up(&self) {
+        TokenCache::listener_up(self);
+    }
+
+    fn listener_down(&self) {
+        TokenCache::listener_down(self);
+    }
+
+    fn clear_and_disable(&self) {
+        TokenCache::clear_and_disable(self);
+    }
+}
+
+/// Keeps the caches in step with every replica's writes until `stop` fires or its sender is
+/// dropped: LISTEN on [`CHANNEL`], tell every cache of each notification, and have them bypass
+/// (and later flush) what they hold whenever the connection is down.
+pub async fn listen(
+    caches: Vec<Arc<dyn ChangeObserver>>,
+    pool: sqlx::PgPool,
+    mut stop: watch::Receiver<bool>,
+) {
+    let each = |f: &dyn Fn(&dyn ChangeObserver)| caches.iter().for_each(|c| f(c.as_ref()));
     loop {
-        cache.listener_down();
+        each(&|c| c.listener_down());
         if *stop.borrow() || pool.is_closed() {
             return;
         }
@@ -251,7 +287,7 @@ pub async fn listen(cache: Arc<TokenCache>, pool: sqlx::PgPool, mut stop: watch:
             result = connected => match result {
                 Ok(listener) => listener,
                 Err(e) => {
-                    tracing::warn!(error = %e, "token cache listener cannot connect; cache bypassed");
+                    tracing::warn!(error = %e, "cache listener cannot connect; caches bypassed");
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                         _ = stop.changed() => return,
@@ -260,23 +296,23 @@ pub async fn listen(cache: Arc<TokenCache>, pool: sqlx::PgPool, mut stop: watch:
             },
             _ = stop.changed() => return,
         };
-        cache.listener_up();
-        tracing::debug!("token cache listening for changes");
+        each(&|c| c.listener_up());
+        tracing::debug!("caches listening for changes");
         loop {
             tokio::select! {
                 received = listener.try_recv() => match received {
                     Ok(Some(notification)) => match parse_change(notification.payload()) {
-                        Some((id, version)) => cache.observe(id, version),
-                        None => cache.listener_up(), // unreadable: start over
+                        Some((id, version)) => each(&|c| c.observe(id, version)),
+                        None => each(&|c| c.listener_up()), // unreadable: start over
                     },
                     // The connection dropped: notifications may have been missed.
                     Ok(None) | Err(_) => {
-                        tracing::warn!("token cache listener lost its connection; cache bypassed until it is back");
+                        tracing::warn!("cache listener lost its connection; caches bypassed until it is back");
                         break;
                     }
                 },
                 _ = stop.changed() => {
-                    cache.clear_and_disable();
+                    each(&|c| c.clear_and_disable());
                     return;
                 }
             }

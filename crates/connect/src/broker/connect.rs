@@ -344,7 +344,7 @@ async fn complete(
             tracing::error!(error = %e, "storing the connection failed");
             Failure::Internal
         });
-    broker.cache.invalidate(flow.user_id, provider);
+    broker.connection_changed(flow.user_id, provider);
     if stored.is_ok() {
         let kind = if existed {
             crate::activity::Kind::Reconnected

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod connect;
 pub mod rotate;
 pub mod sealed;
+pub mod status_cache;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct BrokerSettings {
     pub public_url: url::Url,
     /// Most access tokens kept in memory (0: no cache).
     pub token_cache_capacity: usize,
+    /// Most users whose statuses are kept in memory (0: every status read goes to the database).
+    pub status_cache_capacity: usize,
     /// Connection webhooks: the endpoints the worker sends to (the store writes the events).
     pub webhooks: crate::webhooks::WebhookSettings,
     /// The activity log: on or off, retention, flush interval.
@@ -47,6 +50,8 @@ pub struct Broker {
     pub http: reqwest::Client,
     /// Fresh access tokens in memory (see `cache`).
     pub cache: Arc<cache::TokenCache>,
+    /// Signed-in users' statuses in memory (see `status_cache`).
+    pub statuses: Arc<status_cache::StatusCache>,
     /// Refreshes in flight in this process, its tasks, and its lease owner id.
     pub tokens: tokens::TokenBroker,
     /// Each user's newest started flows, so starting one over the cap drops the oldest.
@@ -69,15 +74,29 @@ impl Broker {
         pending_flows: Arc<PendingFlows>,
         settings: BrokerSettings,
     ) -> Self {
-        // On PostgreSQL other replicas write too: the cache is on only while a listener hears
+        // On PostgreSQL other replicas write too: the caches are on only while a listener hears
         // their changes. On SQLite (and in memory) this process is the only writer.
+        let sole_writer = !matches!(store, Store::Postgres(_));
         let cache = Arc::new(cache::TokenCache::new(
-            !matches!(store, Store::Postgres(_)),
+            sole_writer,
             settings.token_cache_capacity,
         ));
+        let statuses = Arc::new(status_cache::StatusCache::new(
+            sole_writer,
+            settings.status_cache_capacity,
+        ));
         let (background, stop) = tokio::sync::watch::channel(false);
-        if let (Store::Postgres(pg), true) = (&store, settings.token_cache_capacity > 0) {
-            tokio::spawn(cache::listen(cache.clone(), pg.pool().clone(), stop));
+        if let Store::Postgres(pg) = &store {
+            let mut caches: Vec<Arc<dyn cache::ChangeObserver>> = Vec::new();
+            if settings.token_cache_capacity > 0 {
+                caches.push(cache.clone());
+            }
+            if settings.status_cache_capacity > 0 {
+                caches.push(statuses.clone());
+            }
+            if !caches.is_empty() {
+                tokio::spawn(cache::listen(caches, pg.pool().clone(), stop));
+            }
         }
         Self {
             store,
@@ -85,6 +104,7 @@ impl Broker {
             providers,
             http,
             cache,
+            statuses,
             tokens: tokens::TokenBroker::default(),
             pending_flows,
             activity: Arc::new(crate::activity::Recorder::new(settings.activity.enabled)),
@@ -107,6 +127,21 @@ impl Broker {
     pub fn redirect_uri(&self, provider: ProviderId) -> String {
         let base = self.settings.public_url.as_str().trim_end_matches('/');
         format!("{base}/v1/integrations/{}/callback", provider.path_name())
+    }
+
+    /// This process changed the user's connection to `provider` as a whole (connect,
+    /// reconnect, needs_reauth, disconnect): both caches forget it at once, and refuse reads of
+    /// it that started before.
+    pub fn connection_changed(&self, user: UserId, provider: ProviderId) {
+        self.cache.invalidate(user, provider);
+        self.statuses.invalidate(user);
+    }
+
+    /// This process wrote row `id` at `version` (a refresh): older cached copies go.
+    pub fn row_written(&self, id: uuid::Uuid, version: i64) {
+        use cache::ChangeObserver;
+        self.cache.observe(id, Some(version));
+        self.statuses.observe(id, Some(version));
     }
 
     /// Stops the background tasks (the cache listener); the HTTP side is draining.
@@ -137,23 +172,38 @@ impl Broker {
     }
 }
 
+/// The user's connections, from memory when the status cache holds them, else read as the
+/// user (row-level security on PostgreSQL) and kept.
+async fn user_rows(broker: &Broker, user: UserId) -> Result<status_cache::UserRows> {
+    if let Some(rows) = broker.statuses.get(user) {
+        return Ok(rows);
+    }
+    let epoch = broker.statuses.epoch();
+    let rows: status_cache::UserRows = broker.store.user_connections(user).await?.into();
+    broker.statuses.put(user, rows.clone(), epoch);
+    Ok(rows)
+}
+
 /// The user's connection to `provider`, as a settings page shows it.
 pub async fn status(broker: &Broker, user: UserId, provider: ProviderId) -> Result<StatusView> {
-    Ok(match broker.store.user_connection(user, provider).await? {
-        Some(connection) => connection.into(),
-        None => StatusView::not_connected(provider),
-    })
+    let stored = if broker.settings.status_cache_capacity == 0 {
+        broker.store.user_connection(user, provider).await?
+    } else {
+        let rows = user_rows(broker, user).await?;
+        rows.iter().find(|c| c.provider == provider).cloned()
+    };
+    Ok(stored.map_or_else(|| StatusView::not_connected(provider), StatusView::from))
 }
 
 /// One status per configured provider, in catalog order.
 pub async fn list(broker: &Broker, user: UserId) -> Result<Vec<StatusView>> {
-    let mut stored = broker.store.user_connections(user).await?;
+    let stored = user_rows(broker, user).await?;
     Ok(broker
         .provider_ids()
         .iter()
         .map(
-            |&provider| match stored.iter().position(|c| c.provider == provider) {
-                Some(i) => stored.swap_remove(i).into(),
+            |&provider| match stored.iter().find(|c| c.provider == provider) {
+                Some(c) => c.clone().into(),
                 None => StatusView::not_connected(provider),
             },
         )
@@ -187,7 +237,7 @@ pub async fn disconnect(
         .store
         .delete_connection(user, provider, disconnected_by)
         .await?;
-    broker.cache.invalidate(user, provider);
+    broker.connection_changed(user, provider);
     let by_name = by.as_db().to_owned();
     if deleted {
         broker.activity.record(

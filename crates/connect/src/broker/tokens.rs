@@ -503,7 +503,7 @@ pub async fn refresh_claimed(
                 Ok(true) => {
                     // Our own write: older entries go, and the new token may be cached (the
                     // notification of this write will not drop it).
-                    broker.cache.observe(claimed.id, Some(claimed.version + 1));
+                    broker.row_written(claimed.id, claimed.version + 1);
                     metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "refreshed").increment(1);
                     tracing::info!(user_id = %claimed.user_id, provider = %provider, "token refreshed");
                     Ok(token(claimed.version + 1))
@@ -600,7 +600,7 @@ async fn needs_reauth(broker: &Arc<Broker>, claimed: &TokenRow, reason: &str) ->
             release(broker, claimed, None, None).await;
         }
     }
-    broker.cache.invalidate(claimed.user_id, provider);
+    broker.connection_changed(claimed.user_id, provider);
     metrics::counter!("refresh_total", "provider" => provider.as_str(), "outcome" => "reauth")
         .increment(1);
     tracing::info!(user_id = %claimed.user_id, provider = %provider, reason = %reason, "provider refused the grant: needs reauth");

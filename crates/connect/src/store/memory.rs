@@ -168,6 +168,7 @@ impl Row {
 
     fn summary(&self) -> ConnectionSummary {
         ConnectionSummary {
+            id: self.id,
             user_id: self.user_id,
             provider: self.provider,
             state: self.state,

@@ -6,7 +6,7 @@
 //! service's own read-only role, never Supabase's `authenticated`) and set `request.jwt.claims`
 //! locally, as PostgREST does, so row-level security filters them even if a `WHERE user_id` were
 //! forgotten; both settings end with the statement's transaction. The signed-in users' reads
-//! (one statement, `connect.read_own_connections`) use a small pool of their own
+//! (one statement, `connect.read_own_statuses`) use a small pool of their own
 //! (`UserReadConnections`). Migrations (`postgres_migrate`) run on a separate connection as the
 //! URL's own role (the owner).
 
@@ -112,6 +112,7 @@ fn pool_error(e: deadpool::managed::PoolError<sqlx::Error>) -> StoreError {
 
 #[derive(sqlx::FromRow)]
 struct SummaryRow {
+    id: Uuid,
     user_id: Uuid,
     provider: String,
     status: String,
@@ -128,6 +129,7 @@ impl TryFrom<SummaryRow> for ConnectionSummary {
 
     fn try_from(r: SummaryRow) -> StoreResult<Self> {
         Ok(ConnectionSummary {
+            id: r.id,
             user_id: UserId(r.user_id),
             provider: provider(&r.provider)?,
             state: ConnectionState::from_db(&r.status),
@@ -363,7 +365,7 @@ impl PgStore {
     }
 
     /// Reads the caller's rows in one prepared round trip through
-    /// `connect.read_own_connections`, which drops to role `connect_user_reader` with the
+    /// `connect.read_own_statuses`, which drops to role `connect_user_reader` with the
     /// caller's claims for that statement only, so row-level security decides what it sees.
     async fn read_as_user(
         &self,
@@ -373,7 +375,7 @@ impl PgStore {
         let rows: Vec<SummaryRow> = self
             .user_read(|conn| {
                 Box::pin(
-                    sqlx::query_as("select * from connect.read_own_connections($1, $2)")
+                    sqlx::query_as("select * from connect.read_own_statuses($1, $2)")
                         .bind(user.0)
                         .bind(provider.map(ProviderId::as_str))
                         .fetch_all(conn),

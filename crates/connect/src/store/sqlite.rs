@@ -29,6 +29,7 @@ pub struct SqliteStore {
 
 #[derive(sqlx::FromRow)]
 struct SummaryRow {
+    id: String,
     user_id: String,
     provider: String,
     status: String,
@@ -49,6 +50,7 @@ impl TryFrom<SummaryRow> for ConnectionSummary {
 
     fn try_from(r: SummaryRow) -> StoreResult<Self> {
         Ok(ConnectionSummary {
+            id: Uuid::parse_str(&r.id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             user_id: UserId(
                 Uuid::parse_str(&r.user_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             ),
@@ -204,7 +206,7 @@ struct Released {
 
 const TOKEN_COLUMNS: &str = "id, user_id, provider, status, access_token, refresh_token, key_id, expires_at, version, provider_user_id, provider_email, scopes, refresh_cooldown_until";
 
-const SUMMARY_COLUMNS: &str = "user_id, provider, status, provider_email, display_name, scopes, \
+const SUMMARY_COLUMNS: &str = "id, user_id, provider, status, provider_email, display_name, scopes, \
                                created_at, updated_at, last_refreshed_at";
 
 impl SqliteStore {

@@ -59,6 +59,7 @@ async fn harness() -> Harness {
             },
             public_url: Url::parse("http://connect.localhost/").unwrap(),
             token_cache_capacity: 1000,
+            status_cache_capacity: 1000,
             webhooks: Default::default(),
             activity: celeste_connect::config::ActivitySettings::default(),
         },

@@ -550,7 +550,9 @@ async fn a_database_crash_and_restart_is_recovered_without_restarting_the_servic
 async fn a_busy_pool_is_waited_for_not_taken_for_an_outage() {
     let c = with_emulator_adjusted(Backend::Postgres, demo_accounts(), |s| {
         s.db_pool_size = 1;
+        // No cache listener: it would hold the only pooled connection.
         s.token_cache_capacity = 0;
+        s.status_cache_capacity = 0;
     })
     .await;
     let user = Uuid::new_v4();

@@ -17,6 +17,7 @@ mod n8n_examples;
 mod newcomer;
 mod postgres_rls;
 mod providers;
+mod status_cache;
 mod store_contract;
 mod supabase;
 mod supabase_shape;

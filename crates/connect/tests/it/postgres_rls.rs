@@ -146,29 +146,25 @@ async fn user_read_role_reads_only_own_non_secret_columns() {
             .as_deref(),
             Some("42501")
         );
-        // The service's read function is the service's: a user cannot call it with someone's id.
-        let other = format!("select * from connect.read_own_connections('{bob}', null)");
-        assert_eq!(
-            as_role(&mut conn, "authenticated", Some(alice), &other)
-                .await
-                .err()
-                .as_deref(),
-            Some("42501")
-        );
-        assert_eq!(
-            as_role(&mut conn, "anon", None, &other)
-                .await
-                .err()
-                .as_deref(),
-            Some("42501")
-        );
-        assert_eq!(
-            as_role(&mut conn, "connect_user_reader", Some(alice), &other)
-                .await
-                .err()
-                .as_deref(),
-            Some("42501")
-        );
+        // The service's read functions are the service's: a user cannot call them with
+        // someone's id (the previous release's, kept for rolling upgrades, and the current one).
+        for function in ["read_own_connections", "read_own_statuses"] {
+            let other = format!("select * from connect.{function}('{bob}', null)");
+            for (role, claims) in [
+                ("authenticated", Some(alice)),
+                ("anon", None),
+                ("connect_user_reader", Some(alice)),
+            ] {
+                assert_eq!(
+                    as_role(&mut conn, role, claims, &other)
+                        .await
+                        .err()
+                        .as_deref(),
+                    Some("42501"),
+                    "{role} calling {function}"
+                );
+            }
+        }
         // Without claims, nothing matches (fails closed).
         let none = as_role(
             &mut conn,
@@ -741,6 +737,7 @@ async fn the_migration_files_themselves_apply_twice_without_error_or_change() {
                 include_str!("../../migrations/postgres/0002_own_roles.sql"),
                 include_str!("../../migrations/postgres/0004_webhooks.sql"),
                 include_str!("../../migrations/postgres/0005_activity.sql"),
+                include_str!("../../migrations/postgres/0006_read_own_statuses.sql"),
             ] {
                 sqlx::raw_sql(sql)
                     .execute(&mut conn)

@@ -189,6 +189,7 @@ async fn nobody_reaches_alices_connection(exposed: bool) {
         "select access_token, refresh_token from connect.integration_tokens".to_owned(),
         "select * from connect.oauth_flows".to_owned(),
         format!("select * from connect.read_own_connections('{alice}', null)"),
+        format!("select * from connect.read_own_statuses('{alice}', null)"),
         "select * from connect.activity".to_owned(),
         format!("select * from connect.read_own_activity('{alice}', 'microsoft', 20)"),
         "update connect.activity set events = 1".to_owned(),
@@ -198,6 +199,9 @@ async fn nobody_reaches_alices_connection(exposed: bool) {
         ),
         format!(
             "select * from connect.read_own_connections(p_user := '{alice}', p_provider := 'microsoft')"
+        ),
+        format!(
+            "select * from connect.read_own_statuses(p_user := '{alice}', p_provider := 'microsoft')"
         ),
         "select * from connect._sqlx_migrations".to_owned(),
         format!(

@@ -334,6 +334,7 @@ pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
             ..Default::default()
         },
         token_cache_capacity: 10_000,
+        status_cache_capacity: 10_000,
         demo: false,
         demo_coop: None,
         // Tests of limits set their own; the rest are about something else.
@@ -473,9 +474,13 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Stores a connection for `user` directly, tokens sealed as the connect flow seals them.
+    /// Stores a connection for `user` as a connect through this service would (tokens sealed
+    /// as the connect flow seals them, the caches told).
     pub async fn seed_connection(&self, user: Uuid, email: &str) {
         seed_connection(self.store(), user, email).await;
+        self.state
+            .broker
+            .connection_changed(UserId(user), ProviderId::Microsoft);
     }
 }
 
