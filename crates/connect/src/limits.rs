@@ -126,10 +126,10 @@ impl PendingFlows {
 pub struct RateLimits {
     pub pending_flows: Arc<PendingFlows>,
     pub auth_url_per_user: Limit<UserId>,
-    pub token_per_key: Limit<String>,
-    pub token_per_user: Limit<(String, UserId)>,
-    pub proxy_per_key: Limit<String>,
-    pub proxy_per_user: Limit<(String, UserId)>,
+    pub token_per_key: Limit<Arc<str>>,
+    pub token_per_user: Limit<(Arc<str>, UserId)>,
+    pub proxy_per_key: Limit<Arc<str>>,
+    pub proxy_per_user: Limit<(Arc<str>, UserId)>,
     pub callback_per_ip: Limit<IpAddr>,
 }
 
@@ -156,12 +156,12 @@ impl RateLimits {
     }
 
     /// A service key's request for one user's token: per key, then per user within the key.
-    pub fn check_token(&self, key_name: &str, user: UserId) -> Result<(), Error> {
+    pub fn check_token(&self, key_name: &Arc<str>, user: UserId) -> Result<(), Error> {
         check_key_then_user(&self.token_per_key, &self.token_per_user, key_name, user)
     }
 
     /// A service key's proxied request for one user: per key, then per user within the key.
-    pub fn check_proxy(&self, key_name: &str, user: UserId) -> Result<(), Error> {
+    pub fn check_proxy(&self, key_name: &Arc<str>, user: UserId) -> Result<(), Error> {
         check_key_then_user(&self.proxy_per_key, &self.proxy_per_user, key_name, user)
     }
 
@@ -176,19 +176,19 @@ impl RateLimits {
     }
 }
 
+/// The key name is the service key's shared name, so neither lookup allocates: a limiter
+/// clones its key (a reference count) only the first time it sees it.
 fn check_key_then_user(
-    per_key: &Limit<String>,
-    per_user: &Limit<(String, UserId)>,
-    key_name: &str,
+    per_key: &Limit<Arc<str>>,
+    per_user: &Limit<(Arc<str>, UserId)>,
+    key_name: &Arc<str>,
     user: UserId,
 ) -> Result<(), Error> {
     if per_key.limiter.is_none() && per_user.limiter.is_none() {
         return Ok(());
     }
-    // One allocation for both lookups: the per-key limiter reads the key name in the pair.
-    let key_and_user = (key_name.to_owned(), user);
-    per_user.check(&key_and_user)?;
-    per_key.check(&key_and_user.0)
+    per_user.check(&(key_name.clone(), user))?;
+    per_key.check(key_name)
 }
 
 async fn sweep_while_alive(limits: Weak<RateLimits>) {

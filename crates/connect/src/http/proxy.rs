@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, HttpBody, to_bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use secrecy::ExposeSecret;
 use url::Url;
@@ -63,24 +63,24 @@ const DROP_RESPONSE: &[&str] = &[
 ];
 
 /// The headers an answer passes back to the caller: all but [`DROP_RESPONSE`] and those its
-/// `Connection` header names as hop-by-hop (RFC 9110 §7.6.1).
-fn forwardable_response_headers(upstream: &HeaderMap) -> HeaderMap {
-    let hop_by_hop: Vec<String> = upstream
+/// `Connection` header names as hop-by-hop (RFC 9110 §7.6.1). Removes them from the upstream's
+/// own map, so an answer without a `Connection` header costs no allocation.
+fn forwardable_response_headers(mut headers: HeaderMap) -> HeaderMap {
+    let connection: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty())
+        .cloned()
         .collect();
-    let mut kept = HeaderMap::new();
-    for (name, value) in upstream {
-        let name_str = name.as_str();
-        if !DROP_RESPONSE.contains(&name_str) && !hop_by_hop.iter().any(|h| h == name_str) {
-            kept.append(name.clone(), value.clone());
+    for listed in connection.iter().filter_map(|v| v.to_str().ok()) {
+        for name in listed.split(',').map(str::trim) {
+            // Looked up case-insensitively; a name that is not a valid header name is a no-op.
+            headers.remove(name);
         }
     }
-    kept
+    for name in DROP_RESPONSE {
+        headers.remove(*name);
+    }
+    headers
 }
 
 /// The provider URL for the part of the request path after `/proxy/`, or `None` when it could
@@ -211,9 +211,16 @@ async fn forward(
     let url = upstream_url(api_base, rest, parts.uri.query()).ok_or_else(|| {
         Error::InvalidRequest("the path must stay within the provider's API".into())
     })?;
-    let body = to_bytes(body, PROXY_BODY_LIMIT).await.map_err(|_| {
-        Error::InvalidRequest(format!("the body must be at most {PROXY_BODY_LIMIT} bytes"))
-    })?;
+    // Buffered only when there is one (kept for the one retry); most calls are bodiless GETs.
+    // The server knows: no Content-Length (or 0), no Transfer-Encoding, or an HTTP/2 request
+    // that ended with its headers.
+    let body = if body.is_end_stream() {
+        bytes::Bytes::new()
+    } else {
+        to_bytes(body, PROXY_BODY_LIMIT).await.map_err(|_| {
+            Error::InvalidRequest(format!("the body must be at most {PROXY_BODY_LIMIT} bytes"))
+        })?
+    };
     let method = parts.method.clone();
 
     let token = fresh_token(&state.broker, user, provider, Duration::ZERO, None).await?;
@@ -251,15 +258,12 @@ async fn forward(
     tracing::info!(service_key = %caller.key_name, user_id = %user, provider = %provider,
                    method = %method, status = upstream.status().as_u16(), "proxied");
 
-    let status =
-        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = Response::builder().status(status);
-    if let Some(headers) = response.headers_mut() {
-        *headers = forwardable_response_headers(upstream.headers());
-    }
-    let mut response = response
-        .body(Body::from_stream(upstream.bytes_stream()))
-        .map_err(|e| Error::Internal(format!("proxy response: {e}")))?;
+    // The upstream's body as it comes, with its length when known (the server then sends it
+    // with a Content-Length rather than chunked).
+    let (upstream, body) = http::Response::from(upstream).into_parts();
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = upstream.status;
+    *response.headers_mut() = forwardable_response_headers(upstream.headers);
     response.extensions_mut().insert(KeepBody);
     Ok(response)
 }

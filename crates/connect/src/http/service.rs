@@ -4,16 +4,17 @@
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::activity::{Actor, Kind, outcome_of};
 use crate::broker;
-use crate::broker::tokens::fresh_token;
+use crate::broker::tokens::{FreshToken, fresh_token};
 use crate::error::{Error, ErrorBody, Result};
 use crate::http::AppState;
 use crate::http::ProviderName;
@@ -61,17 +62,70 @@ pub struct TokenQuery {
 }
 
 /// A fresh access token. Never the refresh token.
+// The fields borrow from the cached token, so answering from memory copies nothing but the
+// body itself. (A `//` comment: the doc comment is the OpenAPI description.)
 #[derive(Serialize, ToSchema)]
-pub struct TokenResponse {
-    access_token: String,
+pub struct TokenResponse<'a> {
+    #[schema(value_type = String)]
+    access_token: &'a str,
     #[schema(example = "Bearer")]
     token_type: &'static str,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(serialize_with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     expires_at: time::OffsetDateTime,
-    scopes: Vec<String>,
-    provider_user_id: String,
-    provider_email: Option<String>,
+    #[schema(value_type = Vec<String>)]
+    scopes: &'a [String],
+    #[schema(value_type = String)]
+    provider_user_id: &'a str,
+    #[schema(value_type = Option<String>)]
+    provider_email: Option<&'a str>,
+}
+
+impl<'a> TokenResponse<'a> {
+    fn of(token: &'a FreshToken) -> Self {
+        Self {
+            access_token: token.access_token.expose_secret(),
+            token_type: "Bearer",
+            expires_at: token.expires_at,
+            scopes: &token.scopes,
+            provider_user_id: &token.provider_user_id,
+            provider_email: token.provider_email.as_deref(),
+        }
+    }
+
+    /// The JSON body, written once into a buffer sized for it.
+    fn to_body(&self) -> serde_json::Result<Vec<u8>> {
+        let mut body = Vec::with_capacity(self.body_size());
+        serde_json::to_writer(&mut body, self)?;
+        Ok(body)
+    }
+
+    /// Room for the body unless a value needs escaping: field names, punctuation and the
+    /// timestamp take about 150 bytes.
+    fn body_size(&self) -> usize {
+        192 + self.access_token.len()
+            + self.scopes.iter().map(|s| s.len() + 3).sum::<usize>()
+            + self.provider_user_id.len()
+            + self.provider_email.map_or(0, str::len)
+    }
+}
+
+/// `time::serde::rfc3339` without the intermediate `String`: the timestamp is formatted on
+/// the stack (RFC 3339 with nanoseconds and an offset is at most 35 bytes).
+fn rfc3339<S: serde::Serializer>(at: &time::OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error as _;
+    let mut buf = [0u8; 64];
+    let mut rest = &mut buf[..];
+    at.format_into(&mut rest, &time::format_description::well_known::Rfc3339)
+        .map_err(S::Error::custom)?;
+    // What is left of the buffer says how much was written: the count `format_into` returns
+    // leaves out the fraction's digits (time 0.3.55).
+    let written = 64 - rest.len();
+    let text = buf
+        .get(..written)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .ok_or_else(|| S::Error::custom("timestamp"))?;
+    s.serialize_str(text)
 }
 
 /// A valid access token for the user's connection, refreshed first when it expires within the
@@ -129,18 +183,21 @@ async fn issue_token(
     .await?;
     tracing::info!(service_key = %caller.key_name, user_id = %user, provider = %provider,
                    expires_at = %token.expires_at, "token issued");
-    let mut response = Json(TokenResponse {
-        access_token: token.access_token.expose_secret().to_owned(),
-        token_type: "Bearer",
-        expires_at: token.expires_at,
-        scopes: token.scopes.clone(),
-        provider_user_id: token.provider_user_id.clone(),
-        provider_email: token.provider_email.clone(),
-    })
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    token_response(&token)
+}
+
+/// The 200 answer for a token: its JSON body, `no-store`.
+fn token_response(token: &FreshToken) -> Result<Response> {
+    let body = TokenResponse::of(token)
+        .to_body()
+        .map_err(|e| Error::Internal(format!("token body: {e}")))?;
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -259,4 +316,65 @@ pub async fn list(
         connections,
         next_cursor: next.map(|id| id.to_string()),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(email: Option<&str>) -> FreshToken {
+        FreshToken {
+            access_token: "eyJ0eXAi.access".to_owned().into(),
+            expires_at: time::macros::datetime!(2026-12-01 08:46:06.25 UTC),
+            scopes: vec!["Mail.Read".to_owned(), "offline_access".to_owned()],
+            provider_user_id: "00000000-0000-0000-0000-00000000abcd".to_owned(),
+            provider_email: email.map(str::to_owned),
+            version: 3,
+            connection_id: uuid::Uuid::nil(),
+        }
+    }
+
+    #[test]
+    fn the_token_body_keeps_its_field_order_and_types() {
+        let with_email = TokenResponse::of(&token(Some("adele@contoso.com")))
+            .to_body()
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&with_email).unwrap(),
+            r#"{"access_token":"eyJ0eXAi.access","token_type":"Bearer","expires_at":"2026-12-01T08:46:06.25Z","scopes":["Mail.Read","offline_access"],"provider_user_id":"00000000-0000-0000-0000-00000000abcd","provider_email":"adele@contoso.com"}"#
+        );
+        let without = TokenResponse::of(&token(None)).to_body().unwrap();
+        assert!(without.ends_with(br#""provider_email":null}"#));
+    }
+
+    #[test]
+    fn timestamps_read_as_time_serde_writes_them() {
+        #[derive(Serialize)]
+        struct Before(#[serde(with = "time::serde::rfc3339")] time::OffsetDateTime);
+        #[derive(Serialize)]
+        struct After(#[serde(serialize_with = "rfc3339")] time::OffsetDateTime);
+        for at in [
+            time::macros::datetime!(2026-12-01 08:46:06 UTC),
+            time::macros::datetime!(2026-12-01 08:46:06.000001 UTC),
+            time::macros::datetime!(9999-12-31 23:59:59.999999999 -23:59),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&After(at)).unwrap(),
+                serde_json::to_string(&Before(at)).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn the_token_body_fits_the_buffer_it_is_written_into() {
+        let mut long = token(Some("adele.vance@contoso.onmicrosoft.com"));
+        long.access_token = "x".repeat(1200).into();
+        long.expires_at = time::macros::datetime!(2026-12-01 08:46:06.123456789 +05:30);
+        let response = TokenResponse::of(&long);
+        assert!(response.to_body().unwrap().len() <= response.body_size());
+        let escaped = token(Some("a\"quoted\"@example.com"));
+        let body = TokenResponse::of(&escaped).to_body().unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["provider_email"], "a\"quoted\"@example.com");
+    }
 }
