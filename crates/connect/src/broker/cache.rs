@@ -47,6 +47,8 @@ struct Entries {
     seen_versions: HashMap<Uuid, i64>,
     /// The epoch of each key's last local invalidation.
     invalidated_at: HashMap<Key, u64>,
+    /// When a full cache last dropped its expired entries.
+    last_sweep: Option<std::time::Instant>,
 }
 
 pub struct TokenCache {
@@ -126,12 +128,30 @@ impl TokenCache {
             return;
         }
         if entries.by_key.len() >= self.capacity && !entries.by_key.contains_key(&key) {
-            let now = time::OffsetDateTime::now_utc();
-            let Entries { by_key, by_row, .. } = &mut *entries;
-            by_key.retain(|_, t| t.expires_at > now);
-            by_row.retain(|_, k| by_key.contains_key(k));
-            if by_key.len() >= self.capacity {
+            if self.capacity == 0 {
                 return;
+            }
+            // Full: drop the expired entries (a pass over all of them, so at most once a
+            // second), else one entry, whichever the map yields first. Never a pass per put: at
+            // capacity every miss puts, and a full pass under the lock per request would
+            // serialise every token fetch behind it.
+            let now = time::OffsetDateTime::now_utc();
+            let Entries {
+                by_key,
+                by_row,
+                last_sweep,
+                ..
+            } = &mut *entries;
+            if last_sweep.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                *last_sweep = Some(std::time::Instant::now());
+                by_key.retain(|_, t| t.expires_at > now);
+                by_row.retain(|_, k| by_key.contains_key(k));
+            }
+            if by_key.len() >= self.capacity
+                && let Some(evicted) = by_key.keys().next().copied()
+                && let Some(old) = by_key.remove(&evicted)
+            {
+                by_row.remove(&old.connection_id);
             }
         }
         if let Some(old) = entries.by_key.insert(key, token.clone())
@@ -455,6 +475,14 @@ mod tests {
             );
         }
         assert_eq!(cache.len(), 2);
+        // A full cache takes the newest token in (one old entry makes room).
+        let newest = UserId(Uuid::new_v4());
+        cache.put(newest, MS, token(1, Uuid::new_v4()), cache.epoch());
+        assert!(cache.get(newest, MS).is_some());
+        assert_eq!(cache.len(), 2);
+        let off = TokenCache::new(true, 0);
+        off.put(newest, MS, token(1, Uuid::new_v4()), off.epoch());
+        assert!(off.is_empty(), "capacity 0 stores nothing");
     }
 
     #[test]

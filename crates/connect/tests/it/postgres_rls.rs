@@ -738,6 +738,7 @@ async fn the_migration_files_themselves_apply_twice_without_error_or_change() {
                 include_str!("../../migrations/postgres/0004_webhooks.sql"),
                 include_str!("../../migrations/postgres/0005_activity.sql"),
                 include_str!("../../migrations/postgres/0006_read_own_statuses.sql"),
+                include_str!("../../migrations/postgres/0007_activity_fillfactor.sql"),
             ] {
                 sqlx::raw_sql(sql)
                     .execute(&mut conn)
