@@ -81,8 +81,11 @@ impl Broker {
             sole_writer,
             settings.token_cache_capacity,
         ));
+        // Statuses are cached on PostgreSQL (every writer is heard through the trigger) and in
+        // memory, not on SQLite: other programs may write the file (the demo's `sqlite3`), and
+        // nothing would tell this process; the read there is a local file read anyway.
         let statuses = Arc::new(status_cache::StatusCache::new(
-            sole_writer,
+            matches!(store, Store::Memory(_)),
             settings.status_cache_capacity,
         ));
         let (background, stop) = tokio::sync::watch::channel(false);

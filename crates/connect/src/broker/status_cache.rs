@@ -12,8 +12,8 @@
 //!   numbered (the epoch); a read that started before a change to one of its rows, or before an
 //!   invalidation of its user, is not stored;
 //! - local writes that change a user's connection invalidate the user at once (the notification
-//!   of a write arrives a moment later), and on SQLite, where this process is the only writer,
-//!   they are the only signal needed;
+//!   of a write arrives a moment later). On SQLite the cache is off (see `Broker::new`): other
+//!   programs may write the file, and nothing would say so;
 //! - whenever the listener is not connected (PostgreSQL), nothing is served from memory, and
 //!   everything is dropped when it reconnects, since notifications may have been missed.
 //!
