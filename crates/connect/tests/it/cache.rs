@@ -219,8 +219,17 @@ async fn the_cache_is_flushed_and_bypassed_while_its_listener_is_down() {
     }
     assert_eq!(cache.len(), 1);
 
-    // Kill the listener's database connection (what a database restart does to it).
-    let database = c.app.db.url.rsplit('/').next().unwrap().to_owned();
+    kill_cache_listener(&c.app.db.url).await;
+    eventually("the cache was flushed", || cache.is_empty()).await;
+    // Requests keep working (from the database), and the listener comes back.
+    assert_eq!(token(&c, user).await.0, 200);
+    eventually("the listener is back", || cache.is_enabled()).await;
+}
+
+/// Kills the cache listener's database session of the service on `database_url` (what a
+/// database restart does to it).
+pub async fn kill_cache_listener(database_url: &str) {
+    let database = database_url.rsplit('/').next().unwrap().to_owned();
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&crate::support::admin_url())
         .await
         .unwrap();
@@ -232,8 +241,4 @@ async fn the_cache_is_flushed_and_bypassed_while_its_listener_is_down() {
     .await
     .unwrap();
     assert!(!killed.is_empty(), "the listener's session was found");
-    eventually("the cache was flushed", || cache.is_empty()).await;
-    // Requests keep working (from the database), and the listener comes back.
-    assert_eq!(token(&c, user).await.0, 200);
-    eventually("the listener is back", || cache.is_enabled()).await;
 }

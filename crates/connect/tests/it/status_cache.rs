@@ -10,7 +10,7 @@ use provider_emulator::demo_accounts;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::cache::eventually;
+use crate::cache::{eventually, kill_cache_listener};
 use crate::support::{
     ALL_BACKENDS, BACKENDS, Backend, Connected, TestApp, TestDb, with_emulator,
     with_emulator_adjusted,
@@ -240,18 +240,7 @@ async fn a_listener_that_lost_its_connection_empties_the_status_cache() {
     app.seed_connection(alice, "alice@example.com").await;
     cached_status(&app, alice).await;
 
-    let database = app.db.url.rsplit('/').next().unwrap().to_owned();
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&crate::support::admin_url())
-        .await
-        .unwrap();
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and query ilike 'listen%'",
-    )
-    .bind(&database)
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert!(!killed.is_empty(), "the listener's session was found");
+    kill_cache_listener(&app.db.url).await;
     eventually("the status cache was emptied", || statuses.is_empty()).await;
     // What the listener cannot hear while it is down is read from the database.
     change_email_silently(&app, alice, "changed@example.com").await;
