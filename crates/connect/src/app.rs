@@ -216,6 +216,7 @@ impl App {
                 broker.activity.clone(),
                 broker.store.clone(),
                 activity.flush_every,
+                activity.fold_every,
                 rx.clone(),
             ))
         });

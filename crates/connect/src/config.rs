@@ -216,6 +216,10 @@ pub struct ServeArgs {
     /// Days the activity log keeps a minute's rows (0: forever).
     #[arg(long, env = "CONNECT_ACTIVITY_RETENTION_DAYS", default_value_t = ActivitySettings::DEFAULT_RETENTION_DAYS)]
     pub activity_retention_days: u32,
+    /// Seconds between two folds of the activity journal into the log on PostgreSQL (1–3600):
+    /// how late a count may show in reads, against the database's work for each fold.
+    #[arg(long, env = "CONNECT_ACTIVITY_FOLD_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub activity_fold_secs: u64,
 }
 
 /// Everything the service needs, validated. Built from [`ServeArgs`] by `serve`, and directly
@@ -262,6 +266,8 @@ pub struct ActivitySettings {
     pub retention: Option<Duration>,
     /// How often counts are written (`activity::worker::FLUSH_EVERY`; tests lengthen it).
     pub flush_every: Duration,
+    /// How often the PostgreSQL journal is added to the log (`activity::worker::FOLD_EVERY`).
+    pub fold_every: Duration,
 }
 
 impl ActivitySettings {
@@ -273,6 +279,7 @@ impl ActivitySettings {
             retention: (retention_days > 0)
                 .then(|| Duration::from_secs(u64::from(retention_days) * 86_400)),
             flush_every: crate::activity::worker::FLUSH_EVERY,
+            fold_every: crate::activity::worker::FOLD_EVERY,
         }
     }
 }
@@ -755,7 +762,10 @@ impl ServeArgs {
                 failing_after,
                 ..crate::webhooks::WebhookSettings::default()
             },
-            activity: ActivitySettings::from_days(self.activity, self.activity_retention_days),
+            activity: ActivitySettings {
+                fold_every: Duration::from_secs(self.activity_fold_secs),
+                ..ActivitySettings::from_days(self.activity, self.activity_retention_days)
+            },
         })
     }
 }

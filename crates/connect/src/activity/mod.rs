@@ -17,7 +17,6 @@ pub mod read;
 pub mod worker;
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
@@ -180,7 +179,13 @@ impl Tally {
     }
 }
 
-type Counts = HashMap<ActivityKey, Tally>;
+/// foldhash rather than SipHash: every token handed out hashes one key here, and the keys come
+/// from this service and its trusted callers (a service key's name, a user id, a provider).
+type Counts = HashMap<ActivityKey, Tally, foldhash::fast::RandomState>;
+
+fn counts(capacity: usize) -> Counts {
+    HashMap::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default())
+}
 
 /// The in-memory side of the log: counts not yet written.
 pub struct Recorder {
@@ -194,8 +199,8 @@ impl Recorder {
     pub fn new(enabled: bool) -> Self {
         Self {
             enabled,
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
-            pending: Mutex::new(HashMap::new()),
+            shards: std::array::from_fn(|_| Mutex::new(counts(0))),
+            pending: Mutex::new(counts(0)),
         }
     }
 
@@ -249,19 +254,27 @@ impl Recorder {
     }
 
     /// Everything counted so far and not yet written (what failed before first), leaving the
-    /// maps empty.
+    /// maps empty, each key once. Each shard starts again with room for as many keys as it just
+    /// had, so a steady load does not grow the maps anew every second.
     pub fn take(&self) -> Vec<(ActivityKey, Tally)> {
-        let mut all: Counts =
+        let mut pending =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut all = Vec::new();
         for shard in &self.shards {
-            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
-            if all.is_empty() {
-                all = taken;
+            let taken = {
+                let mut shard_counts = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                let room = shard_counts.len();
+                std::mem::replace(&mut *shard_counts, counts(room))
+            };
+            // Shards hold disjoint users: only counts given back can share a key with them.
+            if pending.is_empty() {
+                all.extend(taken);
             } else {
-                merge(&mut all, taken);
+                merge(&mut pending, taken);
             }
         }
-        all.into_iter().collect()
+        all.extend(pending);
+        all
     }
 
     /// Gives back counts a flush could not write, to be tried again. Keeps at most
@@ -308,9 +321,9 @@ fn merge(into: &mut Counts, from: Counts) {
 }
 
 fn shard_of(user: UserId) -> usize {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    user.hash(&mut hasher);
-    (hasher.finish() as usize) % SHARDS
+    use std::hash::BuildHasher;
+    static BY_USER: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0);
+    (BY_USER.hash_one(user) as usize) % SHARDS
 }
 
 fn now_ms() -> i64 {

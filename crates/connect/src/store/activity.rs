@@ -22,6 +22,9 @@ use crate::provider::ProviderId;
 /// Rows per upsert statement (SQLite binds 11 values a row, well under its limit).
 pub const UPSERT_BATCH: usize = 500;
 
+/// Most counted rows in one PostgreSQL journal row (about 60 bytes each in its arrays).
+pub const JOURNAL_BATCH: usize = 10_000;
+
 fn ms_to_time(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
@@ -157,6 +160,18 @@ pub trait ActivityBackend {
         rows: &[(ActivityKey, Tally)],
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
+    /// Makes counts durable the cheapest way the backend has (at most [`JOURNAL_BATCH`] rows):
+    /// PostgreSQL appends them to the journal as one row, which [`Self::fold_activity`] adds to
+    /// the log later; SQLite and memory add them to the log at once.
+    fn journal_activity(
+        &self,
+        rows: &[(ActivityKey, Tally)],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Adds up to `limit` journal rows (oldest first, none another replica is folding) to the
+    /// log and deletes them, in one statement; returns how many. Nothing to do but on PostgreSQL.
+    fn fold_activity(&self, limit: u32) -> impl Future<Output = StoreResult<u64>> + Send;
+
     /// The operator's query: rows matching `filter`, newest minute (then newest id) first.
     fn query_activity(
         &self,
@@ -182,48 +197,41 @@ pub trait ActivityBackend {
 
 const COLUMNS: &str = "id, minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen";
 
-impl ActivityBackend for PgStore {
-    async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
-        let n = rows.len();
-        let (mut minute, mut user, mut prov, mut kind, mut actor) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut method, mut path, mut outcome, mut count, mut first, mut last) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for (k, t) in rows {
-            minute.push(ms_to_time(k.minute.saturating_mul(1000)));
-            user.push(k.user.0);
-            prov.push(k.provider.as_str());
-            kind.push(k.kind.as_db());
-            actor.push(k.actor.as_db());
-            method.push(k.method.unwrap_or(""));
-            path.push(k.path.as_deref().unwrap_or(""));
-            outcome.push(k.outcome);
-            count.push(events(t));
-            first.push(ms_to_time(t.first_ms));
-            last.push(ms_to_time(t.last_ms));
-        }
-        sqlx::query(
-            "insert into connect.activity \
-               (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
-             select * from unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-                                  $6::text[], $7::text[], $8::text[], $9::int8[], $10::timestamptz[], \
-                                  $11::timestamptz[]) \
-             on conflict on constraint activity_one_row_per_minute do update set \
-               events = connect.activity.events + excluded.events, \
-               first_seen = least(connect.activity.first_seen, excluded.first_seen), \
-               last_seen = greatest(connect.activity.last_seen, excluded.last_seen)",
-        )
+/// Counted rows as the eleven parallel arrays PostgreSQL takes them in (binds `$1`–`$11`).
+fn pg_columns<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    rows: &'q [(ActivityKey, Tally)],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let n = rows.len();
+    let (mut minute, mut user, mut prov, mut kind, mut actor) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut method, mut path, mut outcome, mut count, mut first, mut last) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (k, t) in rows {
+        minute.push(ms_to_time(k.minute.saturating_mul(1000)));
+        user.push(k.user.0);
+        prov.push(k.provider.as_str());
+        kind.push(k.kind.as_db());
+        actor.push(k.actor.as_db());
+        method.push(k.method.unwrap_or(""));
+        path.push(k.path.as_deref().unwrap_or(""));
+        outcome.push(k.outcome);
+        count.push(events(t));
+        first.push(ms_to_time(t.first_ms));
+        last.push(ms_to_time(t.last_ms));
+    }
+    query
         .bind(minute)
         .bind(user)
         .bind(prov)
@@ -235,9 +243,73 @@ impl ActivityBackend for PgStore {
         .bind(count)
         .bind(first)
         .bind(last)
+}
+
+/// What adding counts to a stored row does (the log's one upsert rule).
+const PG_ADD_COUNTS: &str = "on conflict on constraint activity_one_row_per_minute do update set \
+       events = connect.activity.events + excluded.events, \
+       first_seen = least(connect.activity.first_seen, excluded.first_seen), \
+       last_seen = greatest(connect.activity.last_seen, excluded.last_seen)";
+
+impl ActivityBackend for PgStore {
+    async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+        pg_columns(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "insert into connect.activity \
+                   (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
+                 select * from unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                                      $6::text[], $7::text[], $8::text[], $9::int8[], $10::timestamptz[], \
+                                      $11::timestamptz[]) {PG_ADD_COUNTS}"
+            ))),
+            rows,
+        )
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+        pg_columns(
+            sqlx::query(
+                "insert into connect.activity_journal \
+                   (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            ),
+            rows,
+        )
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn fold_activity(&self, limit: u32) -> StoreResult<u64> {
+        // One statement: the journal rows taken are deleted if and only if their counts are
+        // added. SKIP LOCKED lets replicas fold at once without taking the same rows; the
+        // summed rows are upserted in key order, so two folds lock log rows in the same order.
+        let (taken, _added): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "with taken as ( \
+               delete from connect.activity_journal where id in \
+                 (select id from connect.activity_journal order by id limit $1 for update skip locked) \
+               returning * \
+             ), counted as ( \
+               select u.* from taken, unnest(taken.minute, taken.user_id, taken.provider, taken.kind, \
+                 taken.actor, taken.method, taken.path, taken.outcome, taken.events, taken.first_seen, \
+                 taken.last_seen) as u(minute, user_id, provider, kind, actor, method, path, outcome, \
+                                      events, first_seen, last_seen) \
+             ), added as ( \
+               insert into connect.activity \
+                 (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
+               select minute, user_id, provider, kind, actor, method, path, outcome, sum(events)::int8, \
+                      min(first_seen), max(last_seen) \
+               from counted group by 1, 2, 3, 4, 5, 6, 7, 8 order by 1, 2, 3, 4, 5, 6, 7, 8 \
+               {PG_ADD_COUNTS} returning 1 \
+             ) \
+             select (select count(*) from taken), (select count(*) from added)"
+        )))
+        .bind(i64::from(limit))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(u64::try_from(taken).unwrap_or(0))
     }
 
     async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
@@ -333,6 +405,17 @@ impl ActivityBackend for SqliteStore {
         );
         insert.build().execute(self.pool()).await?;
         Ok(())
+    }
+
+    async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+        for batch in rows.chunks(UPSERT_BATCH) {
+            self.add_activity(batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn fold_activity(&self, _limit: u32) -> StoreResult<u64> {
+        Ok(0)
     }
 
     async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
@@ -437,6 +520,14 @@ impl ActivityBackend for MemoryStore {
         Ok(())
     }
 
+    async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+        self.add_activity(rows).await
+    }
+
+    async fn fold_activity(&self, _limit: u32) -> StoreResult<u64> {
+        Ok(0)
+    }
+
     async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
         let stored = self.activity.lock().unwrap_or_else(PoisonError::into_inner);
         let mut rows: Vec<ActivityEntry> = stored
@@ -502,6 +593,21 @@ impl Store {
             return Ok(());
         }
         dispatch!(self, s => s.add_activity(rows).await)
+    }
+
+    /// Makes counts durable (at most [`JOURNAL_BATCH`] rows): PostgreSQL appends them to the
+    /// journal as one row, for [`Store::fold_activity`] to add to the log; SQLite and memory add
+    /// them to the log at once.
+    pub async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, s => s.journal_activity(rows).await)
+    }
+
+    /// Adds up to `limit` journal rows to the log (PostgreSQL); returns how many.
+    pub async fn fold_activity(&self, limit: u32) -> StoreResult<u64> {
+        dispatch!(self, s => s.fold_activity(limit).await)
     }
 
     /// The operator's query: rows matching `filter`, newest minute first.

@@ -467,7 +467,7 @@ pub use outbox::{
 };
 pub use postgres_outbox::CHANNEL as WEBHOOK_CHANNEL;
 mod activity;
-pub use activity::{ActivityBackend, UPSERT_BATCH};
+pub use activity::{ActivityBackend, JOURNAL_BATCH, UPSERT_BATCH};
 
 impl Store {
     /// Opens the database `url` names, applying migrations first when `options.migrate`.

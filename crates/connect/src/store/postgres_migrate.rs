@@ -56,10 +56,23 @@ pub fn migration_checksums() -> impl Iterator<Item = (i64, &'static [u8])> {
     MIGRATOR.iter().map(|m| (m.version, m.checksum.as_ref()))
 }
 
+/// The session advisory lock `migrate` holds (any fixed number: "celeste" in ASCII).
+const MIGRATE_LOCK: i64 = 0x63_656c_6573_7465;
+
 /// Applies the embedded migrations as the URL's role.
 pub(super) async fn migrate(url: &str) -> StoreResult<()> {
     let options = PgConnectOptions::from_str(url)?.application_name("celeste-connect-migrate");
     let mut conn = PgConnection::connect_with(&options).await?;
+    // Replicas starting together on a new database take turns: the preparation and the final
+    // REVOKE run outside sqlx's own migration lock, and concurrent GRANT/REVOKE on one table
+    // fail with "tuple concurrently updated". Released when the connection closes.
+    if let Err(e) = sqlx::query("select pg_advisory_lock($1)")
+        .bind(MIGRATE_LOCK)
+        .execute(&mut conn)
+        .await
+    {
+        return Err(setup_error(&mut conn, e).await.into());
+    }
     if let Err(e) = prepare(&mut conn).await {
         return Err(setup_error(&mut conn, e).await.into());
     }

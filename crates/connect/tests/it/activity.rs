@@ -18,7 +18,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::support::{
-    BACKENDS, Backend, TestApp, TestDb, error_code, user_token, with_emulator_adjusted,
+    ALL_BACKENDS, BACKENDS, Backend, POSTGRES_BACKENDS, TestApp, TestDb, error_code, user_token,
+    with_emulator_adjusted,
 };
 
 const ADELE: &str = "5f0a2c3e-8d41-4b7a-9c55-1e2f3a4b5c6d";
@@ -565,5 +566,170 @@ async fn a_refused_grant_is_one_needs_reauth_row_by_the_service_beside_the_refus
                 .iter()
                 .any(|e| e["kind"] == "needs_reauth")
         );
+    }
+}
+
+/// Counts still in the PostgreSQL journal (events, summed).
+async fn journaled_events(db_url: &str) -> i64 {
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(db_url)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "select coalesce(sum(e), 0)::int8 from connect.activity_journal, unnest(events) as e",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn replicas_journaling_and_folding_at_once_add_every_count_exactly_once() {
+    for backend in ALL_BACKENDS {
+        let db = TestDb::new(backend).await;
+        let app = TestApp::start_with(db.clone(), |_| {}).await;
+        // Four "replicas" journal while three of them (and the service's own flusher) fold.
+        let mut stores = Vec::new();
+        for _ in 0..4 {
+            stores.push(Store::connect(&db.url, Default::default()).await.unwrap());
+        }
+        let users: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
+        let minute = time::OffsetDateTime::now_utc().unix_timestamp() / 60 * 60;
+        let writers: Vec<_> = stores
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(w, store)| {
+                let users = users.clone();
+                tokio::spawn(async move {
+                    for batch in 0..10u64 {
+                        // Every batch counts each user once or more, in the same two minutes.
+                        let rows: Vec<(ActivityKey, Tally)> = users
+                            .iter()
+                            .enumerate()
+                            .flat_map(|(i, u)| {
+                                [minute, minute - 60].map(|m| {
+                                    let count = 1 + (w as u64 + batch + i as u64) % 3;
+                                    (
+                                        key(m, *u, ProviderId::Microsoft, Kind::Token, "n8n"),
+                                        tally(m, count),
+                                    )
+                                })
+                            })
+                            .collect();
+                        store.journal_activity(&rows).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let folders: Vec<_> = stores
+            .iter()
+            .take(3)
+            .cloned()
+            .map(|store| {
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        celeste_connect::activity::worker::fold(&store)
+                            .await
+                            .unwrap();
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+            })
+            .collect();
+        for t in writers.into_iter().chain(folders) {
+            t.await.unwrap();
+        }
+        celeste_connect::activity::worker::fold(&stores[0])
+            .await
+            .unwrap();
+        let mut total = 0;
+        for (i, user) in users.iter().enumerate() {
+            let expected: i64 = (0..4u64)
+                .flat_map(|w| (0..10u64).map(move |b| 2 * (1 + (w + b + i as u64) % 3)))
+                .sum::<u64>() as i64;
+            let rows = rows_of(&stores[0], *user).await;
+            assert_eq!(
+                events(&rows, Kind::Token),
+                expected,
+                "{backend:?} user {i}: {rows:?}"
+            );
+            assert_eq!(rows.len(), 2, "one row per minute: {rows:?}");
+            total += expected;
+        }
+        assert!(total > 0);
+        if backend != Backend::Sqlite {
+            assert_eq!(journaled_events(&db.url).await, 0, "the journal is empty");
+        }
+        drop(app);
+        for store in stores {
+            store.close().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_process_killed_after_journaling_has_its_counts_added_by_the_next_start() {
+    // Neither the in-process service nor the killed process folds after its start.
+    let c = crate::support::with_emulator_on(
+        TestDb::new(Backend::Postgres).await,
+        demo_accounts(),
+        |s| s.activity.fold_every = Duration::from_secs(3600),
+    )
+    .await;
+    let user = Uuid::new_v4();
+    assert_eq!(c.connect(user, ADELE).await.status(), 200);
+    let (key, entry) = celeste_connect::identity::service_key::generate("ops").unwrap();
+    let mut first =
+        crate::tokens::spawn_service_with(&c, &entry, &[("CONNECT_ACTIVITY_FOLD_SECS", "3600")]);
+    let url = format!(
+        "{}/v1/service/users/{user}/integrations/outlook/token",
+        first.base
+    );
+    for _ in 0..25 {
+        let r = c.app.http.get(&url).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Flushed within about a second: in the journal, not yet in the log.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while journaled_events(&c.app.db.url).await < 25 {
+        assert!(Instant::now() < deadline, "never journaled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.child.kill().unwrap(); // SIGKILL: no shutdown flush, no fold
+    let _ = first.child.wait();
+    assert_eq!(
+        events(&rows_of(c.app.store(), user).await, Kind::Token),
+        0,
+        "nothing folded before the kill"
+    );
+
+    let _second = crate::tokens::spawn_service_with(&c, &entry, &[]);
+    let rows = stored_eventually(c.app.store(), user, |rows| events(rows, Kind::Token) >= 25).await;
+    assert_eq!(events(&rows, Kind::Token), 25, "{rows:?}");
+    assert!(
+        rows.iter()
+            .filter(|r| r.kind == Kind::Token)
+            .all(|r| r.key_name.as_deref() == Some("ops"))
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while journaled_events(&c.app.db.url).await > 0 {
+        assert!(Instant::now() < deadline, "journal never emptied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn replicas_starting_together_on_a_new_database_all_migrate_it() {
+    for backend in POSTGRES_BACKENDS {
+        let db = TestDb::new(backend).await;
+        let stores =
+            futures::future::join_all((0..4).map(|_| Store::connect(&db.url, Default::default())))
+                .await;
+        for store in stores {
+            store
+                .unwrap_or_else(|e| panic!("{backend:?}: {e}"))
+                .close()
+                .await;
+        }
     }
 }

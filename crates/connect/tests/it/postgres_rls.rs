@@ -441,6 +441,7 @@ async fn catalog_grants_nothing_to_client_roles_and_forces_rls() {
             rls,
             [
                 ("activity".to_owned(), true, true),
+                ("activity_journal".to_owned(), true, true),
                 ("integration_tokens".to_owned(), true, true),
                 ("oauth_flows".to_owned(), true, true),
                 ("webhook_deliveries".to_owned(), true, true),
@@ -739,6 +740,7 @@ async fn the_migration_files_themselves_apply_twice_without_error_or_change() {
                 include_str!("../../migrations/postgres/0005_activity.sql"),
                 include_str!("../../migrations/postgres/0006_read_own_statuses.sql"),
                 include_str!("../../migrations/postgres/0007_activity_fillfactor.sql"),
+                include_str!("../../migrations/postgres/0008_activity_journal.sql"),
             ] {
                 sqlx::raw_sql(sql)
                     .execute(&mut conn)
@@ -750,7 +752,7 @@ async fn the_migration_files_themselves_apply_twice_without_error_or_change() {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!((before, after), (8, 8), "same policies, none duplicated");
+        assert_eq!((before, after), (9, 9), "same policies, none duplicated");
     }
 }
 

@@ -135,7 +135,8 @@ async fn everything(db: &TestDb) -> (String, String) {
     sqlx::query_as(
         "select coalesce((select md5(string_agg(t::text, ',' order by t.id)) from connect.integration_tokens t), ''), \
                 coalesce((select md5(string_agg(f::text, ',' order by f.state_hash)) from connect.oauth_flows f), '') \
-                || coalesce((select md5(string_agg(a::text, ',' order by a.id)) from connect.activity a), '')",
+                || coalesce((select md5(string_agg(a::text, ',' order by a.id)) from connect.activity a), '') \
+                || coalesce((select md5(string_agg(j::text, ',' order by j.id)) from connect.activity_journal j), '')",
     )
     .fetch_one(&mut conn)
     .await
@@ -193,6 +194,11 @@ async fn nobody_reaches_alices_connection(exposed: bool) {
         "select * from connect.activity".to_owned(),
         format!("select * from connect.read_own_activity('{alice}', 'microsoft', 20)"),
         "update connect.activity set events = 1".to_owned(),
+        "select * from connect.activity_journal".to_owned(),
+        format!(
+            "insert into connect.activity_journal (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) values (array[now()], array['{alice}'::uuid], array['microsoft'], array['token'], array['evil'], array[''], array[''], array['ok'], array[1::int8], array[now()], array[now()])"
+        ),
+        "delete from connect.activity_journal".to_owned(),
         "delete from connect.activity".to_owned(),
         format!(
             "insert into connect.activity (minute, user_id, provider, kind, actor, outcome, events, first_seen, last_seen) values (now(), '{alice}', 'microsoft', 'token', 'evil', 'ok', 1, now(), now())"

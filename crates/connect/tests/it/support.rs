@@ -340,7 +340,11 @@ pub fn settings(db: &TestDb, public_url: &Url) -> Settings {
         // Tests of limits set their own; the rest are about something else.
         rate_limits: celeste_connect::config::RateLimitSettings::unlimited(),
         webhooks: Default::default(),
-        activity: celeste_connect::config::ActivitySettings::default(),
+        // Counts reach the log within about half a second on every backend.
+        activity: celeste_connect::config::ActivitySettings {
+            fold_every: std::time::Duration::from_millis(250),
+            ..Default::default()
+        },
     }
 }
 
