@@ -242,10 +242,11 @@ impl App {
         .await;
         broker.finish_refreshes().await;
         // After the drain and the last refreshes, nothing more is counted: write it all.
-        if let Some(flusher) = flusher {
-            let _ = flusher.await;
-        }
-        crate::activity::worker::flush_at_shutdown(&broker.activity, &broker.store).await;
+        let journal = match flusher {
+            Some(flusher) => flusher.await.unwrap_or_default(),
+            None => Default::default(),
+        };
+        crate::activity::worker::flush_at_shutdown(journal, &broker.activity, &broker.store).await;
         broker.store.close().await;
         Ok(served?)
     }

@@ -1,10 +1,10 @@
 -- Celeste Connect, PostgreSQL: the activity log's journal (docs/activity.md, "The hot path and
 -- the loss window"). Every second each replica appends what it counted as ONE row here: the
--- counts as parallel arrays, the same columns as connect.activity. Every few seconds a replica
--- folds the journal into connect.activity (delete ... returning, summed per row, upserted: one
--- statement, so a count is added exactly once). Appending one row a second costs the database
--- a fraction of upserting every counted row every second; a crash still loses at most the
--- last second, and a crashed replica's journal is folded by the next fold of any replica.
+-- counts as parallel arrays, the same columns as connect.activity. Every few seconds it deletes
+-- its own rows and upserts their sums (kept in its memory) into connect.activity, in one
+-- transaction. Rows a dead process left are folded from here by any replica (delete ...
+-- returning, summed, upserted: one statement). Either way a row's counts are added exactly
+-- once. A crash still loses at most the last second.
 --
 -- Only connect_service reads or writes it; nobody else has any privilege. Re-runnable.
 

@@ -181,9 +181,9 @@ impl Tally {
 
 /// foldhash rather than SipHash: every token handed out hashes one key here, and the keys come
 /// from this service and its trusted callers (a service key's name, a user id, a provider).
-type Counts = HashMap<ActivityKey, Tally, foldhash::fast::RandomState>;
+pub(super) type Counts = HashMap<ActivityKey, Tally, foldhash::fast::RandomState>;
 
-fn counts(capacity: usize) -> Counts {
+pub(super) fn counts(capacity: usize) -> Counts {
     HashMap::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default())
 }
 
@@ -314,10 +314,14 @@ impl Recorder {
 
 fn merge(into: &mut Counts, from: Counts) {
     for (key, tally) in from {
-        into.entry(key)
-            .and_modify(|t| t.add(tally))
-            .or_insert(tally);
+        add(into, key, tally);
     }
+}
+
+pub(super) fn add(into: &mut Counts, key: ActivityKey, tally: Tally) {
+    into.entry(key)
+        .and_modify(|t| t.add(tally))
+        .or_insert(tally);
 }
 
 fn shard_of(user: UserId) -> usize {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::{ActivityKey, Recorder, Tally};
+use super::{ActivityKey, Counts, Recorder, Tally, add};
 use crate::store::{JOURNAL_BATCH, Store, StoreError};
 
 /// How often the counts in memory are written: the most a crash can lose.
@@ -32,57 +32,163 @@ pub const PRUNE_BATCH: u32 = 5_000;
 /// How long the shutdown flush keeps trying while the database refuses.
 pub const SHUTDOWN_FLUSH_FOR: Duration = Duration::from_secs(5);
 
-/// Makes everything counted so far durable, in batches of [`JOURNAL_BATCH`] rows. On a failure
-/// the batches not written go back to the recorder for the next flush. Returns the rows written.
-pub async fn flush(recorder: &Recorder, store: &Store) -> Result<usize, StoreError> {
-    let mut rows = recorder.take();
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let total = rows.len();
-    let mut written = 0;
-    while written < total {
-        let end = (written + JOURNAL_BATCH).min(total);
-        let batch = rows.get(written..end).unwrap_or_default();
-        if let Err(e) = store.journal_activity(batch).await {
-            let unwritten: Vec<(ActivityKey, Tally)> = rows.drain(written..).collect();
-            recorder.give_back(unwritten);
-            return Err(e);
-        }
-        written = end;
-    }
-    metrics::counter!("activity_rows_written_total").increment(total as u64);
-    Ok(total)
+/// How old a journal row must be before any replica folds it: its writer normally folds its
+/// own rows within [`FOLD_EVERY`], so an older row is most likely a dead process's.
+pub fn orphaned_after(fold_every: Duration) -> Duration {
+    fold_every * 2 + Duration::from_secs(5)
 }
 
-/// Adds the whole journal to the log (PostgreSQL; nothing to do elsewhere), [`FOLD_BATCH`]
-/// journal rows per statement. Returns the journal rows folded.
-pub async fn fold(store: &Store) -> Result<u64, StoreError> {
+/// A flusher's own journal (PostgreSQL): the ids of the rows it appended and not yet folded,
+/// and their counts summed, so its fold upserts each log row once rather than reading the
+/// journal back. Empty on SQLite and memory, which write the log at once.
+#[derive(Default)]
+pub struct Journal {
+    /// The summed counts of exactly the rows `ids`.
+    open: Counts,
+    ids: Vec<i64>,
+    /// Rows of this flusher's that another replica folded in part: what is left of them is
+    /// folded from the journal itself.
+    stray: Vec<i64>,
+}
+
+impl Journal {
+    /// Makes everything counted so far durable, in batches of [`JOURNAL_BATCH`] rows. On a
+    /// failure the batches not written go back to the recorder for the next flush. Returns the
+    /// rows written.
+    pub async fn flush(&mut self, recorder: &Recorder, store: &Store) -> Result<usize, StoreError> {
+        let mut rows = recorder.take();
+        let total = rows.len();
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(JOURNAL_BATCH));
+            match store.journal_activity(&rows).await {
+                Ok(Some(id)) => {
+                    self.ids.push(id);
+                    for (key, tally) in rows {
+                        add(&mut self.open, key, tally);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    rows.extend(rest);
+                    recorder.give_back(rows);
+                    return Err(e);
+                }
+            }
+            rows = rest;
+        }
+        if total == 0 {
+            return Ok(0);
+        }
+        metrics::counter!("activity_rows_written_total").increment(total as u64);
+        Ok(total)
+    }
+
+    /// Adds this flusher's journal to the log: its summed counts, upserted in key order (so two
+    /// replicas lock log rows in the same order) in the transaction that deletes its journal
+    /// rows. If another replica took any of them for a dead process's, the summed counts are
+    /// dropped and what is left of those rows is folded from the journal itself. Then folds
+    /// rows older than `orphaned`, if given (a dead process's). Returns the journal rows folded.
+    pub async fn fold(
+        &mut self,
+        store: &Store,
+        orphaned: Option<Duration>,
+    ) -> Result<u64, StoreError> {
+        let mut total = 0;
+        if !self.ids.is_empty() {
+            let mut rows: Vec<(ActivityKey, Tally)> = self.open.drain().collect();
+            rows.sort_by(|(a, _), (b, _)| order(a).cmp(&order(b)));
+            match store.fold_own_activity(&rows, &self.ids).await {
+                Ok(true) => total += self.ids.len() as u64,
+                Ok(false) => {
+                    tracing::warn!(
+                        rows = self.ids.len(),
+                        "another replica folded part of this one's activity journal; folding the rest from the journal"
+                    );
+                    self.stray.append(&mut self.ids);
+                }
+                Err(e) => {
+                    // Nothing was committed (or, if the answer was lost, all of it was: then
+                    // the next try finds the rows gone and folds nothing twice).
+                    self.open.extend(rows);
+                    return Err(e);
+                }
+            }
+            self.ids.clear();
+        }
+        if !self.stray.is_empty() {
+            total += fold_rows(store, &self.stray, None).await?;
+            self.stray.clear();
+        }
+        if let Some(orphaned) = orphaned {
+            total += fold_rows(store, &[], Some(orphaned)).await?;
+        }
+        if total > 0 {
+            metrics::counter!("activity_journal_rows_folded_total").increment(total);
+        }
+        Ok(total)
+    }
+}
+
+/// Folds journal rows among `ids` or older than `older_than` from the journal itself,
+/// [`FOLD_BATCH`] per statement; returns how many.
+async fn fold_rows(
+    store: &Store,
+    ids: &[i64],
+    older_than: Option<Duration>,
+) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
-        let folded = store.fold_activity(FOLD_BATCH).await?;
+        let folded = store.fold_activity(FOLD_BATCH, ids, older_than).await?;
         total += folded;
         if folded < u64::from(FOLD_BATCH) {
-            break;
+            return Ok(total);
         }
     }
-    if total > 0 {
-        metrics::counter!("activity_journal_rows_folded_total").increment(total);
-    }
-    Ok(total)
+}
+
+/// Folds every journal row, whoever wrote it: for tests and tools; a running service folds
+/// its own with [`Journal::fold`] and others' once they are [`orphaned_after`].
+pub async fn fold_all(store: &Store) -> Result<u64, StoreError> {
+    fold_rows(store, &[], Some(Duration::ZERO)).await
+}
+
+type Order<'a> = (
+    i64,
+    uuid::Uuid,
+    &'static str,
+    &'static str,
+    &'a str,
+    &'static str,
+    &'a str,
+    &'static str,
+);
+
+fn order(k: &ActivityKey) -> Order<'_> {
+    (
+        k.minute,
+        k.user.0,
+        k.provider.as_str(),
+        k.kind.as_db(),
+        k.actor.as_db(),
+        k.method.unwrap_or(""),
+        k.path.as_deref().unwrap_or(""),
+        k.outcome,
+    )
 }
 
 /// Flushes every `every` ([`FLUSH_EVERY`] unless a test says otherwise) and folds every
-/// `fold_every` ([`FOLD_EVERY`]; first at start, which adds what a crashed process journaled)
-/// until `stop`. A failing database is logged once per outage; the counts wait in memory
-/// (bounded), the journal in the database, for the next try.
+/// `fold_every` ([`FOLD_EVERY`]; first at start, which adds what a crashed process journaled
+/// once it is [`orphaned_after`]) until `stop`; returns its journal for the shutdown. A failing
+/// database is logged once per outage; the counts wait in memory (bounded), the journal in the
+/// database, for the next try.
 pub async fn run_flusher(
     recorder: Arc<Recorder>,
     store: Store,
     every: Duration,
     fold_every: Duration,
     mut stop: watch::Receiver<bool>,
-) {
+) -> Journal {
+    let mut journal = Journal::default();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut fold_tick = tokio::time::interval(fold_every);
@@ -92,12 +198,15 @@ pub async fn run_flusher(
         let folding = tokio::select! {
             _ = tick.tick() => false,
             _ = fold_tick.tick() => true,
-            _ = stop.wait_for(|stop| *stop) => return,
+            _ = stop.wait_for(|stop| *stop) => return journal,
         };
         let result = if folding {
-            fold(&store).await.map(drop)
+            journal
+                .fold(&store, Some(orphaned_after(fold_every)))
+                .await
+                .map(drop)
         } else {
-            flush(&recorder, &store).await.map(drop)
+            journal.flush(&recorder, &store).await.map(drop)
         };
         match result {
             Ok(()) if failing => {
@@ -117,11 +226,11 @@ pub async fn run_flusher(
 
 /// The last flush and fold, after the HTTP drain: tries for up to [`SHUTDOWN_FLUSH_FOR`], then
 /// says how many events could not be written. What reached the journal and could not be folded
-/// is folded by the next start of any replica.
-pub async fn flush_at_shutdown(recorder: &Recorder, store: &Store) {
+/// is folded by another replica or the next start once it is [`orphaned_after`].
+pub async fn flush_at_shutdown(mut journal: Journal, recorder: &Recorder, store: &Store) {
     let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_FOR;
     loop {
-        match flush(recorder, store).await {
+        match journal.flush(recorder, store).await {
             Ok(rows) => {
                 if rows > 0 {
                     tracing::info!(rows, "activity log flushed at shutdown");
@@ -132,16 +241,17 @@ pub async fn flush_at_shutdown(recorder: &Recorder, store: &Store) {
                 let lost: u64 = recorder.take().iter().map(|(_, t)| t.count).sum();
                 metrics::counter!("activity_dropped_total").increment(lost);
                 tracing::error!(error = %e, events = lost, "activity log could not be written at shutdown; these counts are lost");
-                return;
+                break;
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
     loop {
-        match fold(store).await {
+        // Only its own rows: another replica's wait for that replica's own fold.
+        match journal.fold(store, None).await {
             Ok(_) => return,
             Err(e) if tokio::time::Instant::now() >= deadline => {
-                tracing::warn!(error = %e, "activity journal not folded at shutdown; the next start folds it");
+                tracing::warn!(error = %e, "activity journal not folded at shutdown; another replica or the next start folds it");
                 return;
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,

@@ -161,16 +161,31 @@ pub trait ActivityBackend {
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Makes counts durable the cheapest way the backend has (at most [`JOURNAL_BATCH`] rows):
-    /// PostgreSQL appends them to the journal as one row, which [`Self::fold_activity`] adds to
-    /// the log later; SQLite and memory add them to the log at once.
+    /// PostgreSQL appends them to the journal as one row and returns its id; SQLite and memory
+    /// add them to the log at once and return `None`.
     fn journal_activity(
         &self,
         rows: &[(ActivityKey, Tally)],
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
 
-    /// Adds up to `limit` journal rows (oldest first, none another replica is folding) to the
-    /// log and deletes them, in one statement; returns how many. Nothing to do but on PostgreSQL.
-    fn fold_activity(&self, limit: u32) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// In one transaction: deletes the journal rows `ids` and adds `rows` (their counts, summed
+    /// by the caller, in key order) to the log. If another replica already folded any of them,
+    /// changes nothing and returns `false`. PostgreSQL only.
+    fn fold_own_activity(
+        &self,
+        rows: &[(ActivityKey, Tally)],
+        ids: &[i64],
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Adds up to `limit` journal rows (oldest first, none another replica is folding) that are
+    /// among `ids` or older than `older_than` (if given) to the log and deletes them, in one statement;
+    /// returns how many. PostgreSQL only.
+    fn fold_activity(
+        &self,
+        limit: u32,
+        ids: &[i64],
+        older_than: Option<std::time::Duration>,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// The operator's query: rows matching `filter`, newest minute (then newest id) first.
     fn query_activity(
@@ -268,28 +283,69 @@ impl ActivityBackend for PgStore {
         Ok(())
     }
 
-    async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
-        pg_columns(
+    async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<Option<i64>> {
+        use sqlx::Row as _;
+        let row = pg_columns(
             sqlx::query(
                 "insert into connect.activity_journal \
                    (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) returning id",
             ),
             rows,
         )
-        .execute(self.pool())
+        .fetch_one(self.pool())
         .await?;
-        Ok(())
+        Ok(Some(row.try_get(0)?))
     }
 
-    async fn fold_activity(&self, limit: u32) -> StoreResult<u64> {
+    async fn fold_own_activity(
+        &self,
+        rows: &[(ActivityKey, Tally)],
+        ids: &[i64],
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        let deleted = sqlx::query("delete from connect.activity_journal where id = any($1)")
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted != ids.len() as u64 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for batch in rows.chunks(super::activity::JOURNAL_BATCH) {
+            pg_columns(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "insert into connect.activity \
+                       (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
+                     select * from unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                                          $6::text[], $7::text[], $8::text[], $9::int8[], $10::timestamptz[], \
+                                          $11::timestamptz[]) {PG_ADD_COUNTS}"
+                ))),
+                batch,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn fold_activity(
+        &self,
+        limit: u32,
+        ids: &[i64],
+        older_than: Option<std::time::Duration>,
+    ) -> StoreResult<u64> {
         // One statement: the journal rows taken are deleted if and only if their counts are
         // added. SKIP LOCKED lets replicas fold at once without taking the same rows; the
         // summed rows are upserted in key order, so two folds lock log rows in the same order.
         let (taken, _added): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "with taken as ( \
                delete from connect.activity_journal where id in \
-                 (select id from connect.activity_journal order by id limit $1 for update skip locked) \
+                 (select id from connect.activity_journal \
+                  where id = any($2) or written_at < now() - make_interval(secs => $3::float8) \
+                  order by id limit $1 for update skip locked) \
                returning * \
              ), counted as ( \
                select u.* from taken, unnest(taken.minute, taken.user_id, taken.provider, taken.kind, \
@@ -307,6 +363,8 @@ impl ActivityBackend for PgStore {
              select (select count(*) from taken), (select count(*) from added)"
         )))
         .bind(i64::from(limit))
+        .bind(ids)
+        .bind(older_than.map(|d| d.as_secs_f64()))
         .fetch_one(self.pool())
         .await?;
         Ok(u64::try_from(taken).unwrap_or(0))
@@ -407,14 +465,23 @@ impl ActivityBackend for SqliteStore {
         Ok(())
     }
 
-    async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+    async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<Option<i64>> {
         for batch in rows.chunks(UPSERT_BATCH) {
             self.add_activity(batch).await?;
         }
-        Ok(())
+        Ok(None)
     }
 
-    async fn fold_activity(&self, _limit: u32) -> StoreResult<u64> {
+    async fn fold_own_activity(&self, _: &[(ActivityKey, Tally)], _: &[i64]) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    async fn fold_activity(
+        &self,
+        _: u32,
+        _: &[i64],
+        _: Option<std::time::Duration>,
+    ) -> StoreResult<u64> {
         Ok(0)
     }
 
@@ -520,11 +587,20 @@ impl ActivityBackend for MemoryStore {
         Ok(())
     }
 
-    async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
-        self.add_activity(rows).await
+    async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<Option<i64>> {
+        self.add_activity(rows).await.map(|()| None)
     }
 
-    async fn fold_activity(&self, _limit: u32) -> StoreResult<u64> {
+    async fn fold_own_activity(&self, _: &[(ActivityKey, Tally)], _: &[i64]) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    async fn fold_activity(
+        &self,
+        _: u32,
+        _: &[i64],
+        _: Option<std::time::Duration>,
+    ) -> StoreResult<u64> {
         Ok(0)
     }
 
@@ -596,18 +672,36 @@ impl Store {
     }
 
     /// Makes counts durable (at most [`JOURNAL_BATCH`] rows): PostgreSQL appends them to the
-    /// journal as one row, for [`Store::fold_activity`] to add to the log; SQLite and memory add
-    /// them to the log at once.
-    pub async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+    /// journal as one row and returns its id; SQLite and memory add them to the log at once.
+    pub async fn journal_activity(
+        &self,
+        rows: &[(ActivityKey, Tally)],
+    ) -> StoreResult<Option<i64>> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         dispatch!(self, s => s.journal_activity(rows).await)
     }
 
-    /// Adds up to `limit` journal rows to the log (PostgreSQL); returns how many.
-    pub async fn fold_activity(&self, limit: u32) -> StoreResult<u64> {
-        dispatch!(self, s => s.fold_activity(limit).await)
+    /// Deletes the journal rows `ids` and adds `rows` (their summed counts) to the log, in one
+    /// transaction; `false` (and nothing changed) if another replica folded any of them.
+    pub async fn fold_own_activity(
+        &self,
+        rows: &[(ActivityKey, Tally)],
+        ids: &[i64],
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.fold_own_activity(rows, ids).await)
+    }
+
+    /// Adds up to `limit` journal rows among `ids` or older than `older_than` to the log, in
+    /// one statement (PostgreSQL); returns how many.
+    pub async fn fold_activity(
+        &self,
+        limit: u32,
+        ids: &[i64],
+        older_than: Option<std::time::Duration>,
+    ) -> StoreResult<u64> {
+        dispatch!(self, s => s.fold_activity(limit, ids, older_than).await)
     }
 
     /// The operator's query: rows matching `filter`, newest minute first.

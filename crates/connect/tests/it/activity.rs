@@ -616,6 +616,7 @@ async fn replicas_journaling_and_folding_at_once_add_every_count_exactly_once() 
                                 })
                             })
                             .collect();
+                        // Journaled and never folded by their writer: a dead process's rows.
                         store.journal_activity(&rows).await.unwrap();
                     }
                 })
@@ -628,7 +629,7 @@ async fn replicas_journaling_and_folding_at_once_add_every_count_exactly_once() 
             .map(|store| {
                 tokio::spawn(async move {
                     for _ in 0..20 {
-                        celeste_connect::activity::worker::fold(&store)
+                        celeste_connect::activity::worker::fold_all(&store)
                             .await
                             .unwrap();
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -639,7 +640,7 @@ async fn replicas_journaling_and_folding_at_once_add_every_count_exactly_once() 
         for t in writers.into_iter().chain(folders) {
             t.await.unwrap();
         }
-        celeste_connect::activity::worker::fold(&stores[0])
+        celeste_connect::activity::worker::fold_all(&stores[0])
             .await
             .unwrap();
         let mut total = 0;
@@ -703,7 +704,9 @@ async fn a_process_killed_after_journaling_has_its_counts_added_by_the_next_star
         "nothing folded before the kill"
     );
 
-    let _second = crate::tokens::spawn_service_with(&c, &entry, &[]);
+    // The next process folds rows older than 2 × 1 s + 5 s that it did not write.
+    let _second =
+        crate::tokens::spawn_service_with(&c, &entry, &[("CONNECT_ACTIVITY_FOLD_SECS", "1")]);
     let rows = stored_eventually(c.app.store(), user, |rows| events(rows, Kind::Token) >= 25).await;
     assert_eq!(events(&rows, Kind::Token), 25, "{rows:?}");
     assert!(
@@ -731,5 +734,65 @@ async fn replicas_starting_together_on_a_new_database_all_migrate_it() {
                 .close()
                 .await;
         }
+    }
+}
+
+#[tokio::test]
+async fn a_replicas_own_fold_adds_nothing_twice_when_another_took_its_rows() {
+    use celeste_connect::activity::worker::{Journal, fold_all};
+    for backend in POSTGRES_BACKENDS {
+        let db = TestDb::new(backend).await;
+        let store = Store::connect(&db.url, Default::default()).await.unwrap();
+        let other = Store::connect(&db.url, Default::default()).await.unwrap();
+        let user = Uuid::new_v4();
+        let recorder = Recorder::new(true);
+        let name: Arc<str> = Arc::from("n8n");
+        let record = |n: usize| {
+            for _ in 0..n {
+                recorder.record(
+                    UserId(user),
+                    ProviderId::Microsoft,
+                    Kind::Token,
+                    Actor::Key(name.clone()),
+                    None,
+                    "ok",
+                );
+            }
+        };
+        let mut journal = Journal::default();
+        for n in [10, 20, 30] {
+            record(n);
+            journal.flush(&recorder, &store).await.unwrap();
+        }
+        // Another replica takes those three rows for a dead process's before this one folds.
+        assert_eq!(fold_all(&other).await.unwrap(), 3);
+        record(5);
+        journal.flush(&recorder, &store).await.unwrap();
+        // Its own fold finds three of its four rows gone: it adds the fourth from the journal.
+        assert_eq!(journal.fold(&store, None).await.unwrap(), 1);
+        assert_eq!(
+            events(&rows_of(&store, user).await, Kind::Token),
+            65,
+            "{backend:?}"
+        );
+        // And the usual way: its summed counts, with its rows deleted.
+        record(7);
+        journal.flush(&recorder, &store).await.unwrap();
+        assert_eq!(journaled_events(&db.url).await, 7);
+        assert_eq!(journal.fold(&store, None).await.unwrap(), 1);
+        assert_eq!(journaled_events(&db.url).await, 0);
+        assert_eq!(
+            events(&rows_of(&store, user).await, Kind::Token),
+            72,
+            "{backend:?}"
+        );
+        assert_eq!(
+            journal.fold(&store, None).await.unwrap(),
+            0,
+            "nothing twice"
+        );
+        assert_eq!(events(&rows_of(&store, user).await, Kind::Token), 72);
+        store.close().await;
+        other.close().await;
     }
 }
