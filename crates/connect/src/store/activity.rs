@@ -170,22 +170,26 @@ pub trait ActivityBackend {
 
     /// In one transaction: deletes the journal rows `ids` and adds `rows` (their counts, summed
     /// by the caller, in key order) to the log. If another replica already folded any of them,
-    /// changes nothing and returns `false`. PostgreSQL only.
+    /// changes nothing and returns `false`. Only PostgreSQL journals; elsewhere nothing to do.
     fn fold_own_activity(
         &self,
-        rows: &[(ActivityKey, Tally)],
-        ids: &[i64],
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+        _rows: &[(ActivityKey, Tally)],
+        _ids: &[i64],
+    ) -> impl Future<Output = StoreResult<bool>> + Send {
+        std::future::ready(Ok(true))
+    }
 
     /// Adds up to `limit` journal rows (oldest first, none another replica is folding) that are
     /// among `ids` or older than `older_than` (if given) to the log and deletes them, in one statement;
-    /// returns how many. PostgreSQL only.
+    /// returns how many. Only PostgreSQL journals; elsewhere nothing to do.
     fn fold_activity(
         &self,
-        limit: u32,
-        ids: &[i64],
-        older_than: Option<std::time::Duration>,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
+        _limit: u32,
+        _ids: &[i64],
+        _older_than: Option<std::time::Duration>,
+    ) -> impl Future<Output = StoreResult<u64>> + Send {
+        std::future::ready(Ok(0))
+    }
 
     /// The operator's query: rows matching `filter`, newest minute (then newest id) first.
     fn query_activity(
@@ -266,20 +270,25 @@ const PG_ADD_COUNTS: &str = "on conflict on constraint activity_one_row_per_minu
        first_seen = least(connect.activity.first_seen, excluded.first_seen), \
        last_seen = greatest(connect.activity.last_seen, excluded.last_seen)";
 
+/// The one upsert of counted rows into the log.
+fn pg_add_rows(
+    rows: &[(ActivityKey, Tally)],
+) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    pg_columns(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "insert into connect.activity \
+               (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
+             select * from unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                                  $6::text[], $7::text[], $8::text[], $9::int8[], $10::timestamptz[], \
+                                  $11::timestamptz[]) {PG_ADD_COUNTS}"
+        ))),
+        rows,
+    )
+}
+
 impl ActivityBackend for PgStore {
     async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
-        pg_columns(
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "insert into connect.activity \
-                   (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
-                 select * from unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-                                      $6::text[], $7::text[], $8::text[], $9::int8[], $10::timestamptz[], \
-                                      $11::timestamptz[]) {PG_ADD_COUNTS}"
-            ))),
-            rows,
-        )
-        .execute(self.pool())
-        .await?;
+        pg_add_rows(rows).execute(self.pool()).await?;
         Ok(())
     }
 
@@ -314,18 +323,7 @@ impl ActivityBackend for PgStore {
             return Ok(false);
         }
         for batch in rows.chunks(super::activity::JOURNAL_BATCH) {
-            pg_columns(
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "insert into connect.activity \
-                       (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
-                     select * from unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-                                          $6::text[], $7::text[], $8::text[], $9::int8[], $10::timestamptz[], \
-                                          $11::timestamptz[]) {PG_ADD_COUNTS}"
-                ))),
-                batch,
-            )
-            .execute(&mut *tx)
-            .await?;
+            pg_add_rows(batch).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -472,19 +470,6 @@ impl ActivityBackend for SqliteStore {
         Ok(None)
     }
 
-    async fn fold_own_activity(&self, _: &[(ActivityKey, Tally)], _: &[i64]) -> StoreResult<bool> {
-        Ok(true)
-    }
-
-    async fn fold_activity(
-        &self,
-        _: u32,
-        _: &[i64],
-        _: Option<std::time::Duration>,
-    ) -> StoreResult<u64> {
-        Ok(0)
-    }
-
     async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
         let (before_minute, before_id) = f.before.unzip();
         let rows: Vec<SqliteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -589,19 +574,6 @@ impl ActivityBackend for MemoryStore {
 
     async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<Option<i64>> {
         self.add_activity(rows).await.map(|()| None)
-    }
-
-    async fn fold_own_activity(&self, _: &[(ActivityKey, Tally)], _: &[i64]) -> StoreResult<bool> {
-        Ok(true)
-    }
-
-    async fn fold_activity(
-        &self,
-        _: u32,
-        _: &[i64],
-        _: Option<std::time::Duration>,
-    ) -> StoreResult<u64> {
-        Ok(0)
     }
 
     async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
