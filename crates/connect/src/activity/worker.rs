@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::{ActivityKey, Counts, Recorder, Tally, add};
+use crate::store::activity_batch::RowRef;
 use crate::store::{JOURNAL_BATCH, Store, StoreError};
 
 /// How often the counts in memory are written: the most a crash can lose.
@@ -20,7 +21,7 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// How often the journal is added to the log (PostgreSQL): how late a count can show in reads.
 pub const FOLD_EVERY: Duration = Duration::from_secs(5);
 
-/// Journal rows per fold statement (each holds up to [`JOURNAL_BATCH`] counted rows).
+/// Journal rows per fold transaction (each holds up to [`JOURNAL_BATCH`] counted rows).
 pub const FOLD_BATCH: u32 = 10;
 
 /// How often old rows are pruned.
@@ -96,7 +97,9 @@ impl Journal {
         let mut total = 0;
         if !self.ids.is_empty() {
             let mut rows: Vec<(ActivityKey, Tally)> = self.open.drain().collect();
-            rows.sort_by(|(a, _), (b, _)| order(a).cmp(&order(b)));
+            rows.sort_by(|(ka, ta), (kb, tb)| {
+                RowRef::new(ka, ta).key().cmp(&RowRef::new(kb, tb).key())
+            });
             match store.fold_own_activity(&rows, &self.ids).await {
                 Ok(true) => total += self.ids.len() as u64,
                 Ok(false) => {
@@ -150,30 +153,6 @@ async fn fold_rows(
 /// its own with [`Journal::fold`] and others' once they are [`orphaned_after`].
 pub async fn fold_all(store: &Store) -> Result<u64, StoreError> {
     fold_rows(store, &[], Some(Duration::ZERO)).await
-}
-
-type Order<'a> = (
-    i64,
-    uuid::Uuid,
-    &'static str,
-    &'static str,
-    &'a str,
-    &'static str,
-    &'a str,
-    &'static str,
-);
-
-fn order(k: &ActivityKey) -> Order<'_> {
-    (
-        k.minute,
-        k.user.0,
-        k.provider.as_str(),
-        k.kind.as_db(),
-        k.actor.as_db(),
-        k.method.unwrap_or(""),
-        k.path.as_deref().unwrap_or(""),
-        k.outcome,
-    )
 }
 
 /// Flushes every `every` ([`FLUSH_EVERY`] unless a test says otherwise) and folds every

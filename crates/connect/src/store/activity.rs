@@ -11,6 +11,7 @@ use sqlx::{QueryBuilder, Sqlite};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::activity_batch::{self, RowRef};
 use super::memory::MemoryStore;
 use super::postgres::PgStore;
 use super::sqlite::{SqliteStore, to_time};
@@ -219,7 +220,7 @@ const COLUMNS: &str = "id, minute, user_id, provider, kind, actor, method, path,
 /// Counted rows as the eleven parallel arrays PostgreSQL takes them in (binds `$1`–`$11`).
 fn pg_columns<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    rows: &'q [(ActivityKey, Tally)],
+    rows: impl ExactSizeIterator<Item = RowRef<'q>>,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let n = rows.len();
     let (mut minute, mut user, mut prov, mut kind, mut actor) = (
@@ -237,18 +238,18 @@ fn pg_columns<'q>(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for (k, t) in rows {
-        minute.push(ms_to_time(k.minute.saturating_mul(1000)));
-        user.push(k.user.0);
-        prov.push(k.provider.as_str());
-        kind.push(k.kind.as_db());
-        actor.push(k.actor.as_db());
-        method.push(k.method.unwrap_or(""));
-        path.push(k.path.as_deref().unwrap_or(""));
-        outcome.push(k.outcome);
-        count.push(events(t));
-        first.push(ms_to_time(t.first_ms));
-        last.push(ms_to_time(t.last_ms));
+    for r in rows {
+        minute.push(ms_to_time(r.minute.saturating_mul(1000)));
+        user.push(r.user);
+        prov.push(r.provider);
+        kind.push(r.kind);
+        actor.push(r.actor);
+        method.push(r.method);
+        path.push(r.path);
+        outcome.push(r.outcome);
+        count.push(r.events);
+        first.push(ms_to_time(r.first_ms));
+        last.push(ms_to_time(r.last_ms));
     }
     query
         .bind(minute)
@@ -270,10 +271,11 @@ const PG_ADD_COUNTS: &str = "on conflict on constraint activity_one_row_per_minu
        first_seen = least(connect.activity.first_seen, excluded.first_seen), \
        last_seen = greatest(connect.activity.last_seen, excluded.last_seen)";
 
-/// The one upsert of counted rows into the log.
-fn pg_add_rows(
-    rows: &[(ActivityKey, Tally)],
-) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+/// The one upsert of counted rows into the log. The rows must be of distinct keys, in key order
+/// ([`RowRef::key`]), so two folds lock log rows in the same order.
+fn pg_add_rows<'q>(
+    rows: impl ExactSizeIterator<Item = RowRef<'q>>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     pg_columns(
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "insert into connect.activity \
@@ -286,25 +288,24 @@ fn pg_add_rows(
     )
 }
 
+fn row_refs(rows: &[(ActivityKey, Tally)]) -> impl ExactSizeIterator<Item = RowRef<'_>> {
+    rows.iter().map(|(k, t)| RowRef::new(k, t))
+}
+
 impl ActivityBackend for PgStore {
     async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
-        pg_add_rows(rows).execute(self.pool()).await?;
+        pg_add_rows(row_refs(rows)).execute(self.pool()).await?;
         Ok(())
     }
 
     async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<Option<i64>> {
-        use sqlx::Row as _;
-        let row = pg_columns(
-            sqlx::query(
-                "insert into connect.activity_journal \
-                   (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) returning id",
-            ),
-            rows,
+        let id = sqlx::query_scalar(
+            "insert into connect.activity_batches (counts) values ($1) returning id",
         )
+        .bind(activity_batch::encode(rows)?)
         .fetch_one(self.pool())
         .await?;
-        Ok(Some(row.try_get(0)?))
+        Ok(Some(id))
     }
 
     async fn fold_own_activity(
@@ -313,7 +314,7 @@ impl ActivityBackend for PgStore {
         ids: &[i64],
     ) -> StoreResult<bool> {
         let mut tx = self.pool().begin().await?;
-        let deleted = sqlx::query("delete from connect.activity_journal where id = any($1)")
+        let deleted = sqlx::query("delete from connect.activity_batches where id = any($1)")
             .bind(ids)
             .execute(&mut *tx)
             .await?
@@ -322,8 +323,8 @@ impl ActivityBackend for PgStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        for batch in rows.chunks(super::activity::JOURNAL_BATCH) {
-            pg_add_rows(batch).execute(&mut *tx).await?;
+        for batch in rows.chunks(JOURNAL_BATCH) {
+            pg_add_rows(row_refs(batch)).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -335,37 +336,53 @@ impl ActivityBackend for PgStore {
         ids: &[i64],
         older_than: Option<std::time::Duration>,
     ) -> StoreResult<u64> {
-        // One statement: the journal rows taken are deleted if and only if their counts are
-        // added. SKIP LOCKED lets replicas fold at once without taking the same rows; the
-        // summed rows are upserted in key order, so two folds lock log rows in the same order.
-        let (taken, _added): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "with taken as ( \
-               delete from connect.activity_journal where id in \
-                 (select id from connect.activity_journal \
-                  where id = any($2) or written_at < now() - make_interval(secs => $3::float8) \
-                  order by id limit $1 for update skip locked) \
-               returning * \
-             ), counted as ( \
-               select u.* from taken, unnest(taken.minute, taken.user_id, taken.provider, taken.kind, \
-                 taken.actor, taken.method, taken.path, taken.outcome, taken.events, taken.first_seen, \
-                 taken.last_seen) as u(minute, user_id, provider, kind, actor, method, path, outcome, \
-                                      events, first_seen, last_seen) \
-             ), added as ( \
-               insert into connect.activity \
-                 (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
-               select minute, user_id, provider, kind, actor, method, path, outcome, sum(events)::int8, \
-                      min(first_seen), max(last_seen) \
-               from counted group by 1, 2, 3, 4, 5, 6, 7, 8 order by 1, 2, 3, 4, 5, 6, 7, 8 \
-               {PG_ADD_COUNTS} returning 1 \
-             ) \
-             select (select count(*) from taken), (select count(*) from added)"
-        )))
+        let mut folded = match older_than {
+            Some(older_than) => self.fold_activity_journal(limit, older_than).await?,
+            None => 0,
+        };
+        // One transaction: the rows taken are deleted if and only if their counts are added.
+        // SKIP LOCKED lets replicas fold at once without taking the same rows.
+        let mut tx = self.pool().begin().await?;
+        let taken: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "select id, counts from connect.activity_batches \
+             where id = any($2) or written_at < now() - make_interval(secs => $3::float8) \
+             order by id limit $1 for update skip locked",
+        )
         .bind(i64::from(limit))
         .bind(ids)
         .bind(older_than.map(|d| d.as_secs_f64()))
-        .fetch_one(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(u64::try_from(taken).unwrap_or(0))
+        let mut readable = Vec::with_capacity(taken.len());
+        let mut batches = Vec::with_capacity(taken.len());
+        for (id, value) in &taken {
+            match activity_batch::Batch::decode(value) {
+                Ok(batch) => {
+                    readable.push(*id);
+                    batches.push(batch);
+                }
+                Err(e) => tracing::warn!(
+                    id,
+                    error = %e,
+                    "an activity journal row this version cannot read is left for one that can"
+                ),
+            }
+        }
+        if readable.is_empty() {
+            tx.rollback().await?;
+            return Ok(folded);
+        }
+        sqlx::query("delete from connect.activity_batches where id = any($1)")
+            .bind(&readable)
+            .execute(&mut *tx)
+            .await?;
+        let rows = activity_batch::summed(&batches);
+        for batch in rows.chunks(JOURNAL_BATCH) {
+            pg_add_rows(batch.iter().copied()).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        folded += readable.len() as u64;
+        Ok(folded)
     }
 
     async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
@@ -425,6 +442,46 @@ impl ActivityBackend for PgStore {
         .execute(self.pool())
         .await?;
         Ok(result.rows_affected())
+    }
+}
+
+impl PgStore {
+    /// Folds up to `limit` rows older than `older_than` from `connect.activity_journal`, the
+    /// journal's first form (counts as parallel arrays), which replicas of an older version
+    /// may still write during an upgrade; returns how many. One statement: the rows taken are
+    /// deleted if and only if their counts are added.
+    async fn fold_activity_journal(
+        &self,
+        limit: u32,
+        older_than: std::time::Duration,
+    ) -> StoreResult<u64> {
+        let (taken, _added): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "with taken as ( \
+               delete from connect.activity_journal where id in \
+                 (select id from connect.activity_journal \
+                  where written_at < now() - make_interval(secs => $2::float8) \
+                  order by id limit $1 for update skip locked) \
+               returning * \
+             ), counted as ( \
+               select u.* from taken, unnest(taken.minute, taken.user_id, taken.provider, taken.kind, \
+                 taken.actor, taken.method, taken.path, taken.outcome, taken.events, taken.first_seen, \
+                 taken.last_seen) as u(minute, user_id, provider, kind, actor, method, path, outcome, \
+                                      events, first_seen, last_seen) \
+             ), added as ( \
+               insert into connect.activity \
+                 (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
+               select minute, user_id, provider, kind, actor, method, path, outcome, sum(events)::int8, \
+                      min(first_seen), max(last_seen) \
+               from counted group by 1, 2, 3, 4, 5, 6, 7, 8 order by 1, 2, 3, 4, 5, 6, 7, 8 \
+               {PG_ADD_COUNTS} returning 1 \
+             ) \
+             select (select count(*) from taken), (select count(*) from added)"
+        )))
+        .bind(i64::from(limit))
+        .bind(older_than.as_secs_f64())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(u64::try_from(taken).unwrap_or(0))
     }
 }
 

@@ -467,6 +467,7 @@ pub use outbox::{
 };
 pub use postgres_outbox::CHANNEL as WEBHOOK_CHANNEL;
 mod activity;
+pub mod activity_batch;
 pub use activity::{ActivityBackend, JOURNAL_BATCH, UPSERT_BATCH};
 
 impl Store {

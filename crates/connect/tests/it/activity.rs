@@ -13,6 +13,7 @@ use celeste_connect::activity::{
 use celeste_connect::model::UserId;
 use celeste_connect::provider::ProviderId;
 use celeste_connect::store::Store;
+use celeste_connect::store::activity_batch::Batch;
 use provider_emulator::demo_accounts;
 use serde_json::Value;
 use uuid::Uuid;
@@ -574,12 +575,14 @@ async fn journaled_events(db_url: &str) -> i64 {
     let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(db_url)
         .await
         .unwrap();
-    sqlx::query_scalar(
-        "select coalesce(sum(e), 0)::int8 from connect.activity_journal, unnest(events) as e",
-    )
-    .fetch_one(&mut c)
-    .await
-    .unwrap()
+    let values: Vec<Vec<u8>> = sqlx::query_scalar("select counts from connect.activity_batches")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    values
+        .iter()
+        .map(|v| Batch::decode(v).unwrap().events())
+        .sum()
 }
 
 #[tokio::test]
@@ -794,5 +797,67 @@ async fn a_replicas_own_fold_adds_nothing_twice_when_another_took_its_rows() {
         assert_eq!(events(&rows_of(&store, user).await, Kind::Token), 72);
         store.close().await;
         other.close().await;
+    }
+}
+
+#[tokio::test]
+async fn rows_an_older_version_journaled_are_added_and_rows_of_a_newer_version_are_left() {
+    use celeste_connect::activity::worker::fold_all;
+    for backend in POSTGRES_BACKENDS {
+        let db = TestDb::new(backend).await;
+        let store = Store::connect(&db.url, Default::default()).await.unwrap();
+        let user = Uuid::new_v4();
+        let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        let minute = time::OffsetDateTime::now_utc().unix_timestamp() / 60 * 60;
+        // The journal's first form, as a replica of the previous version writes it: 4 + 2.
+        for events in [4_i64, 2] {
+            sqlx::query(
+                "insert into connect.activity_journal \
+                   (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
+                 values (array[to_timestamp($3::float8)], array[$1::uuid], array['microsoft'], \
+                   array['token'], array['n8n'], array[''], array[''], array['ok'], array[$2::int8], \
+                   array[now()], array[now()])",
+            )
+            .bind(user)
+            .bind(events)
+            .bind(minute as f64)
+            .execute(&mut owner)
+            .await
+            .unwrap();
+        }
+        // This version's form: 3 more for the same row.
+        store
+            .journal_activity(&[(
+                key(minute, user, ProviderId::Microsoft, Kind::Token, "n8n"),
+                tally(minute, 3),
+            )])
+            .await
+            .unwrap();
+        // A value a newer version wrote (version byte 2): not this version's to read.
+        sqlx::query("insert into connect.activity_batches (counts) values ('\\x02ff'::bytea)")
+            .execute(&mut owner)
+            .await
+            .unwrap();
+
+        assert_eq!(fold_all(&store).await.unwrap(), 3, "{backend:?}");
+        let rows = rows_of(&store, user).await;
+        assert_eq!(events(&rows, Kind::Token), 9, "{backend:?}: {rows:?}");
+        assert_eq!(rows.len(), 1, "one row for the minute: {rows:?}");
+        let left: Vec<Vec<u8>> = sqlx::query_scalar(
+            "select counts from connect.activity_batches union all \
+             select '\\x00'::bytea from connect.activity_journal",
+        )
+        .fetch_all(&mut owner)
+        .await
+        .unwrap();
+        assert_eq!(
+            left,
+            [vec![2_u8, 0xff]],
+            "{backend:?}: only the unreadable row is left"
+        );
+        assert_eq!(fold_all(&store).await.unwrap(), 0, "and it stays");
+        store.close().await;
     }
 }

@@ -441,6 +441,7 @@ async fn catalog_grants_nothing_to_client_roles_and_forces_rls() {
             rls,
             [
                 ("activity".to_owned(), true, true),
+                ("activity_batches".to_owned(), true, true),
                 ("activity_journal".to_owned(), true, true),
                 ("integration_tokens".to_owned(), true, true),
                 ("oauth_flows".to_owned(), true, true),
@@ -741,6 +742,7 @@ async fn the_migration_files_themselves_apply_twice_without_error_or_change() {
                 include_str!("../../migrations/postgres/0006_read_own_statuses.sql"),
                 include_str!("../../migrations/postgres/0007_activity_fillfactor.sql"),
                 include_str!("../../migrations/postgres/0008_activity_journal.sql"),
+                include_str!("../../migrations/postgres/0009_activity_batches.sql"),
             ] {
                 sqlx::raw_sql(sql)
                     .execute(&mut conn)
@@ -752,7 +754,7 @@ async fn the_migration_files_themselves_apply_twice_without_error_or_change() {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!((before, after), (9, 9), "same policies, none duplicated");
+        assert_eq!((before, after), (10, 10), "same policies, none duplicated");
     }
 }
 

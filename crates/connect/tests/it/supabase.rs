@@ -136,7 +136,8 @@ async fn everything(db: &TestDb) -> (String, String) {
         "select coalesce((select md5(string_agg(t::text, ',' order by t.id)) from connect.integration_tokens t), ''), \
                 coalesce((select md5(string_agg(f::text, ',' order by f.state_hash)) from connect.oauth_flows f), '') \
                 || coalesce((select md5(string_agg(a::text, ',' order by a.id)) from connect.activity a), '') \
-                || coalesce((select md5(string_agg(j::text, ',' order by j.id)) from connect.activity_journal j), '')",
+                || coalesce((select md5(string_agg(j::text, ',' order by j.id)) from connect.activity_journal j), '') \
+                || coalesce((select md5(string_agg(b::text, ',' order by b.id)) from connect.activity_batches b), '')",
     )
     .fetch_one(&mut conn)
     .await
@@ -199,6 +200,9 @@ async fn nobody_reaches_alices_connection(exposed: bool) {
             "insert into connect.activity_journal (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) values (array[now()], array['{alice}'::uuid], array['microsoft'], array['token'], array['evil'], array[''], array[''], array['ok'], array[1::int8], array[now()], array[now()])"
         ),
         "delete from connect.activity_journal".to_owned(),
+        "select * from connect.activity_batches".to_owned(),
+        "insert into connect.activity_batches (counts) values ('\\x01'::bytea)".to_owned(),
+        "delete from connect.activity_batches".to_owned(),
         "delete from connect.activity".to_owned(),
         format!(
             "insert into connect.activity (minute, user_id, provider, kind, actor, outcome, events, first_seen, last_seen) values (now(), '{alice}', 'microsoft', 'token', 'evil', 'ok', 1, now(), now())"
