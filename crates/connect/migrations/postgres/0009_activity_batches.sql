@@ -4,8 +4,8 @@
 -- compact binary form, about 35 bytes a counted row), which PostgreSQL stores without parsing.
 -- Every few seconds the replica deletes its own rows and upserts their sums, kept in its memory,
 -- into connect.activity in one transaction. Rows a dead process left are taken by any replica
--- (delete ... returning, FOR UPDATE SKIP LOCKED), decoded by it and upserted in the same
--- transaction. Either way a row's counts are added exactly once.
+-- (select ... FOR UPDATE SKIP LOCKED), decoded by it, deleted and upserted in one transaction.
+-- Either way a row's counts are added exactly once.
 --
 -- connect.activity_journal (0008, the counts as eleven parallel arrays that PostgreSQL had to
 -- parse on every insert) is no longer written; rows an older replica left there are still

@@ -7,7 +7,8 @@
 use std::future::Future;
 use std::sync::PoisonError;
 
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, QueryBuilder, Sqlite};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -299,13 +300,18 @@ impl ActivityBackend for PgStore {
     }
 
     async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<Option<i64>> {
+        let value = activity_batch::encode(rows)?;
+        let mut conn = self.pool().acquire().await?;
         let id = sqlx::query_scalar(
             "insert into connect.activity_batches (counts) values ($1) returning id",
         )
-        .bind(activity_batch::encode(rows)?)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(Some(id))
+        .bind(value)
+        .fetch_one(&mut *conn)
+        .await;
+        // sqlx keeps a connection's buffers at the largest size they grew to: a second's batch
+        // (and a fold, below) would leave megabytes in every pooled connection it ran on.
+        conn.shrink_buffers();
+        Ok(Some(id?))
     }
 
     async fn fold_own_activity(
@@ -313,21 +319,10 @@ impl ActivityBackend for PgStore {
         rows: &[(ActivityKey, Tally)],
         ids: &[i64],
     ) -> StoreResult<bool> {
-        let mut tx = self.pool().begin().await?;
-        let deleted = sqlx::query("delete from connect.activity_batches where id = any($1)")
-            .bind(ids)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted != ids.len() as u64 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        for batch in rows.chunks(JOURNAL_BATCH) {
-            pg_add_rows(row_refs(batch)).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        let mut conn = self.pool().acquire().await?;
+        let folded = fold_own(&mut conn, rows, ids).await;
+        conn.shrink_buffers();
+        folded
     }
 
     async fn fold_activity(
@@ -336,53 +331,21 @@ impl ActivityBackend for PgStore {
         ids: &[i64],
         older_than: Option<std::time::Duration>,
     ) -> StoreResult<u64> {
-        let mut folded = match older_than {
-            Some(older_than) => self.fold_activity_journal(limit, older_than).await?,
-            None => 0,
-        };
-        // One transaction: the rows taken are deleted if and only if their counts are added.
-        // SKIP LOCKED lets replicas fold at once without taking the same rows.
-        let mut tx = self.pool().begin().await?;
-        let taken: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "select id, counts from connect.activity_batches \
-             where id = any($2) or written_at < now() - make_interval(secs => $3::float8) \
-             order by id limit $1 for update skip locked",
-        )
-        .bind(i64::from(limit))
-        .bind(ids)
-        .bind(older_than.map(|d| d.as_secs_f64()))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut readable = Vec::with_capacity(taken.len());
-        let mut batches = Vec::with_capacity(taken.len());
-        for (id, value) in &taken {
-            match activity_batch::Batch::decode(value) {
-                Ok(batch) => {
-                    readable.push(*id);
-                    batches.push(batch);
+        // The first form's table is folded apart: a failure there (it holds only rows an older
+        // replica wrote) must not keep this form's rows from being folded.
+        let mut folded = 0;
+        if let Some(older_than) = older_than {
+            match self.fold_activity_journal(limit, older_than).await {
+                Ok(n) => folded += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "folding the activity journal's first form failed")
                 }
-                Err(e) => tracing::warn!(
-                    id,
-                    error = %e,
-                    "an activity journal row this version cannot read is left for one that can"
-                ),
             }
         }
-        if readable.is_empty() {
-            tx.rollback().await?;
-            return Ok(folded);
-        }
-        sqlx::query("delete from connect.activity_batches where id = any($1)")
-            .bind(&readable)
-            .execute(&mut *tx)
-            .await?;
-        let rows = activity_batch::summed(&batches);
-        for batch in rows.chunks(JOURNAL_BATCH) {
-            pg_add_rows(batch.iter().copied()).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        folded += readable.len() as u64;
-        Ok(folded)
+        let mut conn = self.pool().acquire().await?;
+        let taken = fold_batches(&mut conn, limit, ids, older_than).await;
+        conn.shrink_buffers();
+        Ok(folded + taken?)
     }
 
     async fn query_activity(&self, f: &ActivityFilter) -> StoreResult<Vec<ActivityEntry>> {
@@ -445,6 +408,102 @@ impl ActivityBackend for PgStore {
     }
 }
 
+/// [`ActivityBackend::fold_own_activity`] on one connection.
+async fn fold_own(
+    conn: &mut PgConnection,
+    rows: &[(ActivityKey, Tally)],
+    ids: &[i64],
+) -> StoreResult<bool> {
+    let mut tx = conn.begin().await?;
+    let deleted = sqlx::query("delete from connect.activity_batches where id = any($1)")
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if deleted != ids.len() as u64 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    for batch in rows.chunks(JOURNAL_BATCH) {
+        pg_add_rows(row_refs(batch)).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Folds up to `limit` journal rows among `ids` or older than `older_than`, on one connection;
+/// returns how many.
+async fn fold_batches(
+    conn: &mut PgConnection,
+    limit: u32,
+    ids: &[i64],
+    older_than: Option<std::time::Duration>,
+) -> StoreResult<u64> {
+    // One transaction: the rows taken are deleted if and only if their counts are added.
+    // SKIP LOCKED lets replicas fold at once without taking the same rows. Values of
+    // another version are not taken (a newer replica's, left for one that reads them);
+    // a damaged value is skipped, so it never holds back the rows after it.
+    let mut tx = conn.begin().await?;
+    let mut values: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut readable = Vec::new();
+    let mut skipped: Vec<i64> = Vec::new();
+    while readable.len() < limit as usize {
+        let wanted = limit as usize - readable.len();
+        let taken: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "select id, counts from connect.activity_batches \
+                 where (id = any($2) or written_at < now() - make_interval(secs => $3::float8)) \
+                   and substring(counts from 1 for 1) = $4 and id <> all($5) \
+                 order by id limit $1 for update skip locked",
+        )
+        .bind(wanted as i64)
+        .bind(ids)
+        .bind(older_than.map(|d| d.as_secs_f64()))
+        .bind([activity_batch::VERSION].as_slice())
+        .bind(&skipped)
+        .fetch_all(&mut *tx)
+        .await?;
+        let exhausted = taken.len() < wanted;
+        for (id, value) in taken {
+            match activity_batch::Batch::decode(&value) {
+                Ok(_) => {
+                    readable.push(id);
+                    values.push((id, value));
+                }
+                Err(e) => {
+                    metrics::counter!("activity_journal_rows_unreadable_total").increment(1);
+                    tracing::error!(
+                        id,
+                        error = %e,
+                        "an activity journal row is damaged and cannot be folded; it is left in connect.activity_batches"
+                    );
+                    skipped.push(id);
+                }
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    if readable.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let batches = values
+        .iter()
+        .map(|(_, value)| activity_batch::Batch::decode(value))
+        .collect::<StoreResult<Vec<_>>>()?;
+    sqlx::query("delete from connect.activity_batches where id = any($1)")
+        .bind(&readable)
+        .execute(&mut *tx)
+        .await?;
+    let rows = activity_batch::summed(&batches);
+    for batch in rows.chunks(JOURNAL_BATCH) {
+        pg_add_rows(batch.iter().copied()).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(readable.len() as u64)
+}
+
 impl PgStore {
     /// Folds up to `limit` rows older than `older_than` from `connect.activity_journal`, the
     /// journal's first form (counts as parallel arrays), which replicas of an older version
@@ -472,7 +531,10 @@ impl PgStore {
                  (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) \
                select minute, user_id, provider, kind, actor, method, path, outcome, sum(events)::int8, \
                       min(first_seen), max(last_seen) \
-               from counted group by 1, 2, 3, 4, 5, 6, 7, 8 order by 1, 2, 3, 4, 5, 6, 7, 8 \
+               from counted group by 1, 2, 3, 4, 5, 6, 7, 8 \
+               order by minute, user_id, provider collate \"C\", kind collate \"C\", \
+                        actor collate \"C\", method collate \"C\", path collate \"C\", \
+                        outcome collate \"C\" \
                {PG_ADD_COUNTS} returning 1 \
              ) \
              select (select count(*) from taken), (select count(*) from added)"

@@ -11,7 +11,13 @@ use super::{StoreError, StoreResult};
 use crate::activity::{ActivityKey, Tally};
 
 /// The form written now; a value of any other version is left for a replica that reads it.
-const VERSION: u8 = 1;
+pub const VERSION: u8 = 1;
+
+/// Most events one row may count (PostgreSQL's `bigint`).
+const MAX_EVENTS: u64 = i64::MAX as u64;
+
+/// The last minute a row may fall in: 9999-12-31 23:59 UTC.
+const MAX_MINUTE: i64 = 253_402_300_740;
 
 #[derive(Serialize, Deserialize)]
 struct Encoded<'a> {
@@ -150,16 +156,33 @@ impl<'a> Batch<'a> {
         }
         let encoded: Encoded<'a> =
             postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+        // Everything the log's constraints and the upsert need, so that a value that decodes
+        // always folds: a row the log refuses would fail its whole fold, every time.
         let known = encoded.strings.len();
-        if let Some(row) = encoded
-            .rows
-            .iter()
-            .find(|r| r.strings.iter().any(|&i| i as usize >= known))
-        {
-            return Err(corrupt(format!(
-                "string index out of range in {:?}",
-                row.strings
-            )));
+        for row in &encoded.rows {
+            if row.strings.iter().any(|&i| i as usize >= known) {
+                return Err(corrupt(format!(
+                    "string index out of range in {:?}",
+                    row.strings
+                )));
+            }
+            let provider = encoded.strings[row.strings[0] as usize];
+            let kind = encoded.strings[row.strings[1] as usize];
+            if crate::provider::ProviderId::from_db(provider).is_none()
+                || crate::activity::Kind::from_db(kind).is_none()
+            {
+                return Err(corrupt(format!(
+                    "unknown provider {provider:?} or kind {kind:?}"
+                )));
+            }
+            if !(1..=MAX_EVENTS).contains(&row.events)
+                || !(0..=MAX_MINUTE).contains(&row.minute)
+                || row.minute % 60 != 0
+                || !(0..60_000).contains(&row.first)
+                || !(row.first..60_000).contains(&row.last)
+            {
+                return Err(corrupt("a row's count or times are out of range".into()));
+            }
         }
         Ok(Batch(encoded))
     }
@@ -197,7 +220,7 @@ impl<'a> Batch<'a> {
 
     /// The events its rows count.
     pub fn events(&self) -> i64 {
-        self.rows().map(|r| r.events).sum()
+        self.rows().fold(0, |sum, r| sum.saturating_add(r.events))
     }
 }
 
@@ -331,6 +354,41 @@ mod tests {
         let mut value = vec![VERSION];
         postcard::to_io(&bad, &mut value).unwrap();
         assert!(Batch::decode(&value).is_err());
+        // Rows the log would refuse: no events, an unknown provider or kind, times outside the
+        // minute, a minute that is not one.
+        let row = |strings, events, minute, first, last| Row {
+            minute,
+            user: [1; 16],
+            strings,
+            events,
+            first,
+            last,
+        };
+        let strings = vec!["microsoft", "token", "n8n", "", "ok", "nowhere"];
+        let ok = [0, 1, 2, 3, 3, 4];
+        for (rows, refused) in [
+            (vec![row(ok, 1, 60, 0, 59_999)], false),
+            (vec![row(ok, 0, 60, 0, 0)], true),
+            (vec![row(ok, u64::MAX, 60, 0, 0)], true),
+            (vec![row([5, 1, 2, 3, 3, 4], 1, 60, 0, 0)], true),
+            (vec![row([0, 5, 2, 3, 3, 4], 1, 60, 0, 0)], true),
+            (vec![row(ok, 1, 61, 0, 0)], true),
+            (vec![row(ok, 1, -60, 0, 0)], true),
+            (vec![row(ok, 1, 60, 0, 60_000)], true),
+            (vec![row(ok, 1, 60, 5, 4)], true),
+            (vec![row(ok, 1, 60, -1, 0)], true),
+        ] {
+            let mut value = vec![VERSION];
+            postcard::to_io(
+                &Encoded {
+                    strings: strings.clone(),
+                    rows,
+                },
+                &mut value,
+            )
+            .unwrap();
+            assert_eq!(Batch::decode(&value).is_err(), refused, "{value:?}");
+        }
     }
 
     #[test]
