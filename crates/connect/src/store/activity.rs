@@ -444,9 +444,11 @@ async fn fold_batches(
     // another version are not taken (a newer replica's, left for one that reads them);
     // a damaged value is skipped, so it never holds back the rows after it.
     let mut tx = conn.begin().await?;
-    let mut values: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut values: Vec<Vec<u8>> = Vec::new();
     let mut readable = Vec::new();
-    let mut skipped: Vec<i64> = Vec::new();
+    // Every row taken so far, readable or not: SKIP LOCKED does not skip this transaction's own
+    // locks, so without this a second pass would take the first pass's rows again.
+    let mut taken_ids: Vec<i64> = Vec::new();
     while readable.len() < limit as usize {
         let wanted = limit as usize - readable.len();
         let taken: Vec<(i64, Vec<u8>)> = sqlx::query_as(
@@ -459,15 +461,16 @@ async fn fold_batches(
         .bind(ids)
         .bind(older_than.map(|d| d.as_secs_f64()))
         .bind([activity_batch::VERSION].as_slice())
-        .bind(&skipped)
+        .bind(&taken_ids)
         .fetch_all(&mut *tx)
         .await?;
         let exhausted = taken.len() < wanted;
         for (id, value) in taken {
+            taken_ids.push(id);
             match activity_batch::Batch::decode(&value) {
                 Ok(_) => {
                     readable.push(id);
-                    values.push((id, value));
+                    values.push(value);
                 }
                 Err(e) => {
                     metrics::counter!("activity_journal_rows_unreadable_total").increment(1);
@@ -476,7 +479,6 @@ async fn fold_batches(
                         error = %e,
                         "an activity journal row is damaged and cannot be folded; it is left in connect.activity_batches"
                     );
-                    skipped.push(id);
                 }
             }
         }
@@ -490,7 +492,7 @@ async fn fold_batches(
     }
     let batches = values
         .iter()
-        .map(|(_, value)| activity_batch::Batch::decode(value))
+        .map(|value| activity_batch::Batch::decode(value))
         .collect::<StoreResult<Vec<_>>>()?;
     sqlx::query("delete from connect.activity_batches where id = any($1)")
         .bind(&readable)

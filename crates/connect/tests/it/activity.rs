@@ -876,3 +876,54 @@ async fn rows_an_older_version_journaled_are_added_and_unreadable_rows_are_left_
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_fold_that_skips_damaged_rows_takes_each_readable_row_once() {
+    use celeste_connect::activity::worker::{FOLD_BATCH, fold_all};
+    for backend in POSTGRES_BACKENDS {
+        let db = TestDb::new(backend).await;
+        let store = Store::connect(&db.url, Default::default()).await.unwrap();
+        let user = Uuid::new_v4();
+        let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        // Three damaged values, then more readable ones than one pass of a fold takes: the
+        // fold's first pass skips three and takes seven, its second must take new rows.
+        for _ in 0..3 {
+            sqlx::query(
+                "insert into connect.activity_batches (counts) values ('\\x01ffff'::bytea)",
+            )
+            .execute(&mut owner)
+            .await
+            .unwrap();
+        }
+        let minute = time::OffsetDateTime::now_utc().unix_timestamp() / 60 * 60;
+        let readable = FOLD_BATCH as i64 + 2;
+        for _ in 0..readable {
+            store
+                .journal_activity(&[(
+                    key(minute, user, ProviderId::Microsoft, Kind::Token, "n8n"),
+                    tally(minute, 1),
+                )])
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            fold_all(&store).await.unwrap(),
+            readable as u64,
+            "{backend:?}"
+        );
+        let rows = rows_of(&store, user).await;
+        assert_eq!(
+            events(&rows, Kind::Token),
+            readable,
+            "{backend:?}: {rows:?}"
+        );
+        let left: i64 = sqlx::query_scalar("select count(*) from connect.activity_batches")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+        assert_eq!(left, 3, "only the damaged rows are left");
+        store.close().await;
+    }
+}
