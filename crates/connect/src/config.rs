@@ -218,7 +218,7 @@ pub struct ServeArgs {
     pub activity_retention_days: u32,
     /// Seconds between two folds of the activity journal into the log on PostgreSQL (1–3600):
     /// how late a count may show in reads, against the database's work for each fold.
-    #[arg(long, env = "CONNECT_ACTIVITY_FOLD_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "CONNECT_ACTIVITY_FOLD_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub activity_fold_secs: u64,
 }
 

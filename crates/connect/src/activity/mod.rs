@@ -191,6 +191,9 @@ pub(super) fn counts(capacity: usize) -> Counts {
 pub struct Recorder {
     enabled: bool,
     shards: [Mutex<Counts>; SHARDS],
+    /// One empty map per shard, swapped in by [`Recorder::take_into`] for the one it takes: the
+    /// maps are allocated once and reused every second, and a shard is locked only for the swap.
+    spares: Mutex<[Counts; SHARDS]>,
     /// Counts a failed flush gave back, written first next time (bounded).
     pending: Mutex<Counts>,
 }
@@ -200,6 +203,7 @@ impl Recorder {
         Self {
             enabled,
             shards: std::array::from_fn(|_| Mutex::new(counts(0))),
+            spares: Mutex::new(std::array::from_fn(|_| counts(0))),
             pending: Mutex::new(counts(0)),
         }
     }
@@ -254,27 +258,38 @@ impl Recorder {
     }
 
     /// Everything counted so far and not yet written (what failed before first), leaving the
-    /// maps empty, each key once. Each shard starts again with room for as many keys as it just
-    /// had, so a steady load does not grow the maps anew every second.
+    /// maps empty, each key once.
     pub fn take(&self) -> Vec<(ActivityKey, Tally)> {
+        let mut all = Vec::new();
+        self.take_into(&mut all);
+        all
+    }
+
+    /// [`Recorder::take`] into `all` (cleared first), so a flusher reuses one buffer. Each
+    /// shard is swapped with an empty map of the same capacity under its lock and drained
+    /// outside it, so a steady load neither waits for the drain nor allocates maps anew.
+    pub fn take_into(&self, all: &mut Vec<(ActivityKey, Tally)>) {
+        all.clear();
         let mut pending =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        let mut all = Vec::new();
-        for shard in &self.shards {
-            let taken = {
-                let mut shard_counts = shard.lock().unwrap_or_else(PoisonError::into_inner);
-                let room = shard_counts.len();
-                std::mem::replace(&mut *shard_counts, counts(room))
-            };
+        let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        for (shard, spare) in self.shards.iter().zip(spares.iter_mut()) {
+            std::mem::swap(
+                &mut *shard.lock().unwrap_or_else(PoisonError::into_inner),
+                spare,
+            );
             // Shards hold disjoint users: only counts given back can share a key with them.
             if pending.is_empty() {
-                all.extend(taken);
+                all.reserve(spare.len());
+                all.extend(spare.drain());
             } else {
-                merge(&mut pending, taken);
+                for (key, tally) in spare.drain() {
+                    add(&mut pending, key, tally);
+                }
             }
         }
+        drop(spares);
         all.extend(pending);
-        all
     }
 
     /// Gives back counts a flush could not write, to be tried again. Keeps at most
@@ -312,12 +327,6 @@ impl Recorder {
     }
 }
 
-fn merge(into: &mut Counts, from: Counts) {
-    for (key, tally) in from {
-        add(into, key, tally);
-    }
-}
-
 pub(super) fn add(into: &mut Counts, key: ActivityKey, tally: Tally) {
     into.entry(key)
         .and_modify(|t| t.add(tally))
@@ -330,9 +339,13 @@ fn shard_of(user: UserId) -> usize {
     (BY_USER.hash_one(user) as usize) % SHARDS
 }
 
+/// Unix milliseconds, from the system clock without a calendar conversion (every token handed
+/// out reads it).
 fn now_ms() -> i64 {
-    let now = OffsetDateTime::now_utc();
-    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    }
 }
 
 /// One row of the log as stored and read back.
@@ -504,6 +517,46 @@ mod tests {
             .collect();
         assert_eq!(r.give_back(many), 20, "ten rows of two events did not fit");
         assert_eq!(r.backlog(), MAX_PENDING_ROWS);
+    }
+
+    #[test]
+    fn maps_reused_across_takes_lose_and_repeat_nothing() {
+        let r = Recorder::new(true);
+        let record = |n: u128| {
+            r.record(
+                user(n),
+                ProviderId::Microsoft,
+                Kind::Token,
+                Actor::User,
+                None,
+                "ok",
+            )
+        };
+        let total = |rows: &[(ActivityKey, Tally)], n: u128| -> u64 {
+            rows.iter()
+                .filter(|(k, _)| k.user == user(n))
+                .map(|(_, t)| t.count)
+                .sum()
+        };
+        let mut buffer = Vec::new();
+        for round in 0..3 {
+            for n in 0..64 {
+                record(n);
+            }
+            r.take_into(&mut buffer);
+            assert_eq!(buffer.len(), 64, "round {round}");
+            assert!((0..64).all(|n| total(&buffer, n) == 1), "round {round}");
+        }
+        // Counts given back merge with the next second's, through the same maps.
+        r.give_back(std::mem::take(&mut buffer));
+        record(1);
+        record(1);
+        r.take_into(&mut buffer);
+        assert_eq!(total(&buffer, 1), 3);
+        assert_eq!(total(&buffer, 2), 1);
+        assert_eq!(buffer.iter().map(|(_, t)| t.count).sum::<u64>(), 66);
+        r.take_into(&mut buffer);
+        assert!(buffer.is_empty(), "a take clears the buffer and the maps");
     }
 
     #[test]

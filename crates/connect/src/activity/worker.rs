@@ -19,7 +19,7 @@ use crate::store::{JOURNAL_BATCH, Store, StoreError};
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the journal is added to the log (PostgreSQL): how late a count can show in reads.
-pub const FOLD_EVERY: Duration = Duration::from_secs(5);
+pub const FOLD_EVERY: Duration = Duration::from_secs(15);
 
 /// Journal rows per fold transaction (each holds up to [`JOURNAL_BATCH`] counted rows).
 pub const FOLD_BATCH: u32 = 10;
@@ -50,6 +50,8 @@ pub struct Journal {
     /// Rows of this flusher's that another replica folded in part: what is left of them is
     /// folded from the journal itself.
     stray: Vec<i64>,
+    /// The rows being flushed or folded: kept between calls so a steady load reuses it.
+    buffer: Vec<(ActivityKey, Tally)>,
 }
 
 impl Journal {
@@ -57,26 +59,27 @@ impl Journal {
     /// failure the batches not written go back to the recorder for the next flush. Returns the
     /// rows written.
     pub async fn flush(&mut self, recorder: &Recorder, store: &Store) -> Result<usize, StoreError> {
-        let mut rows = recorder.take();
+        let mut rows = std::mem::take(&mut self.buffer);
+        recorder.take_into(&mut rows);
         let total = rows.len();
+        // Batches from the end, so each one written is drained without moving the rest.
         while !rows.is_empty() {
-            let rest = rows.split_off(rows.len().min(JOURNAL_BATCH));
-            match store.journal_activity(&rows).await {
+            let start = rows.len().saturating_sub(JOURNAL_BATCH);
+            match store.journal_activity(&rows[start..]).await {
                 Ok(Some(id)) => {
                     self.ids.push(id);
-                    for (key, tally) in rows {
+                    for (key, tally) in rows.drain(start..) {
                         add(&mut self.open, key, tally);
                     }
                 }
-                Ok(None) => {}
+                Ok(None) => rows.truncate(start),
                 Err(e) => {
-                    rows.extend(rest);
                     recorder.give_back(rows);
                     return Err(e);
                 }
             }
-            rows = rest;
         }
+        self.buffer = rows;
         if total == 0 {
             return Ok(0);
         }
@@ -96,11 +99,14 @@ impl Journal {
     ) -> Result<u64, StoreError> {
         let mut total = 0;
         if !self.ids.is_empty() {
-            let mut rows: Vec<(ActivityKey, Tally)> = self.open.drain().collect();
-            rows.sort_by(|(ka, ta), (kb, tb)| {
+            let mut rows = std::mem::take(&mut self.buffer);
+            rows.clear();
+            rows.extend(self.open.drain());
+            rows.sort_unstable_by(|(ka, ta), (kb, tb)| {
                 RowRef::new(ka, ta).key().cmp(&RowRef::new(kb, tb).key())
             });
-            match store.fold_own_activity(&rows, &self.ids).await {
+            let folded = store.fold_own_activity(&rows, &self.ids).await;
+            match folded {
                 Ok(true) => total += self.ids.len() as u64,
                 Ok(false) => {
                     tracing::warn!(
@@ -112,10 +118,13 @@ impl Journal {
                 Err(e) => {
                     // Nothing was committed (or, if the answer was lost, all of it was: then
                     // the next try finds the rows gone and folds nothing twice).
-                    self.open.extend(rows);
+                    self.open.extend(rows.drain(..));
+                    self.buffer = rows;
                     return Err(e);
                 }
             }
+            rows.clear();
+            self.buffer = rows;
             self.ids.clear();
         }
         if !self.stray.is_empty() {
