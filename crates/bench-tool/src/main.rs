@@ -5,7 +5,8 @@
 //! the refresh storm (`storm`), many connections falling due at once (`expire`, with
 //! `refresh-token` to reuse one emulator-issued refresh token), a database outage under load
 //! (`outage`), a replica killed mid-refresh (`replica-kill`), cold starts (`cold`), the
-//! minimal axum + sqlx service the ratios are also taken against (`baseline`), load runs with
+//! minimal axum + sqlx service the ratios are also taken against (`baseline`), the minimal
+//! forwarder the proxy is compared with (`forwarder`), load runs with
 //! RSS sampling (`load`, `rss`), and the `RESULTS.md` report (`note`, `report`). It is not part
 //! of the service and is never deployed.
 
@@ -15,6 +16,7 @@ mod cold;
 mod expire;
 mod faults;
 mod flow;
+mod forwarder;
 mod load;
 mod record;
 mod report;
@@ -51,6 +53,8 @@ enum Command {
     Expire(expire::ExpireArgs),
     /// A minimal axum + sqlx service: one row read and one AES-GCM open per token request.
     Baseline(baseline::BaselineArgs),
+    /// A minimal axum forwarder to one upstream: the floor for a proxied call.
+    Forwarder(forwarder::ForwarderArgs),
     /// Fire concurrent token fetches of one expired connection at several service processes.
     Storm(storm::StormArgs),
     /// Token and status load across a database stop and start.
@@ -79,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         Command::RefreshToken(args) => seed::refresh_token(args).await,
         Command::Expire(args) => expire::run(args).await,
         Command::Baseline(args) => baseline::run(args).await,
+        Command::Forwarder(args) => forwarder::run(args).await,
         Command::Storm(args) => storm::run(args).await,
         Command::Outage(args) => faults::outage(args).await,
         Command::ReplicaKill(args) => faults::replica_kill(args).await,

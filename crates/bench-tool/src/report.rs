@@ -110,6 +110,14 @@ const SCENARIOS: &[(&str, &str)] = &[
         "proxy-dropbox-direct",
         "`POST /2/files/list_folder` straight to the emulator's Dropbox (same token)",
     ),
+    (
+        "proxy-floor",
+        "`GET /v1.0/me` through `bench-tool forwarder` (bare axum + the service's reqwest client, no key, no lookup) to the emulator (same token)",
+    ),
+    (
+        "proxy-floor-hyper",
+        "`proxy-floor` with hyper's pooled client instead of reqwest",
+    ),
     ("proxy-c1", "`proxy`, one connection: per-request latency"),
     (
         "proxy-direct-c1",
@@ -747,6 +755,22 @@ fn share_of_health(
     }
 }
 
+/// What a bare forwarder to the same upstream does in the same run, as shares of the direct
+/// call: the floor the proxy target is set against.
+fn floors(summaries: &BTreeMap<&str, Summary>, direct_rps: Option<f64>) -> String {
+    let parts: Vec<String> = [("proxy-floor", "reqwest"), ("proxy-floor-hyper", "hyper")]
+        .into_iter()
+        .filter_map(|(name, client)| {
+            share(summaries, name, direct_rps).map(|r| format!("{client} {:.1} %", r * 100.0))
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; a bare forwarder, same run: {}", parts.join(", "))
+    }
+}
+
 /// The performance targets of issue 15, judged from the same run.
 fn write_issue15_targets(
     md: &mut String,
@@ -771,10 +795,15 @@ fn write_issue15_targets(
             (Some(r), Some(s)) if s.connections == 64 => targets.push(Target {
                 what,
                 measured: format!(
-                    "{:.1} % ({:.0} / {:.0} req/s)",
+                    "{:.1} % ({:.0} / {:.0} req/s){}",
                     r * 100.0,
                     s.rps.median,
-                    direct_rps.unwrap_or(0.0)
+                    direct_rps.unwrap_or(0.0),
+                    if through == "proxy" {
+                        floors(summaries, direct_rps)
+                    } else {
+                        String::new()
+                    }
                 ),
                 verdict: at_least(r * 100.0, 50.0, " points"),
             }),
@@ -1074,6 +1103,25 @@ mod tests {
             .find(|(t, _)| t.starts_with(target))
             .map(|(_, v)| v.as_str())
             .unwrap_or_else(|| panic!("no row for {target}: {rows:?}"))
+    }
+
+    #[test]
+    fn the_proxy_target_names_the_bare_forwarders_share_of_the_direct_call() {
+        let loads = [
+            load("proxy-direct", 64, 8_000.0, 3.0),
+            load("proxy-floor", 64, 2_400.0, 3.0),
+            load("proxy-floor-hyper", 64, 3_200.0, 3.0),
+        ];
+        let summaries: BTreeMap<&str, Summary> = loads
+            .iter()
+            .map(|l| (l.scenario.as_str(), summarize(&[l]).unwrap()))
+            .collect();
+        assert_eq!(
+            floors(&summaries, Some(8_000.0)),
+            "; a bare forwarder, same run: reqwest 30.0 %, hyper 40.0 %"
+        );
+        let without: BTreeMap<&str, Summary> = BTreeMap::new();
+        assert_eq!(floors(&without, Some(8_000.0)), "");
     }
 
     #[test]
