@@ -39,7 +39,7 @@ pub struct ForwarderArgs {
 
 enum Upstream {
     Reqwest(reqwest::Client),
-    Hyper(HyperClient<HttpConnector, Body>),
+    Hyper(Box<HyperClient<HttpConnector, Body>>),
 }
 
 struct Forwarder {
@@ -49,6 +49,9 @@ struct Forwarder {
 
 /// Request headers forwarded (the service forwards a short list too).
 const FORWARD: [HeaderName; 2] = [header::AUTHORIZATION, header::CONTENT_TYPE];
+
+/// How long the hyper variant waits for the upstream (the service's client: 20 s).
+const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Largest request body forwarded by the reqwest variant (buffered, as the service does).
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -61,7 +64,9 @@ pub async fn run(args: ForwarderArgs) -> anyhow::Result<()> {
         ClientKind::Hyper => {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
-            Upstream::Hyper(HyperClient::builder(TokioExecutor::new()).build(connector))
+            Upstream::Hyper(Box::new(
+                HyperClient::builder(TokioExecutor::new()).build(connector),
+            ))
         }
     };
     let state = Arc::new(Forwarder {
@@ -151,7 +156,9 @@ async fn forward(State(state): State<Arc<Forwarder>>, request: Request) -> Respo
             let Ok(upstream) = upstream.body(body) else {
                 return StatusCode::BAD_REQUEST.into_response();
             };
-            let Ok(answer) = client.request(upstream).await else {
+            // The service's client gives up after 20 s; so does this one.
+            let answer = tokio::time::timeout(UPSTREAM_TIMEOUT, client.request(upstream)).await;
+            let Ok(Ok(answer)) = answer else {
                 return bad_gateway();
             };
             let (head, body) = answer.into_parts();

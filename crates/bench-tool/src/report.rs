@@ -761,6 +761,11 @@ fn floors(summaries: &BTreeMap<&str, Summary>, direct_rps: Option<f64>) -> Strin
     let parts: Vec<String> = [("proxy-floor", "reqwest"), ("proxy-floor-hyper", "hyper")]
         .into_iter()
         .filter_map(|(name, client)| {
+            let s = summaries.get(name)?;
+            // A forwarder whose upstream failed answers fast errors: not a floor.
+            if s.non2xx + s.socket_errors > 0 {
+                return Some(format!("{client} not comparable (errors)"));
+            }
             share(summaries, name, direct_rps).map(|r| format!("{client} {:.1} %", r * 100.0))
         })
         .collect();
@@ -1122,6 +1127,15 @@ mod tests {
         );
         let without: BTreeMap<&str, Summary> = BTreeMap::new();
         assert_eq!(floors(&without, Some(8_000.0)), "");
+        let mut failing = load("proxy-floor", 64, 50_000.0, 1.0);
+        failing.non2xx = 10;
+        let summaries: BTreeMap<&str, Summary> = [("proxy-floor", summarize(&[&failing]).unwrap())]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            floors(&summaries, Some(8_000.0)),
+            "; a bare forwarder, same run: reqwest not comparable (errors)"
+        );
     }
 
     #[test]

@@ -266,8 +266,9 @@ impl Recorder {
     }
 
     /// [`Recorder::take`] into `all` (cleared first), so a flusher reuses one buffer. Each
-    /// shard is swapped with an empty map of the same capacity under its lock and drained
-    /// outside it, so a steady load neither waits for the drain nor allocates maps anew.
+    /// shard is swapped with an empty map under its lock and drained outside it, so a steady
+    /// load neither waits for the drain nor allocates maps anew. The drained map becomes the
+    /// shard's next spare, keeping its room unless that is far more than it held (a burst).
     pub fn take_into(&self, all: &mut Vec<(ActivityKey, Tally)>) {
         all.clear();
         let mut pending =
@@ -278,15 +279,17 @@ impl Recorder {
                 &mut *shard.lock().unwrap_or_else(PoisonError::into_inner),
                 spare,
             );
+            let held = spare.len();
             // Shards hold disjoint users: only counts given back can share a key with them.
             if pending.is_empty() {
-                all.reserve(spare.len());
+                all.reserve(held);
                 all.extend(spare.drain());
             } else {
                 for (key, tally) in spare.drain() {
                     add(&mut pending, key, tally);
                 }
             }
+            shrink_after_burst(spare, held);
         }
         drop(spares);
         all.extend(pending);
@@ -324,6 +327,14 @@ impl Recorder {
         self.shards.iter().fold(pending, |sum, shard| {
             sum + shard.lock().unwrap_or_else(PoisonError::into_inner).len()
         })
+    }
+}
+
+/// Gives back the room of an emptied map that held `held` rows if it has far more (kept after
+/// a burst or an outage's backlog, it would stay in the process for good).
+pub(super) fn shrink_after_burst(map: &mut Counts, held: usize) {
+    if map.capacity() > 4 * held + 64 {
+        map.shrink_to(held);
     }
 }
 
@@ -557,6 +568,44 @@ mod tests {
         assert_eq!(buffer.iter().map(|(_, t)| t.count).sum::<u64>(), 66);
         r.take_into(&mut buffer);
         assert!(buffer.is_empty(), "a take clears the buffer and the maps");
+    }
+
+    #[test]
+    fn a_bursts_room_is_given_back_once_the_load_is_small_again() {
+        let r = Recorder::new(true);
+        let record = |n: u128| {
+            r.record(
+                user(n),
+                ProviderId::Google,
+                Kind::Token,
+                Actor::User,
+                None,
+                "ok",
+            )
+        };
+        let room = |r: &Recorder| -> usize {
+            let spares: usize = r.spares.lock().unwrap().iter().map(|m| m.capacity()).sum();
+            let shards: usize = r.shards.iter().map(|m| m.lock().unwrap().capacity()).sum();
+            spares + shards
+        };
+        let mut buffer = Vec::new();
+        for n in 0..20_000 {
+            record(n);
+        }
+        r.take_into(&mut buffer);
+        assert!(
+            room(&r) >= 20_000,
+            "the burst's room is kept for the next second"
+        );
+        // Two quiet seconds: each map has been drained once holding next to nothing.
+        for _ in 0..2 {
+            for n in 0..16 {
+                record(n);
+            }
+            r.take_into(&mut buffer);
+            assert_eq!(buffer.len(), 16);
+        }
+        assert!(room(&r) < 2_000, "room left: {}", room(&r));
     }
 
     #[test]

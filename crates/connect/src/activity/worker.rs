@@ -11,7 +11,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::{ActivityKey, Counts, Recorder, Tally, add};
+use super::{ActivityKey, Counts, Recorder, Tally, add, shrink_after_burst};
 use crate::store::activity_batch::RowRef;
 use crate::store::{JOURNAL_BATCH, Store, StoreError};
 
@@ -79,6 +79,7 @@ impl Journal {
                 }
             }
         }
+        shrink_buffer_after_burst(&mut rows, total);
         self.buffer = rows;
         if total == 0 {
             return Ok(0);
@@ -102,6 +103,7 @@ impl Journal {
             let mut rows = std::mem::take(&mut self.buffer);
             rows.clear();
             rows.extend(self.open.drain());
+            shrink_after_burst(&mut self.open, rows.len());
             rows.sort_unstable_by(|(ka, ta), (kb, tb)| {
                 RowRef::new(ka, ta).key().cmp(&RowRef::new(kb, tb).key())
             });
@@ -123,7 +125,9 @@ impl Journal {
                     return Err(e);
                 }
             }
+            let held = rows.len();
             rows.clear();
+            shrink_buffer_after_burst(&mut rows, held);
             self.buffer = rows;
             self.ids.clear();
         }
@@ -138,6 +142,14 @@ impl Journal {
             metrics::counter!("activity_journal_rows_folded_total").increment(total);
         }
         Ok(total)
+    }
+}
+
+/// Gives back the room of the emptied flush buffer if it is far more than the `held` rows it
+/// last held (after a burst or an outage's backlog).
+fn shrink_buffer_after_burst(rows: &mut Vec<(ActivityKey, Tally)>, held: usize) {
+    if rows.capacity() > 4 * held + 64 {
+        rows.shrink_to(held);
     }
 }
 

@@ -555,39 +555,48 @@ fn newest_first(entries: StoreResult<Vec<ActivityEntry>>) -> StoreResult<Vec<Act
     Ok(entries)
 }
 
-impl ActivityBackend for SqliteStore {
-    async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
-        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "insert into activity \
+/// One SQLite upsert of `rows` (at most [`UPSERT_BATCH`]) into the log.
+fn sqlite_add_rows(rows: &[(ActivityKey, Tally)]) -> QueryBuilder<Sqlite> {
+    let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "insert into activity \
                (minute, user_id, provider, kind, actor, method, path, outcome, events, first_seen, last_seen) ",
-        );
-        insert.push_values(rows, |mut row, (k, t)| {
-            row.push_bind(k.minute)
-                .push_bind(k.user.0.to_string())
-                .push_bind(k.provider.as_str())
-                .push_bind(k.kind.as_db())
-                .push_bind(k.actor.as_db().to_owned())
-                .push_bind(k.method.unwrap_or(""))
-                .push_bind(k.path.as_deref().unwrap_or("").to_owned())
-                .push_bind(k.outcome)
-                .push_bind(events(t))
-                .push_bind(t.first_ms.div_euclid(1000))
-                .push_bind(t.last_ms.div_euclid(1000));
-        });
-        insert.push(
+    );
+    insert.push_values(rows, |mut row, (k, t)| {
+        row.push_bind(k.minute)
+            .push_bind(k.user.0.to_string())
+            .push_bind(k.provider.as_str())
+            .push_bind(k.kind.as_db())
+            .push_bind(k.actor.as_db().to_owned())
+            .push_bind(k.method.unwrap_or(""))
+            .push_bind(k.path.as_deref().unwrap_or("").to_owned())
+            .push_bind(k.outcome)
+            .push_bind(events(t))
+            .push_bind(t.first_ms.div_euclid(1000))
+            .push_bind(t.last_ms.div_euclid(1000));
+    });
+    insert.push(
             " on conflict (minute, user_id, provider, kind, actor, method, path, outcome) do update set \
                events = events + excluded.events, \
                first_seen = min(first_seen, excluded.first_seen), \
                last_seen = max(last_seen, excluded.last_seen)",
         );
-        insert.build().execute(self.pool()).await?;
+    insert
+}
+
+impl ActivityBackend for SqliteStore {
+    async fn add_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<()> {
+        sqlite_add_rows(rows).build().execute(self.pool()).await?;
         Ok(())
     }
 
     async fn journal_activity(&self, rows: &[(ActivityKey, Tally)]) -> StoreResult<Option<i64>> {
+        // One transaction: a failure part way writes nothing, so the flush may give every row
+        // back without counting the written part twice.
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         for batch in rows.chunks(UPSERT_BATCH) {
-            self.add_activity(batch).await?;
+            sqlite_add_rows(batch).build().execute(&mut *tx).await?;
         }
+        tx.commit().await?;
         Ok(None)
     }
 

@@ -927,3 +927,43 @@ async fn a_fold_that_skips_damaged_rows_takes_each_readable_row_once() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_sqlite_flush_refused_part_way_writes_nothing_so_its_retry_counts_each_event_once() {
+    use celeste_connect::store::UPSERT_BATCH;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = Store::connect(&db.url, Default::default()).await.unwrap();
+    let user = Uuid::new_v4();
+    let minute = time::OffsetDateTime::now_utc().unix_timestamp() / 60 * 60;
+    // More rows than one statement takes; the last (in the second statement) has no events,
+    // which the log refuses.
+    let mut rows: Vec<(ActivityKey, Tally)> = (0..UPSERT_BATCH + 10)
+        .map(|n| {
+            let actor = format!("key-{n}");
+            (
+                key(minute, user, ProviderId::Microsoft, Kind::Token, &actor),
+                tally(minute, 1),
+            )
+        })
+        .collect();
+    rows.last_mut().unwrap().1 = tally(minute, 0);
+    assert!(store.journal_activity(&rows).await.is_err());
+    assert!(
+        rows_of(&store, user).await.is_empty(),
+        "the first statement's rows were not kept"
+    );
+    // What a flush does next: the same rows again, this time writable.
+    rows.last_mut().unwrap().1 = tally(minute, 1);
+    store.journal_activity(&rows).await.unwrap();
+    let stored = store
+        .query_activity(&ActivityFilter {
+            user: Some(UserId(user)),
+            limit: 1_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), UPSERT_BATCH + 10);
+    assert!(stored.iter().all(|r| r.count == 1), "each event once");
+    store.close().await;
+}
