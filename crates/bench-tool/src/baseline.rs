@@ -67,9 +67,15 @@ pub async fn run(args: BaselineArgs) -> anyhow::Result<()> {
             get(token),
         )
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    serve_until_stopped(args.listen, app).await
+}
+
+/// Binds `listen`, prints `listening on http://ADDR` once bound (what bench/run waits for, as
+/// it does for the service), and serves `app` until SIGTERM or Ctrl-C.
+pub async fn serve_until_stopped(listen: SocketAddr, app: axum::Router) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
+        .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr()?;
     {
         use std::io::Write;

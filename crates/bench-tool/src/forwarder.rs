@@ -74,27 +74,7 @@ pub async fn run(args: ForwarderArgs) -> anyhow::Result<()> {
         client,
     });
     let app = axum::Router::new().fallback(forward).with_state(state);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let address = listener.local_addr()?;
-    {
-        use std::io::Write;
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on http://{address}")?;
-        stdout.flush()?;
-    }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-        })
-        .await?;
-    Ok(())
+    crate::baseline::serve_until_stopped(args.listen, app).await
 }
 
 /// The upstream's headers without the hop-by-hop ones.
