@@ -333,9 +333,15 @@ impl Recorder {
 /// Gives back the room of an emptied map that held `held` rows if it has far more (kept after
 /// a burst or an outage's backlog, it would stay in the process for good).
 pub(super) fn shrink_after_burst(map: &mut Counts, held: usize) {
-    if map.capacity() > 4 * held + 64 {
+    if oversized(map.capacity(), held) {
         map.shrink_to(held);
     }
+}
+
+/// Whether room for `capacity` rows is far more than the `held` rows it last held: the one
+/// rule for when the flusher's maps and buffer give room back.
+pub(super) fn oversized(capacity: usize, held: usize) -> bool {
+    capacity > 4 * held + 64
 }
 
 pub(super) fn add(into: &mut Counts, key: ActivityKey, tally: Tally) {

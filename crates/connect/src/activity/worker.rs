@@ -11,7 +11,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::{ActivityKey, Counts, Recorder, Tally, add, shrink_after_burst};
+use super::{ActivityKey, Counts, Recorder, Tally, add, oversized, shrink_after_burst};
 use crate::store::activity_batch::RowRef;
 use crate::store::{JOURNAL_BATCH, Store, StoreError};
 
@@ -107,8 +107,7 @@ impl Journal {
             rows.sort_unstable_by(|(ka, ta), (kb, tb)| {
                 RowRef::new(ka, ta).key().cmp(&RowRef::new(kb, tb).key())
             });
-            let folded = store.fold_own_activity(&rows, &self.ids).await;
-            match folded {
+            match store.fold_own_activity(&rows, &self.ids).await {
                 Ok(true) => total += self.ids.len() as u64,
                 Ok(false) => {
                     tracing::warn!(
@@ -148,7 +147,7 @@ impl Journal {
 /// Gives back the room of the emptied flush buffer if it is far more than the `held` rows it
 /// last held (after a burst or an outage's backlog).
 fn shrink_buffer_after_burst(rows: &mut Vec<(ActivityKey, Tally)>, held: usize) {
-    if rows.capacity() > 4 * held + 64 {
+    if oversized(rows.capacity(), held) {
         rows.shrink_to(held);
     }
 }

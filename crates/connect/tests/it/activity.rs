@@ -30,11 +30,21 @@ async fn rows_of(store: &Store, user: Uuid) -> Vec<ActivityEntry> {
     store
         .query_activity(&ActivityFilter {
             user: Some(UserId(user)),
-            limit: 500,
+            limit: 1_000,
             ..Default::default()
         })
         .await
         .unwrap()
+}
+
+/// Appends `n` journal values of this version's form that do not decode.
+async fn plant_damaged_values(owner: &mut sqlx::PgConnection, n: usize) {
+    for _ in 0..n {
+        sqlx::query("insert into connect.activity_batches (counts) values ('\\x01ffff'::bytea)")
+            .execute(&mut *owner)
+            .await
+            .unwrap();
+    }
 }
 
 fn events(rows: &[ActivityEntry], kind: Kind) -> i64 {
@@ -830,14 +840,7 @@ async fn rows_an_older_version_journaled_are_added_and_unreadable_rows_are_left_
         }
         // Damaged values of this version's form, more than one fold takes at a time, ahead of
         // the readable row: skipped, never holding it back.
-        for _ in 0..12 {
-            sqlx::query(
-                "insert into connect.activity_batches (counts) values ('\\x01ffff'::bytea)",
-            )
-            .execute(&mut owner)
-            .await
-            .unwrap();
-        }
+        plant_damaged_values(&mut owner, 12).await;
         // This version's form: 3 more for the same row.
         store
             .journal_activity(&[(
@@ -889,14 +892,7 @@ async fn a_fold_that_skips_damaged_rows_takes_each_readable_row_once() {
             .unwrap();
         // Three damaged values, then more readable ones than one pass of a fold takes: the
         // fold's first pass skips three and takes seven, its second must take new rows.
-        for _ in 0..3 {
-            sqlx::query(
-                "insert into connect.activity_batches (counts) values ('\\x01ffff'::bytea)",
-            )
-            .execute(&mut owner)
-            .await
-            .unwrap();
-        }
+        plant_damaged_values(&mut owner, 3).await;
         let minute = time::OffsetDateTime::now_utc().unix_timestamp() / 60 * 60;
         let readable = FOLD_BATCH as i64 + 2;
         for _ in 0..readable {
@@ -955,14 +951,7 @@ async fn a_sqlite_flush_refused_part_way_writes_nothing_so_its_retry_counts_each
     // What a flush does next: the same rows again, this time writable.
     rows.last_mut().unwrap().1 = tally(minute, 1);
     store.journal_activity(&rows).await.unwrap();
-    let stored = store
-        .query_activity(&ActivityFilter {
-            user: Some(UserId(user)),
-            limit: 1_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let stored = rows_of(&store, user).await;
     assert_eq!(stored.len(), UPSERT_BATCH + 10);
     assert!(stored.iter().all(|r| r.count == 1), "each event once");
     store.close().await;
