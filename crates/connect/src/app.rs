@@ -129,6 +129,7 @@ impl AppState {
             service_keys: ServiceKeys::new(settings.service_keys.clone()),
             metrics: crate::telemetry::metrics_handle(),
             limits,
+            uncured_refusals: Default::default(),
             settings,
         }))
     }

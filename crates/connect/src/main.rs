@@ -13,6 +13,27 @@ use celeste_connect::config::{self, ServeArgs};
 use celeste_connect::store::Store;
 use celeste_connect::{demo, telemetry};
 
+/// `DATABASE_URL`, or the file `DATABASE_URL_FILE` names, as `serve` takes it.
+#[derive(clap::Args)]
+struct DatabaseArgs {
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = config::parse_secret)]
+    database_url: Option<secrecy::SecretString>,
+    /// File holding DATABASE_URL.
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    database_url_file: Option<std::path::PathBuf>,
+}
+
+impl DatabaseArgs {
+    fn resolve(self) -> anyhow::Result<secrecy::SecretString> {
+        config::resolve_secret(
+            "DATABASE_URL",
+            self.database_url,
+            self.database_url_file.as_ref(),
+        )?
+        .context("DATABASE_URL is not set (nor DATABASE_URL_FILE)")
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "celeste-connect",
@@ -34,15 +55,16 @@ enum Command {
     /// Apply migrations to DATABASE_URL and exit.
     Migrate {
         /// The database, as the role that owns the schema.
-        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-        database_url: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Re-encrypt every stored token not yet on the active (first) encryption key. Idempotent
     /// and resumable; run it after putting a new key first in CONNECT_ENCRYPTION_KEYS, then
     /// drop the old key once it reports nothing left.
+    /// The schema must be migrated already (`migrate`); any role the service runs as will do.
     RotateKey {
-        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-        database_url: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
         #[arg(long, env = "CONNECT_ENCRYPTION_KEYS", hide_env_values = true)]
         encryption_keys: Option<String>,
         #[arg(long, env = "CONNECT_ENCRYPTION_KEYS_FILE")]
@@ -147,7 +169,7 @@ async fn run(cli: Cli, loaded_dotenv: bool) -> anyhow::Result<()> {
             demo::run(args, shutdown_signal()).await
         }
         Command::RotateKey {
-            database_url,
+            database,
             encryption_keys,
             encryption_keys_file,
             batch,
@@ -160,12 +182,15 @@ async fn run(cli: Cli, loaded_dotenv: bool) -> anyhow::Result<()> {
             )?
             .context("CONNECT_ENCRYPTION_KEYS is not set")?;
             let keyring = celeste_connect::vault::Keyring::parse(keys.expose_secret())?;
+            let database_url = database.resolve()?;
+            // No migration: `migrate` (as the schema's owner) does that; this runs as any role
+            // the service may run as, the least-privileged login included.
             let store = Store::connect(
-                &database_url,
+                database_url.expose_secret(),
                 celeste_connect::store::StoreOptions {
                     pool_size: 2,
                     read_pool_size: 1,
-                    migrate: true,
+                    migrate: false,
                 },
             )
             .await?;
@@ -180,9 +205,9 @@ async fn run(cli: Cli, loaded_dotenv: bool) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
-        Command::Migrate { database_url } => {
+        Command::Migrate { database } => {
             telemetry::init_logging("text");
-            Store::migrate(&database_url).await?;
+            Store::migrate(database.resolve()?.expose_secret()).await?;
             println!("migrations applied");
             Ok(())
         }

@@ -105,7 +105,6 @@ pub async fn auth_url(
         ));
     }
     let origin = app_origin(&state, &headers)?;
-    state.limits.auth_url_per_user.check(&user.id)?;
     let mode = match query.mode.as_deref() {
         None | Some("popup") => ReturnMode::Popup,
         Some("redirect") => ReturnMode::Redirect,
@@ -115,6 +114,8 @@ pub async fn auth_url(
             ));
         }
     };
+    // Counted once the request is valid: a refused one spends no one's budget.
+    state.limits.auth_url_per_user.check(&user.id)?;
     let started = connect::start(&state.broker, user.id, provider, origin, mode).await?;
     let max_age = connect::FLOW_LIFETIME.whole_seconds();
     let mut response = Json(AuthUrl {
@@ -310,7 +311,7 @@ fn render(state: &AppState, finished: Finished) -> Response {
                 String::new()
             };
             let page = CallbackPage {
-                base_path: state.settings.public_url.path(),
+                base_path: &crate::http::pages::base_path(&state.settings.public_url),
                 success,
                 heading: if success {
                     "Connected"

@@ -29,6 +29,14 @@ struct SettingsPage {
     demo: bool,
     providers: Vec<ProviderCard>,
     base_url: String,
+    base_path: String,
+}
+
+/// The path the service's pages are served under, ending in `/`: the path of
+/// `CONNECT_PUBLIC_URL` (`/` at a host's root, `/connect/` behind a path of the app's domain).
+/// The pages' own files are linked under it.
+pub fn base_path(public_url: &url::Url) -> String {
+    format!("{}/", public_url.path().trim_end_matches('/'))
 }
 
 /// `GET /`: the settings page is the only page a person opens here.
@@ -59,6 +67,7 @@ pub async fn settings(State(state): State<AppState>) -> Response {
             .as_str()
             .trim_end_matches('/')
             .to_owned(),
+        base_path: base_path(&state.settings.public_url),
     };
     let html = match page.render() {
         Ok(html) => html,

@@ -3,8 +3,11 @@
 //! Microsoft; Gmail, or `www.googleapis.com` with `X-Connect-Api: www`, for Google; Dropbox's
 //! RPC API, or its content API with `X-Connect-Api: content`) with the user's fresh token. It
 //! forwards the method, query, body, a short list of safe headers and the provider's own; streams the answer back without hop-by-hop or auth headers; on a 401 refreshes once
-//! and retries; passes 429 and `Retry-After` through. No other host is reachable through it.
+//! and retries (unless a refresh already failed to cure a 401 for that token); passes 429 and
+//! `Retry-After` through. No other host is reachable through it.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody, to_bytes};
@@ -22,6 +25,33 @@ use crate::http::service::target;
 use crate::identity::ServiceCaller;
 use crate::model::UserId;
 use crate::provider::ProviderId;
+
+/// Tokens a provider still refused (401) right after a refresh. That refusal is about
+/// something a refresh cannot change (Dropbox's `missing_scope` or a suspended user, Graph's
+/// claims challenge), so later calls with the same token get the provider's 401 without another
+/// refresh: at most one refresh per token a 401 can cost, not one per call. Per process, keyed
+/// by user and provider, holding the token's version (a new token, refreshed for any reason, is
+/// tried again).
+#[derive(Default)]
+pub struct UncuredRefusals(Mutex<HashMap<(UserId, ProviderId), i64>>);
+
+impl UncuredRefusals {
+    /// Entries kept before the map starts over (each is a few dozen bytes).
+    const CAPACITY: usize = 10_000;
+
+    fn contains(&self, user: UserId, provider: ProviderId, version: i64) -> bool {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(user, provider)) == Some(&version)
+    }
+
+    fn insert(&self, user: UserId, provider: ProviderId, version: i64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.insert((user, provider), version);
+    }
+}
 
 /// Largest request body the proxy forwards (kept in memory for the one retry).
 pub const PROXY_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -191,7 +221,6 @@ async fn forward(
     provider: ProviderId,
     request: Request,
 ) -> Result<Response> {
-    state.limits.check_proxy(&caller.key_name, user)?;
     let configured = state.broker.provider(provider).ok_or(Error::NotConnected)?;
     let (parts, body) = request.into_parts();
     let api_name = match parts.headers.get(API_HEADER) {
@@ -211,6 +240,9 @@ async fn forward(
     let url = upstream_url(api_base, rest, parts.uri.query()).ok_or_else(|| {
         Error::InvalidRequest("the path must stay within the provider's API".into())
     })?;
+    // Counted once the request is known to be valid (a refused one spends no one's budget),
+    // and before its body is read.
+    state.limits.check_proxy(&caller.key_name, user)?;
     // Buffered only when there is one (kept for the one retry); most calls are bodiless GETs.
     // The server knows: no Content-Length (or 0), no Transfer-Encoding, or an HTTP/2 request
     // that ended with its headers.
@@ -234,7 +266,11 @@ async fn forward(
         &token,
     )
     .await?;
-    if upstream.status() == reqwest::StatusCode::UNAUTHORIZED {
+    if upstream.status() == reqwest::StatusCode::UNAUTHORIZED
+        && !state
+            .uncured_refusals
+            .contains(user, provider, token.version)
+    {
         // The provider no longer takes this token (revoked, clock skew): refresh once, retry once.
         let newer = fresh_token(
             &state.broker,
@@ -254,6 +290,9 @@ async fn forward(
             &newer,
         )
         .await?;
+        if upstream.status() == reqwest::StatusCode::UNAUTHORIZED {
+            state.uncured_refusals.insert(user, provider, newer.version);
+        }
     }
     tracing::info!(service_key = %caller.key_name, user_id = %user, provider = %provider,
                    method = %method, status = upstream.status().as_u16(), "proxied");

@@ -210,12 +210,13 @@ async fn issue_token(
     provider: ProviderId,
     min_ttl: u64,
 ) -> Result<Response> {
-    state.limits.check_token(&caller.key_name, user)?;
     if min_ttl > MAX_MIN_TTL_SECS {
         return Err(Error::InvalidRequest(format!(
             "min_ttl must be between 0 and {MAX_MIN_TTL_SECS}"
         )));
     }
+    // Counted once the request is valid: a refused one spends no one's budget.
+    state.limits.check_token(&caller.key_name, user)?;
     let token = fresh_token(
         &state.broker,
         user,

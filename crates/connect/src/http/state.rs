@@ -28,6 +28,8 @@ pub struct AppInner {
     pub metrics: Option<PrometheusHandle>,
     /// Per-process rate limits.
     pub limits: Arc<RateLimits>,
+    /// Tokens a refresh did not get the provider to take (the proxy's 401 retry).
+    pub uncured_refusals: crate::http::proxy::UncuredRefusals,
 }
 
 impl Deref for AppState {

@@ -1,7 +1,8 @@
 //! Verification of the host app's user tokens, as Supabase issues them: HS256 with the project's
 //! JWT secret, and ES256/RS256 with keys from a JWKS URL (cached by `kid`, refetched on an
-//! unknown `kid` at most once per `jwks_min_refetch`, and before use when older than
-//! `jwks_max_age`).
+//! unknown `kid`, and before use when older than `jwks_max_age`; never more than once per
+//! `jwks_min_refetch`, so a JWKS outage costs one attempt per interval, during which the keys
+//! already held keep working).
 //! The algorithm allowed is decided by the key, never by the token's header alone. The user is
 //! the `sub` claim and nothing else. Tokens and keys are never logged.
 
@@ -56,7 +57,29 @@ pub struct VerifiedUser {
 
 struct CachedJwks {
     keys: HashMap<String, (Arc<DecodingKey>, Algorithm)>,
+    /// The last fetch that succeeded.
     fetched_at: Option<Instant>,
+    /// The last fetch started, whatever its outcome.
+    tried_at: Option<Instant>,
+}
+
+impl CachedJwks {
+    /// Whether a fetch was started after the last one that succeeded, within `min_refetch`: it
+    /// is in flight, or it failed and the keys held are kept until the next try.
+    fn trying(&self, jwks: &Jwks) -> bool {
+        self.tried_at.is_some_and(|tried| {
+            self.fetched_at.is_none_or(|fetched| tried > fetched)
+                && tried.elapsed() < jwks.min_refetch
+        })
+    }
+
+    /// The key for `kid` if the set may be used as it is: fetched within `max_age`, or being
+    /// refetched (see [`Self::trying`]).
+    fn usable(&self, kid: &str, jwks: &Jwks) -> Option<(Arc<DecodingKey>, Algorithm)> {
+        let fresh = self.fetched_at.is_some_and(|t| t.elapsed() < jwks.max_age);
+        let (key, alg) = self.keys.get(kid).filter(|_| fresh || self.trying(jwks))?;
+        Some((key.clone(), *alg))
+    }
 }
 
 struct Jwks {
@@ -102,6 +125,7 @@ impl UserVerifier {
                     cache: RwLock::new(CachedJwks {
                         keys: HashMap::new(),
                         fetched_at: None,
+                        tried_at: None,
                     }),
                     refetch: Mutex::new(()),
                 })
@@ -158,22 +182,28 @@ impl UserVerifier {
 
 impl Jwks {
     async fn key(&self, kid: &str) -> Option<(Arc<DecodingKey>, Algorithm)> {
-        {
-            let cache = self.cache.read().await;
-            let fresh = cache.fetched_at.is_some_and(|t| t.elapsed() < self.max_age);
-            if let Some((key, alg)) = cache.keys.get(kid).filter(|_| fresh) {
-                return Some((key.clone(), *alg));
-            }
+        if let Some(found) = self.cache.read().await.usable(kid, self) {
+            return Some(found);
         }
         // One refetch at a time; callers that queued behind it re-read the cache it filled.
         let _guard = self.refetch.lock().await;
         let due = {
-            let cache = self.cache.read().await;
-            match cache.fetched_at {
-                None => true,
-                Some(t) if t.elapsed() >= self.max_age => true,
-                Some(t) => !cache.keys.contains_key(kid) && t.elapsed() >= self.min_refetch,
+            let mut cache = self.cache.write().await;
+            if let Some(found) = cache.usable(kid, self) {
+                return Some(found);
             }
+            // A held key here is stale and not being refetched; an unknown one is looked for
+            // at most once per `min_refetch`.
+            let due = cache.keys.contains_key(kid)
+                || cache
+                    .tried_at
+                    .is_none_or(|t| t.elapsed() >= self.min_refetch);
+            if due {
+                // Marked before the request: while it is in flight (or after it fails), callers
+                // whose key is held keep using it instead of queueing behind the fetch.
+                cache.tried_at = Some(Instant::now());
+            }
+            due
         };
         if due {
             match self.fetch().await {
@@ -184,11 +214,6 @@ impl Jwks {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "JWKS fetch failed; keeping cached keys");
-                    // Count the failure as a fetch so an outage is not hammered.
-                    let mut cache = self.cache.write().await;
-                    if cache.fetched_at.is_none() {
-                        cache.fetched_at = Some(Instant::now());
-                    }
                 }
             }
         }

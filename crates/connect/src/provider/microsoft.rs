@@ -31,8 +31,10 @@ pub const DEFAULT_TENANT: &str = "common";
 
 /// AADSTS codes returned with `invalid_grant` that mean the grant is gone for good: the user
 /// has to consent again (providers.md §1.5, §1.6).
-pub const REAUTH_AADSTS_CODES: [u64; 9] = [
+pub const REAUTH_AADSTS_CODES: [u64; 10] = [
     70000, 70008, 700082, 700084, 50173, 70043, 65001, 50076, 50079,
+    // A garbled or truncated refresh token: no retry can fix it (providers.md §1.6).
+    9002313,
 ];
 
 pub static SPEC: ProviderSpec = ProviderSpec {
@@ -73,8 +75,15 @@ impl Provider for Microsoft {
     }
 
     fn means_reauth(&self, error: &str, codes: &[u64]) -> bool {
-        error == "invalid_grant"
-            && (codes.is_empty() || codes.iter().any(|c| REAUTH_AADSTS_CODES.contains(c)))
+        match error {
+            // What MSAL calls "interaction required" when the server says it outright
+            // (providers.md §1.6): only the user, signing in again, can answer it.
+            "interaction_required" | "consent_required" | "login_required" => true,
+            "invalid_grant" => {
+                codes.is_empty() || codes.iter().any(|c| REAUTH_AADSTS_CODES.contains(c))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -179,4 +188,33 @@ pub fn on_emulator(
         client_id.to_owned(),
         client_secret,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_only_the_user_can_answer_mean_reauth_and_the_rest_do_not() {
+        for (error, codes, reauth) in [
+            ("invalid_grant", &[50173][..], true),
+            ("invalid_grant", &[700082][..], true),
+            ("invalid_grant", &[9002313][..], true),
+            ("invalid_grant", &[][..], true),
+            ("interaction_required", &[50079][..], true),
+            ("consent_required", &[][..], true),
+            ("login_required", &[50058][..], true),
+            // A code_verifier mismatch is a bug here, not something the user can fix.
+            ("invalid_grant", &[501481][..], false),
+            // The app's secret: an operator's problem.
+            ("invalid_client", &[7000215][..], false),
+            ("temporarily_unavailable", &[][..], false),
+        ] {
+            assert_eq!(
+                Microsoft.means_reauth(error, codes),
+                reauth,
+                "{error} {codes:?}"
+            );
+        }
+    }
 }

@@ -230,6 +230,52 @@ async fn a_refused_grant_becomes_needs_reauth_once() {
 }
 
 #[tokio::test]
+async fn a_refresh_token_microsoft_cannot_parse_becomes_needs_reauth_not_an_outage() {
+    let h = harness().await;
+    let user = Uuid::new_v4();
+    h.connect(user, ProviderId::Microsoft, ADELE).await;
+    // A truncated refresh token: Microsoft (and the emulator) answer invalid_grant AADSTS9002313.
+    let store = &h.broker.store;
+    let row = store
+        .token_row(UserId(user), ProviderId::Microsoft)
+        .await
+        .unwrap()
+        .unwrap();
+    let place = connect::token_place("refresh_token", UserId(user), ProviderId::Microsoft);
+    let garbled = h.broker.keyring.seal(&place, b"0.AXgA-truncat").unwrap();
+    store
+        .upsert_connection(&NewConnection {
+            user_id: row.user_id,
+            provider: ProviderId::Microsoft,
+            access_token: row.access_token,
+            refresh_token: Some(garbled),
+            key_id: row.key_id,
+            expires_at: time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+            provider_user_id: row.provider_user_id,
+            provider_email: row.provider_email,
+            display_name: None,
+            scopes: row.scopes,
+        })
+        .await
+        .unwrap();
+    h.broker
+        .cache
+        .invalidate(UserId(user), ProviderId::Microsoft);
+    assert!(matches!(h.token(user).await, Err(Error::ReauthRequired)));
+    let row = store
+        .token_row(UserId(user), ProviderId::Microsoft)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, ConnectionState::NeedsReauth);
+    assert_eq!(
+        h.refreshes(),
+        1,
+        "one try at the provider, then the user is asked"
+    );
+}
+
+#[tokio::test]
 async fn a_disconnect_deletes_even_when_the_revocation_fails() {
     let h = harness().await;
     let (user, other) = (Uuid::new_v4(), Uuid::new_v4());

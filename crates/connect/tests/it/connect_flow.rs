@@ -11,8 +11,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::support::{
-    APP_ORIGIN, BACKENDS, Backend, CLIENT_SECRET, Connected, captured_logs, test_keyring,
-    user_token, with_emulator,
+    APP_ORIGIN, BACKENDS, Backend, CLIENT_SECRET, Connected, TestApp, TestDb, captured_logs,
+    test_keyring, user_token, with_emulator,
 };
 
 const ADELE: &str = "5f0a2c3e-8d41-4b7a-9c55-1e2f3a4b5c6d";
@@ -607,4 +607,45 @@ async fn logs_never_hold_a_token_code_state_binding_or_client_secret() {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
     assert!(!logs.contains("adele.vance@"), "no email at info or debug");
+}
+
+#[tokio::test]
+async fn behind_a_path_of_the_apps_domain_the_pages_link_their_files_under_that_path() {
+    for (public_url, prefix) in [
+        ("https://app.example.com/connect", "/connect/"),
+        ("https://app.example.com/connect/", "/connect/"),
+        ("https://connect.example.com", "/"),
+    ] {
+        let app = TestApp::start_with(TestDb::new(Backend::Sqlite).await, |s| {
+            s.public_url = url::Url::parse(public_url).unwrap();
+        })
+        .await;
+        let settings = app.http.get(app.url("/settings")).send().await.unwrap();
+        assert_eq!(settings.status(), 200);
+        let settings = settings.text().await.unwrap();
+        let callback = app
+            .http
+            .get(app.url("/v1/integrations/outlook/callback?state=unknown&code=x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(callback.status(), 400);
+        let callback = callback.text().await.unwrap();
+        for (html, page) in [(&settings, "settings"), (&callback, "callback")] {
+            for link in [
+                format!("href=\"{prefix}static/{page}.css\""),
+                format!("src=\"{prefix}static/{page}.js\""),
+            ] {
+                assert!(
+                    html.contains(&link),
+                    "{public_url}: {page} page links {link}"
+                );
+            }
+            // What the proxy in front forwards once it has taken the path off.
+            for file in [format!("/static/{page}.css"), format!("/static/{page}.js")] {
+                let status = app.http.get(app.url(&file)).send().await.unwrap().status();
+                assert_eq!(status, 200, "{file}");
+            }
+        }
+    }
 }

@@ -438,6 +438,85 @@ async fn proxy_requests_are_limited_per_user_within_a_key() {
     assert_eq!(proxy(bob).await.0, 200);
 }
 
+/// A 401 a refresh does not cure (Dropbox's `missing_scope`, Graph's claims challenge) costs one
+/// refresh, not one per call; the caller still gets the provider's 401 every time.
+#[tokio::test]
+async fn a_401_a_refresh_does_not_cure_costs_one_refresh_not_one_per_call() {
+    let upstream = raw_upstream(
+        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 36\r\n\r\n{\"error\": {\".tag\": \"missing_scope\"}}",
+    )
+    .await;
+    let c = with_emulator_adjusted(Backend::Sqlite, demo_accounts(), |s| {
+        s.providers[0].api_bases = vec![upstream.clone()];
+    })
+    .await;
+    let user = Uuid::new_v4();
+    assert_eq!(c.connect(user, ADELE).await.status(), 200);
+    for call in 0..5 {
+        let answer = c
+            .app
+            .get_service(&format!(
+                "/v1/service/users/{user}/integrations/outlook/proxy/v1.0/me"
+            ))
+            .await;
+        assert_eq!(answer.status(), 401, "call {call}");
+        assert_eq!(c.refreshes(), 1, "after call {call}");
+    }
+}
+
+/// DESIGN §10: bad input changes nothing, and that includes the callers' rate-limit budget. With
+/// one call a minute allowed, three refused calls of each kind leave the one valid call free.
+#[tokio::test]
+async fn refused_requests_spend_no_rate_limit_budget() {
+    let upstream = raw_upstream(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::start_with(db, |s| {
+        s.providers[0].api_bases = vec![upstream.clone()];
+        s.rate_limits.auth_url_per_user = per_minute(1);
+        s.rate_limits.token_per_user = per_minute(1);
+        s.rate_limits.token_per_key = per_minute(1);
+        s.rate_limits.proxy_per_user = per_minute(1);
+    })
+    .await;
+    let alice = Uuid::new_v4();
+    seed_sealed_connection(&app, alice).await;
+    let auth_url = |mode: &'static str| {
+        app.http
+            .get(app.url(&format!("/v1/integrations/outlook/auth-url?mode={mode}")))
+            .bearer_auth(user_token(alice))
+            .header("origin", APP_ORIGIN)
+            .send()
+    };
+    let service = |path: String| {
+        let app = &app;
+        async move {
+            outcome(
+                app.get_service(&format!(
+                    "/v1/service/users/{alice}/integrations/outlook/{path}"
+                ))
+                .await,
+            )
+            .await
+        }
+    };
+    for _ in 0..3 {
+        let refused = outcome(auth_url("sideways").await.unwrap()).await;
+        assert_eq!(refused.0, 400, "an unknown mode");
+        assert_eq!(service("token?min_ttl=999999".into()).await.0, 400);
+        assert_eq!(service("proxy/v1.0%2f..%2fx".into()).await.0, 400);
+    }
+    assert_eq!(auth_url("popup").await.unwrap().status(), 200);
+    assert_eq!(service("token".into()).await.0, 200);
+    assert_eq!(service("proxy/v1.0/me".into()).await.0, 200);
+    // And the budget is there: the next valid call of each kind is refused.
+    assert_rate_limited(&outcome(auth_url("popup").await.unwrap()).await, "auth-url");
+    assert_rate_limited(&service("token".into()).await, "token");
+    assert_rate_limited(&service("proxy/v1.0/me".into()).await, "proxy");
+}
+
 #[tokio::test]
 async fn callbacks_are_limited_per_client_address() {
     let c = with_emulator_adjusted(Backend::Sqlite, demo_accounts(), |s| {

@@ -2,7 +2,7 @@
 //! forged or misused token is refused (security.md §8 B1, B3).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_lc_rs::encoding::AsDer;
@@ -104,24 +104,31 @@ impl RsaKey {
     }
 }
 
-/// A JWKS endpoint whose key set can change, counting fetches.
+/// A JWKS endpoint whose key set can change and which can be taken down (503), counting
+/// fetches (answered or not).
 struct Jwks {
     url: String,
     keys: Arc<Mutex<Value>>,
     fetches: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
 }
 
 async fn jwks_server(keys: Value) -> Jwks {
+    use axum::response::IntoResponse;
     let keys = Arc::new(Mutex::new(keys));
     let fetches = Arc::new(AtomicUsize::new(0));
-    let (k, f) = (keys.clone(), fetches.clone());
+    let down = Arc::new(AtomicBool::new(false));
+    let (k, f, d) = (keys.clone(), fetches.clone(), down.clone());
     let router = axum::Router::new().route(
         "/auth/v1/.well-known/jwks.json",
         axum::routing::get(move || {
-            let (k, f) = (k.clone(), f.clone());
+            let (k, f, d) = (k.clone(), f.clone(), d.clone());
             async move {
                 f.fetch_add(1, Ordering::SeqCst);
-                axum::Json(json!({ "keys": *k.lock().await }))
+                if d.load(Ordering::SeqCst) {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+                axum::Json(json!({ "keys": *k.lock().await })).into_response()
             }
         }),
     );
@@ -131,7 +138,12 @@ async fn jwks_server(keys: Value) -> Jwks {
         listener.local_addr().unwrap()
     );
     tokio::spawn(async move { axum::serve(listener, router).await });
-    Jwks { url, keys, fetches }
+    Jwks {
+        url,
+        keys,
+        fetches,
+        down,
+    }
 }
 
 async fn app_with_jwks(jwks: &Jwks, min_refetch: Duration, max_age: Duration) -> TestApp {
@@ -311,6 +323,34 @@ async fn unknown_key_ids_cannot_make_the_service_hammer_the_jwks() {
         assert_eq!(status_code(&app, &token).await, 401);
     }
     assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_jwks_outage_costs_one_fetch_per_interval_and_the_keys_held_keep_working() {
+    let ec = EcKey::new("ec-1");
+    let jwks = jwks_server(json!([ec.jwk()])).await;
+    // Keys go stale after 200 ms; a refetch is tried at most once an hour.
+    let app = app_with_jwks(&jwks, Duration::from_secs(3600), Duration::from_millis(200)).await;
+    let token = ec.sign(&claims(Uuid::new_v4()));
+    assert_eq!(status_code(&app, &token).await, 200);
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1);
+
+    jwks.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let codes = futures::future::join_all((0..20).map(|_| status_code(&app, &token))).await;
+    assert_eq!(
+        codes,
+        vec![200; 20],
+        "the keys held keep working during the outage"
+    );
+    for _ in 0..5 {
+        assert_eq!(status_code(&app, &token).await, 200);
+    }
+    assert_eq!(
+        jwks.fetches.load(Ordering::SeqCst),
+        2,
+        "one failed refetch for 25 requests, not one per request"
+    );
 }
 
 #[tokio::test]

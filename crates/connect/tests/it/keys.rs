@@ -11,9 +11,10 @@ use celeste_connect::http::AppState;
 use celeste_connect::vault::{Keyring, generate_entry};
 use clap::Parser;
 use secrecy::ExposeSecret;
+use sqlx::Connection;
 use uuid::Uuid;
 
-use crate::support::{BACKENDS, settings, with_emulator};
+use crate::support::{BACKENDS, Backend, settings, url_as, with_emulator};
 
 fn ring(entries: &[&secrecy::SecretString]) -> Arc<Keyring> {
     let list: Vec<&str> = entries.iter().map(|e| e.expose_secret()).collect();
@@ -201,4 +202,60 @@ async fn rotation_moves_every_row_to_the_new_key_and_a_rerun_does_nothing() {
 /// The test key ring's key as a configuration entry.
 fn exported_test_key() -> String {
     crate::support::TEST_KEY_ENTRY.expose_secret().to_owned()
+}
+
+/// `migrate` and `rotate-key` as an operator runs them: the database URL from
+/// `DATABASE_URL_FILE` as `serve` takes it, `rotate-key` as the least-privileged login
+/// docs/operations.md recommends (it can become the service and nothing else, so it can create
+/// no schema: `rotate-key` must not migrate).
+#[tokio::test]
+async fn migrate_and_rotate_key_read_the_database_url_from_a_file_and_rotate_as_the_login() {
+    let c = with_emulator(Backend::Postgres, provider_emulator::demo_accounts()).await;
+    for _ in 0..2 {
+        let status = c
+            .connect(Uuid::new_v4(), "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d")
+            .await
+            .status();
+        assert_eq!(status, 200);
+    }
+    let login = format!("cc_login_{}", Uuid::new_v4().simple());
+    let mut owner = sqlx::PgConnection::connect(&c.app.db.url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "create role {login} login noinherit; grant connect_service to {login}"
+    )))
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (owner_file, login_file) = (dir.path().join("owner-url"), dir.path().join("login-url"));
+    std::fs::write(&owner_file, format!("{}\n", c.app.db.url)).unwrap();
+    std::fs::write(&login_file, format!("{}\n", url_as(&c.app.db.url, &login))).unwrap();
+    let run = |args: &[&str], url_file: &std::path::Path, keys: Option<String>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_celeste-connect"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("DATABASE_URL_FILE", url_file)
+            .current_dir(dir.path())
+            .args(args);
+        if let Some(keys) = keys {
+            command.env("CONNECT_ENCRYPTION_KEYS", keys);
+        }
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{args:?}: {stdout}{stderr}");
+        stdout
+    };
+
+    assert!(run(&["migrate"], &owner_file, None).contains("migrations applied"));
+    let new = generate_entry("t2").unwrap();
+    let keys = format!("{},{}", new.expose_secret(), exported_test_key());
+    let stdout = run(&["rotate-key"], &login_file, Some(keys));
+    assert!(
+        stdout.contains("re-encrypted 2 connection(s) under key t2"),
+        "{stdout}"
+    );
+    assert_eq!(c.app.store().key_ids_in_use().await.unwrap(), ["t2"]);
 }
