@@ -153,10 +153,13 @@ pub async fn fresh_token(
     rejected_version: Option<i64>,
 ) -> Result<Arc<FreshToken>, Error> {
     // An unknown provider answers like an unknown user: nothing to enumerate.
-    if broker.provider(provider).is_none() {
+    let Some(configured) = broker.provider(provider) else {
         return Err(Error::NotConnected);
-    }
-    let need = min_ttl.max(broker.settings.refresh.skew);
+    };
+    // A `min_ttl` no fresh token could meet would cost a refresh on every call: capped at the
+    // provider's shortest token lifetime less a minute.
+    let reachable = Duration::from_secs(configured.spec().shortest_token_secs.saturating_sub(60));
+    let need = min_ttl.min(reachable).max(broker.settings.refresh.skew);
     let cached = broker.cache.get(user, provider);
     if let Some(token) = cached.filter(|t| usable_token(t, need, rejected_version)) {
         return Ok(token);

@@ -57,6 +57,8 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32> {
 #[derive(Deserialize, IntoParams)]
 pub struct TokenQuery {
     /// Seconds the token must stay valid at least (0–3600); it is refreshed first otherwise.
+    /// More than the provider's tokens live less a minute (3539 for Microsoft and Google) is
+    /// taken as that much: no refresh could give more.
     #[param(minimum = 0, maximum = 3600)]
     min_ttl: Option<u64>,
 }

@@ -53,6 +53,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         "dropbox-api-select-user",
         "range",
     ],
+    shortest_token_secs: 14_400,
 };
 
 pub struct Dropbox;

@@ -55,6 +55,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     revocation: Revocation::Rfc7009Form,
     api_names: &["gmail", "www"],
     forwarded_headers: &["x-goog-user-project", "range"],
+    shortest_token_secs: 3599,
 };
 
 pub struct Google;

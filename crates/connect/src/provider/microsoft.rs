@@ -65,6 +65,8 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         "client-request-id",
         "return-client-request-id",
     ],
+    // 60–90 minutes by the docs; recorded answers say 3599.
+    shortest_token_secs: 3599,
 };
 
 pub struct Microsoft;

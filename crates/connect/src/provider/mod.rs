@@ -160,6 +160,9 @@ pub struct ProviderSpec {
     pub api_names: &'static [&'static str],
     /// Request headers the proxy forwards beyond the common ones.
     pub forwarded_headers: &'static [&'static str],
+    /// The shortest access-token lifetime the provider issues (its `expires_in`, providers.md
+    /// §0): a `min_ttl` beyond it less a minute is capped there, as no refresh could meet it.
+    pub shortest_token_secs: u64,
 }
 
 /// What data cannot say. Everything has a default; a provider overrides what differs.

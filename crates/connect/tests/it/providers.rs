@@ -108,6 +108,40 @@ async fn google_refreshes_without_scope_and_keeps_its_refresh_token() {
     assert_eq!(c.emulator.stats().issued("google.refresh_token"), 2);
 }
 
+/// Google's tokens live 3599 s: `min_ttl=3600` cannot be met by any refresh, and used to cost
+/// one on every call. It is capped at what Google gives less a minute; a `min_ttl` a refresh
+/// can meet still gets one.
+#[tokio::test]
+async fn a_min_ttl_no_google_token_can_meet_costs_no_refresh_per_call() {
+    let c = with_emulator(Backend::Sqlite, demo_accounts()).await;
+    let user = Uuid::new_v4();
+    connected(&c, "google", user, ADA).await;
+    for call in 0..5 {
+        let token = c.token_for("google", user, "?min_ttl=3600").await;
+        assert_eq!(token.status(), 200, "call {call}");
+    }
+    assert_eq!(c.emulator.stats().issued("google.refresh_token"), 0);
+
+    c.set_expiry(user, 1000).await;
+    let token: Value = c
+        .token_for("google", user, "?min_ttl=3000")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c.emulator.stats().issued("google.refresh_token"), 1);
+    let expires_at = time::OffsetDateTime::parse(
+        token["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let left = expires_at - time::OffsetDateTime::now_utc();
+    assert!(
+        left.whole_seconds() > 3000,
+        "a refreshed token meets it: {token}"
+    );
+}
+
 #[tokio::test]
 async fn a_refused_google_grant_needs_reauth() {
     let c = with_emulator(Backend::Sqlite, demo_accounts()).await;
