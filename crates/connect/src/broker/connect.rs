@@ -84,19 +84,10 @@ pub async fn start(
             tracing::warn!(error = %e, "dropping the oldest pending flow failed");
         }
     }
-    // Google sends a refresh token only on a forced consent once it has sent one; ask for
-    // that consent only when we hold none (it costs the user a screen, and Google caps the
-    // refresh tokens per user and client).
-    let has_refresh_token = broker
-        .store
-        .token_row(user, provider)
-        .await?
-        .is_some_and(|row| row.state == ConnectionState::Connected && row.refresh_token.is_some());
     let auth_url = endpoints.authorize_url(
         &broker.redirect_uri(provider),
         flow_state.expose_secret(),
         &pkce.challenge,
-        has_refresh_token,
     );
     tracing::info!(provider = %provider, "connect flow started");
     Ok(Started {

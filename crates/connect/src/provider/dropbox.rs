@@ -35,7 +35,6 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     env_prefix: "DROPBOX_",
     default_scopes: &SCOPES,
     authorize_params: &[("token_access_type", "offline")],
-    authorize_params_without_refresh_token: &[],
     scope_on_code_exchange: false,
     scope_on_refresh: false,
     client_auth: ClientAuth::Basic,

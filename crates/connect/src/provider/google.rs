@@ -1,7 +1,9 @@
 //! Google (providers.md §2): OpenID userinfo for the profile, Gmail read-only by default.
-//! `access_type=offline` asks for a refresh token, which Google gives only on a first consent
-//! — so `prompt=consent` is sent only when none is stored, and a reconnect that gets none keeps
-//! the stored one. Refresh sends no `scope` and returns no new refresh token. Disconnect
+//! `access_type=offline` asks for a refresh token, which Google gives only on a consent screen
+//! — so `prompt=consent` is sent on every connect: a reconnect may pick another account that
+//! consented before (for another connection), and without it that account would come back
+//! with no refresh token. A reconnect that gets none anyway keeps the stored one of the same
+//! account. Refresh sends no `scope` and returns no new refresh token. Disconnect
 //! revokes the grant (RFC 7009 form at `oauth2.googleapis.com/revoke`).
 
 use std::path::PathBuf;
@@ -41,8 +43,8 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     authorize_params: &[
         ("access_type", "offline"),
         ("include_granted_scopes", "true"),
+        ("prompt", "consent"),
     ],
-    authorize_params_without_refresh_token: &[("prompt", "consent")],
     scope_on_code_exchange: false,
     scope_on_refresh: false,
     client_auth: ClientAuth::FormBody,

@@ -46,7 +46,6 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     env_prefix: "MICROSOFT_",
     default_scopes: &SCOPES,
     authorize_params: &[("response_mode", "query"), ("prompt", "select_account")],
-    authorize_params_without_refresh_token: &[],
     // MSAL sends the scopes with both grants; a refresh without them gets `.default`.
     scope_on_code_exchange: true,
     scope_on_refresh: true,

@@ -146,8 +146,6 @@ pub struct ProviderSpec {
     pub default_scopes: &'static [&'static str],
     /// Sent on every authorize request.
     pub authorize_params: &'static [(&'static str, &'static str)],
-    /// Sent only when no refresh token is stored, to get one (Google's `prompt=consent`).
-    pub authorize_params_without_refresh_token: &'static [(&'static str, &'static str)],
     /// Whether `scope` is sent with the code exchange.
     pub scope_on_code_exchange: bool,
     /// Whether `scope` is sent with a refresh.
@@ -203,15 +201,8 @@ impl ConfiguredProvider {
         self.id.spec()
     }
 
-    /// The URL the user's browser is sent to. `has_refresh_token`: whether one is stored for
-    /// this user already (then no forced consent is asked for).
-    pub fn authorize_url(
-        &self,
-        redirect_uri: &str,
-        state: &str,
-        code_challenge: &str,
-        has_refresh_token: bool,
-    ) -> Url {
+    /// The URL the user's browser is sent to.
+    pub fn authorize_url(&self, redirect_uri: &str, state: &str, code_challenge: &str) -> Url {
         let spec = self.spec();
         let mut url = self.authorize_url.clone();
         {
@@ -225,9 +216,6 @@ impl ConfiguredProvider {
                 .append_pair("code_challenge", code_challenge)
                 .append_pair("code_challenge_method", "S256")
                 .extend_pairs(spec.authorize_params.iter());
-            if !has_refresh_token {
-                query.extend_pairs(spec.authorize_params_without_refresh_token.iter());
-            }
         }
         url
     }
@@ -376,23 +364,17 @@ mod tests {
     }
 
     #[test]
-    fn forced_consent_is_asked_only_without_a_stored_refresh_token() {
+    fn google_asks_for_offline_access_and_forced_consent() {
         let base = Url::parse("http://127.0.0.1:9/").unwrap();
         let google =
             google::on_emulator(&base, "id", SecretString::from("secret".to_owned())).unwrap();
-        let query = |has_rt| {
-            google
-                .authorize_url("http://cb", "st", "ch", has_rt)
-                .query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect::<Vec<_>>()
-        };
-        let first = query(false);
-        assert!(first.contains(&("prompt".into(), "consent".into())));
-        assert!(first.contains(&("access_type".into(), "offline".into())));
-        assert!(first.contains(&("include_granted_scopes".into(), "true".into())));
-        let again = query(true);
-        assert!(!again.iter().any(|(k, _)| k == "prompt"));
-        assert!(again.contains(&("access_type".into(), "offline".into())));
+        let query: Vec<(String, String)> = google
+            .authorize_url("http://cb", "st", "ch")
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        assert!(query.contains(&("prompt".into(), "consent".into())));
+        assert!(query.contains(&("access_type".into(), "offline".into())));
+        assert!(query.contains(&("include_granted_scopes".into(), "true".into())));
     }
 }

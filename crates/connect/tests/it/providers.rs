@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::support::{Backend, Connected, with_emulator, with_emulator_adjusted};
 
 const ADA: &str = "108234567890123456789";
+const GRACE: &str = "117654321098765432101";
 const ALAN: &str = "dbid:AADx7bYc2qLcQ1m3vT9kP0sWnE4rUfHgJ";
 
 async fn status(c: &Connected, provider: &str, user: Uuid) -> Value {
@@ -34,7 +35,7 @@ async fn connected(c: &Connected, provider: &str, user: Uuid, account: &str) {
 }
 
 #[tokio::test]
-async fn google_asks_for_offline_access_and_forced_consent_only_while_no_refresh_token_is_stored() {
+async fn google_asks_for_offline_access_and_consent_on_every_connect() {
     let c = with_emulator(Backend::Sqlite, demo_accounts()).await;
     let user = Uuid::new_v4();
     let first = query(&c.start_flow_for("google", user, "popup").await.auth_url);
@@ -54,9 +55,28 @@ async fn google_asks_for_offline_access_and_forced_consent_only_while_no_refresh
     assert_eq!(view["provider_email"], "ada.lovelace@gmail.example");
     assert_eq!(view["display_name"], "Ada Lovelace");
 
+    // A reconnect too: the user may pick another account, which Google would otherwise send
+    // back without a refresh token if it consented before.
     let again = query(&c.start_flow_for("google", user, "popup").await.auth_url);
-    assert!(!again.contains_key("prompt"), "{again:?}");
+    assert_eq!(again["prompt"], "consent");
     assert_eq!(again["access_type"], "offline");
+}
+
+#[tokio::test]
+async fn a_reconnect_to_an_account_that_consented_before_gets_a_refresh_token_of_its_own() {
+    let c = with_emulator(Backend::Sqlite, demo_accounts()).await;
+    let (someone, user) = (Uuid::new_v4(), Uuid::new_v4());
+    // Grace consents once, for another user of the app.
+    connected(&c, "google", someone, GRACE).await;
+    connected(&c, "google", user, ADA).await;
+    // The user reconnects with Grace's account: Google has her consent already.
+    connected(&c, "google", user, GRACE).await;
+    c.set_expiry(user, -10).await;
+    let token = c.token_for("google", user, "").await;
+    assert_eq!(token.status(), 200, "Grace's own refresh token works");
+    let token: Value = token.json().await.unwrap();
+    assert_eq!(token["provider_user_id"], GRACE);
+    assert_eq!(status(&c, "google", user).await["status"], "connected");
 }
 
 #[tokio::test]
@@ -64,8 +84,21 @@ async fn a_google_reconnect_that_gets_no_refresh_token_keeps_the_stored_one() {
     let c = with_emulator(Backend::Sqlite, demo_accounts()).await;
     let user = Uuid::new_v4();
     connected(&c, "google", user, ADA).await;
-    // Consent is not forced now that a refresh token is stored, so Google sends none.
-    connected(&c, "google", user, ADA).await;
+    // Google skips the consent screen (here: the URL loses its `prompt`), so it sends no
+    // refresh token.
+    let mut flow = c.start_flow_for("google", user, "popup").await;
+    let kept: Vec<(String, String)> = flow
+        .auth_url
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, _)| k != "prompt")
+        .collect();
+    flow.auth_url.query_pairs_mut().clear().extend_pairs(kept);
+    let redirect = c.consent(&flow, Some(ADA), "accept").await;
+    assert_eq!(
+        c.callback(&redirect, Some(&flow.cookie)).await.status(),
+        200
+    );
     let stats = c.emulator.stats();
     assert_eq!(stats.issued("google.authorization_code"), 2);
 
@@ -82,14 +115,14 @@ async fn a_reconnect_to_another_account_never_keeps_the_first_accounts_refresh_t
     let user = Uuid::new_v4();
     connected(&c, "google", user, ADA).await;
     // Grace consents for the first time: Google sends her a refresh token of her own.
-    connected(&c, "google", user, "117654321098765432101").await;
+    connected(&c, "google", user, GRACE).await;
     assert_eq!(
         status(&c, "google", user).await["provider_email"],
         "grace.hopper@gmail.example"
     );
     c.set_expiry(user, -10).await;
     let token: Value = c.token_for("google", user, "").await.json().await.unwrap();
-    assert_eq!(token["provider_user_id"], "117654321098765432101");
+    assert_eq!(token["provider_user_id"], GRACE);
 }
 
 #[tokio::test]
