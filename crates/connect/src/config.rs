@@ -186,7 +186,7 @@ pub struct ServeArgs {
 
     /// Webhook endpoints that hear of connection changes (docs/webhooks.md): `name:https://…`,
     /// comma-separated, e.g. `n8n:https://n8n.example.com/webhook/connect`.
-    #[arg(long, env = "CONNECT_WEBHOOK_ENDPOINTS")]
+    #[arg(long, env = "CONNECT_WEBHOOK_ENDPOINTS", hide_env_values = true)]
     pub webhook_endpoints: Option<String>,
     /// Their signing secrets: `name:whsec_…`, comma-separated; several for one name sign each
     /// message (rotation), the first first. `celeste-connect keygen webhook NAME` prints one.

@@ -38,7 +38,7 @@ pub struct DemoArgs {
     pub app_origins: Vec<String>,
     /// Webhook endpoints (`name:url,…`, as `serve` reads them); in the demo they may be plain
     /// http:// and on this machine (a local n8n).
-    #[arg(long, env = "CONNECT_WEBHOOK_ENDPOINTS")]
+    #[arg(long, env = "CONNECT_WEBHOOK_ENDPOINTS", hide_env_values = true)]
     pub webhook_endpoints: Option<String>,
     /// Their signing secrets (`name:whsec_…,…`).
     #[arg(long, env = "CONNECT_WEBHOOK_SECRETS", hide_env_values = true)]

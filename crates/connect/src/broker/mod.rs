@@ -98,7 +98,7 @@ impl Broker {
                 caches.push(statuses.clone());
             }
             if !caches.is_empty() {
-                tokio::spawn(cache::listen(caches, pg.pool().clone(), stop));
+                tokio::spawn(cache::listen(caches, pg.listener_pool().clone(), stop));
             }
         }
         Self {

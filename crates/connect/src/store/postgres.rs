@@ -37,6 +37,9 @@ pub const USER_READ_ROLE: &str = "connect_user_reader";
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections for `LISTEN` (the caches' and the webhook worker's): each listener keeps its
+    /// connection for its whole life, so they come from a pool of their own, not from `pool`.
+    listeners: PgPool,
     /// How to open one connection of our own, to tell a busy pool from a database that is gone.
     probe: std::sync::Arc<PgConnectOptions>,
     user_reads: UserReads,
@@ -269,6 +272,9 @@ struct Released {
     failing_long_enough: bool,
 }
 
+/// Listeners a process runs at most: the caches' and the webhook worker's.
+const LISTENERS: u32 = 2;
+
 const TOKEN_COLUMNS: &str = "id, user_id, provider, status, access_token, refresh_token, key_id, expires_at, version, provider_user_id, provider_email, scopes, refresh_cooldown_until";
 
 impl PgStore {
@@ -289,6 +295,12 @@ impl PgStore {
             })
             .connect_with(connect.clone())
             .await?;
+        // Opened when a listener starts; no session setup (LISTEN needs no role).
+        let listeners = PgPoolOptions::new()
+            .max_connections(LISTENERS)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(connect.clone().application_name("celeste-connect-listen"));
         let probe = std::sync::Arc::new(connect.clone().application_name("celeste-connect-probe"));
         let connect = connect.application_name("celeste-connect-reads");
         let user_reads = UserReads::builder(UserReadConnections { connect })
@@ -301,6 +313,7 @@ impl PgStore {
             .map_err(|e| StoreError::Database(sqlx::Error::Configuration(e.into())))?;
         Ok(Self {
             pool,
+            listeners,
             probe,
             user_reads,
             health: Default::default(),
@@ -347,6 +360,11 @@ impl PgStore {
     /// The pool, for operations and tests that inspect connections directly.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The pool `LISTEN` connections come from (one per listener, held while it lives).
+    pub fn listener_pool(&self) -> &PgPool {
+        &self.listeners
     }
 
     /// Opens a transaction acting as `user`: role `connect_user_reader`, claims naming only the
@@ -879,6 +897,8 @@ impl Backend for PgStore {
 
     async fn close(&self) {
         self.user_reads.close();
+        // A listener gives its connection back when its pool closes (sqlx cancels its wait).
+        self.listeners.close().await;
         self.pool.close().await;
     }
 }

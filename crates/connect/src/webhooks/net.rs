@@ -35,7 +35,7 @@ pub fn forbidden(ip: IpAddr) -> bool {
                 || (a == 198 && (b == 18 || b == 19))
                 || a >= 240
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        IpAddr::V6(v6) => match embedded_ipv4(&v6) {
             Some(v4) => forbidden(IpAddr::V4(v4)),
             None => {
                 v6.is_loopback()
@@ -45,8 +45,25 @@ pub fn forbidden(ip: IpAddr) -> bool {
                     || v6.is_unicast_link_local()
                     // ::/96, IPv4-compatible (deprecated) addresses
                     || v6.segments()[..6] == [0; 6]
+                    // fec0::/10, site-local (deprecated, still routed on some networks)
+                    || (v6.segments()[0] & 0xffc0) == 0xfec0
             }
         },
+    }
+}
+
+/// The IPv4 address an IPv6 address carries to a v4 host: IPv4-mapped (`::ffff:0:0/96`),
+/// NAT64 (`64:ff9b::/96`, RFC 6052; a NAT64 gateway forwards it to that v4 address) and 6to4
+/// (`2002::/16`, the address in bits 16–48). Each is judged as the v4 address it reaches.
+fn embedded_ipv4(v6: &std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let o = v6.octets();
+    match v6.segments() {
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some(std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15])),
+        [0x2002, ..] => Some(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5])),
+        _ => None,
     }
 }
 
@@ -175,6 +192,12 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "::127.0.0.1",
+            // NAT64 and 6to4 forms of the metadata address and of private ones
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::10.0.0.1",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:0101::",
+            "fec0::1",
         ] {
             assert!(forbidden(ip.parse().unwrap()), "{ip}");
         }
@@ -184,6 +207,8 @@ mod tests {
             "172.32.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
         ] {
             assert!(!forbidden(ip.parse().unwrap()), "{ip}");
         }

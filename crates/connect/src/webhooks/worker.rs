@@ -44,7 +44,11 @@ pub async fn run(app: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     };
     let outbox = app.store.outbox().clone();
     if let Store::Postgres(pg) = &app.store {
-        tokio::spawn(listen(pg.pool().clone(), outbox.clone(), shutdown.clone()));
+        tokio::spawn(listen(
+            pg.listener_pool().clone(),
+            outbox.clone(),
+            shutdown.clone(),
+        ));
     }
     loop {
         if *shutdown.borrow() {

@@ -1093,3 +1093,50 @@ async fn a_lease_still_held_keeps_other_workers_off() {
         }
     }
 }
+
+/// The listeners (the caches' and the webhook worker's) keep their connections while they live.
+/// They used to take them from the main pool: with `CONNECT_DB_POOL_SIZE=2` they held both, and
+/// every request waited for a connection until it failed.
+#[tokio::test]
+async fn the_listeners_leave_the_main_pool_to_the_requests() {
+    let app = TestApp::start_with(TestDb::new(Backend::Postgres).await, |s| {
+        s.db_pool_size = 2;
+        with_receiver(s, "http://127.0.0.1:9/hooks");
+    })
+    .await;
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where datname = current_database() \
+             and query ilike 'listen%'",
+        )
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        if listening == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{listening} listener(s) up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let users: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    for user in &users {
+        app.seed_connection(*user, "pool@example.com").await;
+    }
+    // The service's listing reads through the main pool, four at once.
+    let answers =
+        futures::future::join_all((0..4).map(|_| app.get_service("/v1/service/integrations")))
+            .await;
+    for answer in answers {
+        assert_eq!(answer.status(), 200);
+        let listed: Value = answer.json().await.unwrap();
+        assert_eq!(
+            listed["connections"].as_array().unwrap().len(),
+            4,
+            "{listed}"
+        );
+    }
+}
