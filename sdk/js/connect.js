@@ -46,6 +46,7 @@ const REASON_TEXT = Object.freeze({
   provider_error: 'The provider reported a problem, so nothing was connected. Please try again in a moment.',
   exchange_failed: 'The provider did not accept the sign-in, so nothing was connected. Please try again.',
   profile_failed: 'The account’s profile could not be read, so nothing was connected. Please try again.',
+  scope_denied: 'Not all the access asked for was granted, so nothing was connected. Please try again and leave every permission ticked.',
   internal: 'The service had a problem finishing the sign-in. Nothing was connected; please try again.',
   timeout: 'The sign-in window was open too long. Please try again.',
   popup_blocked: 'Your browser blocked the sign-in window. Allow pop-ups for this site and try again.',

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::error::{Error, Result};
 use crate::model::{ConnectionState, UserId};
 use crate::oauth::{self, ProviderError, authorization_code, pkce::Pkce, profile, state};
-use crate::provider::ProviderId;
+use crate::provider::{ConfiguredProvider, ProviderId};
 use crate::store::{Flow, NewConnection, ReturnMode};
 use crate::vault::Place;
 
@@ -126,6 +126,8 @@ pub enum Failure {
     ExchangeFailed,
     /// The profile could not be read.
     ProfileFailed,
+    /// The user granted only part of the API access asked for (Google's granular consent).
+    ScopeDenied,
     /// Our side failed (storage, encryption).
     Internal,
 }
@@ -142,6 +144,7 @@ impl Failure {
             Failure::ProviderUnavailable => "provider_unavailable",
             Failure::ExchangeFailed => "exchange_failed",
             Failure::ProfileFailed => "profile_failed",
+            Failure::ScopeDenied => "scope_denied",
             Failure::Internal => "internal",
         }
     }
@@ -201,6 +204,25 @@ pub async fn finish(
 /// The stored refresh token of `user`'s connection to `provider`, when that connection is to
 /// the same provider account and still working (another account's grant, or one the provider
 /// refused, is never carried over).
+/// For a provider whose users may grant part of what was asked (Google's granular consent):
+/// the first configured API scope (those written as URLs; sign-in scopes such as `email` are
+/// echoed in other forms and cannot be declined) the answer's `scope` leaves out. An answer
+/// that names no scopes is taken as granting what was asked.
+fn missing_api_scope<'a>(
+    endpoints: &'a ConfiguredProvider,
+    granted: Option<&str>,
+) -> Option<&'a str> {
+    if !endpoints.spec().granular_consent {
+        return None;
+    }
+    let granted: Vec<&str> = granted?.split_ascii_whitespace().collect();
+    endpoints
+        .scope
+        .split_ascii_whitespace()
+        .filter(|s| s.starts_with("https://"))
+        .find(|s| !granted.contains(s))
+}
+
 async fn kept_refresh_token(
     broker: &Broker,
     user: UserId,
@@ -285,6 +307,13 @@ async fn complete(
             _ => Failure::ExchangeFailed,
         }
     })?;
+    if let Some(missing) = missing_api_scope(endpoints, tokens.scope.as_deref()) {
+        // Stored, it would be "connected" while every call to that API answered 403. Not
+        // revoked either: with Google's combined grants that could end another of the app's
+        // users' connection to the same account.
+        tracing::info!(provider = %provider, scope = missing, "consent left out an API scope; nothing stored");
+        return Err(Failure::ScopeDenied);
+    }
     let account = profile::fetch(&broker.http, endpoints, &tokens.access_token)
         .await
         .map_err(|e| {

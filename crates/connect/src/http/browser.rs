@@ -169,6 +169,9 @@ fn sentence(failure: Failure) -> &'static str {
             "The provider did not accept the sign-in. Nothing was connected; start again."
         }
         Failure::ProfileFailed => "The account's profile could not be read. Nothing was connected.",
+        Failure::ScopeDenied => {
+            "Not all the access asked for was granted, and the connection needs all of it. Nothing was connected; start again and leave every permission ticked."
+        }
         Failure::Internal => "Something went wrong on our side. Nothing was connected.",
     }
 }

@@ -53,6 +53,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         "range",
     ],
     shortest_token_secs: 14_400,
+    granular_consent: false,
 };
 
 pub struct Dropbox;

@@ -58,6 +58,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     api_names: &["gmail", "www"],
     forwarded_headers: &["x-goog-user-project", "range"],
     shortest_token_secs: 3599,
+    granular_consent: true,
 };
 
 pub struct Google;

@@ -66,6 +66,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     // 60–90 minutes by the docs; recorded answers say 3599.
     shortest_token_secs: 3599,
+    granular_consent: false,
 };
 
 pub struct Microsoft;

@@ -161,6 +161,9 @@ pub struct ProviderSpec {
     /// The shortest access-token lifetime the provider issues (its `expires_in`, providers.md
     /// §0): a `min_ttl` beyond it less a minute is capped there, as no refresh could meet it.
     pub shortest_token_secs: u64,
+    /// Whether the user may grant only some of the scopes asked for (Google): a connect whose
+    /// grant leaves out an API scope is refused (`scope_denied`) instead of stored.
+    pub granular_consent: bool,
 }
 
 /// What data cannot say. Everything has a default; a provider overrides what differs.

@@ -79,6 +79,39 @@ async fn a_reconnect_to_an_account_that_consented_before_gets_a_refresh_token_of
     assert_eq!(status(&c, "google", user).await["status"], "connected");
 }
 
+/// Google's consent screen lets the user untick Gmail. Such a grant would read as connected
+/// while every Gmail call answered 403: it is refused, and the page says why.
+#[tokio::test]
+async fn a_google_grant_without_gmail_stores_nothing_and_the_page_says_why() {
+    let c = with_emulator(Backend::Sqlite, demo_accounts()).await;
+    let user = Uuid::new_v4();
+    let mut flow = c.start_flow_for("google", user, "popup").await;
+    // What the consent screen sends when Gmail is unticked: the sign-in scopes only.
+    let narrowed: Vec<(String, String)> = flow
+        .auth_url
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| match k.as_str() {
+            "scope" => (k, "openid email profile".to_owned()),
+            _ => (k, v),
+        })
+        .collect();
+    flow.auth_url
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(narrowed);
+    let redirect = c.consent(&flow, Some(ADA), "accept").await;
+    let page = c.callback(&redirect, Some(&flow.cookie)).await;
+    assert_eq!(page.status(), 400);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"data-reason="scope_denied""#), "{html}");
+    assert!(html.contains("GOOGLE_AUTH_ERROR"), "the app is told");
+    assert_eq!(status(&c, "google", user).await["status"], "not_connected");
+
+    // Granting everything connects.
+    connected(&c, "google", user, ADA).await;
+}
+
 #[tokio::test]
 async fn a_google_reconnect_that_gets_no_refresh_token_keeps_the_stored_one() {
     let c = with_emulator(Backend::Sqlite, demo_accounts()).await;
