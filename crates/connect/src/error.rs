@@ -30,6 +30,9 @@ pub enum Error {
     /// The provider refused the stored grant; the user must connect again.
     #[error("reauthorization required")]
     ReauthRequired,
+    /// A webhook delivery is being sent right now; its schedule cannot start over under it.
+    #[error("delivery in flight")]
+    DeliveryInFlight,
     /// The caller is sending too much; retry after the given seconds.
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
@@ -156,6 +159,11 @@ impl Error {
                 S::CONFLICT,
                 "reauth_required",
                 "The provider no longer accepts this connection; the user must connect again.",
+            ),
+            Error::DeliveryInFlight => with(
+                S::CONFLICT,
+                "delivery_in_flight",
+                "This delivery is being sent right now; retry it once that attempt has ended.",
             ),
             Error::RateLimited { retry_after_secs } => (
                 S::TOO_MANY_REQUESTS,

@@ -402,6 +402,9 @@ describe('same-origin BroadcastChannel', () => {
     const channel = new BroadcastChannel('celeste-connect');
     channel.postMessage({ type: 'MICROSOFT_AUTH_SUCCESS', provider: 'microsoft' });
     channel.postMessage({ type: 'SOMETHING_ELSE' });
+    // Delivery is asynchronous and a loaded machine can take longer than any fixed pause: wait
+    // for the hint (the other message, posted after it, has been delivered by then too).
+    for (let waited = 0; hints.length === 0 && waited < 5000; waited += 10) await sleep(10);
     await sleep(30);
     stop();
     channel.postMessage({ type: 'GOOGLE_AUTH_ERROR', reason: 'access_denied' });

@@ -160,14 +160,15 @@ pub async fn list_deliveries(
 
 /// Sends a delivery again, now, with its schedule started over (a replay: same `webhook-id`,
 /// same body, a fresh timestamp and signature). A delivery being sent at this moment is left
-/// to finish.
+/// to finish: 409 `delivery_in_flight`, and nothing changes.
 #[utoipa::path(post, path = "/v1/service/webhooks/deliveries/{id}/retry", tag = "service", operation_id = "retry_webhook_delivery",
     security(("service_key" = [])),
     params(("id" = uuid::Uuid, Path, description = "The delivery's id.")),
     responses((status = 202, body = Delivery, description = "Queued: pending and due now."),
               (status = 400, body = ErrorBody, description = "`id` is not a UUID."),
               (status = 401, body = ErrorBody, description = "No or invalid service key."),
-              (status = 404, body = ErrorBody, description = "No such delivery.")))]
+              (status = 404, body = ErrorBody, description = "No such delivery."),
+              (status = 409, body = ErrorBody, description = "`delivery_in_flight`: an attempt is being sent right now; retry once it has ended.")))]
 pub async fn retry_delivery(
     State(state): State<AppState>,
     caller: ServiceCaller,
@@ -175,12 +176,16 @@ pub async fn retry_delivery(
 ) -> Result<(StatusCode, Json<Delivery>)> {
     let id = uuid::Uuid::parse_str(&id)
         .map_err(|_| Error::InvalidRequest("id must be a UUID".into()))?;
-    let record = state
+    let retried = state
         .broker
         .store
         .retry_delivery(id)
         .await?
         .ok_or(Error::NotFound("delivery"))?;
+    if !retried.queued {
+        return Err(Error::DeliveryInFlight);
+    }
+    let record = retried.record;
     tracing::info!(service_key = %caller.key_name, delivery_id = %id, event_id = %record.event_id, "webhook delivery queued again");
     Ok((StatusCode::ACCEPTED, Json(record.into())))
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::outbox::{
     AttemptOutcome, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryRecord, DeliveryStatus,
-    DisabledEndpoint, Outbox, OutboxBackend,
+    DisabledEndpoint, Outbox, OutboxBackend, Retried,
 };
 use super::{
     Backend, Flow, ListFilter, NewConnection, Refreshed, SealedConnection, StoreResult, TokenRow,
@@ -737,24 +737,28 @@ impl OutboxBackend for MemoryStore {
             .map(|d| tables.record(d)))
     }
 
-    async fn retry_delivery(&self, id: Uuid) -> StoreResult<Option<DeliveryRecord>> {
+    async fn retry_delivery(&self, id: Uuid) -> StoreResult<Option<Retried>> {
         let now = OffsetDateTime::now_utc();
-        {
+        let queued = {
             let mut tables = self.tables();
-            if let Some(d) = tables
+            let found = tables
                 .deliveries
                 .iter_mut()
-                .find(|d| d.id == id && d.lease_until.is_none_or(|until| until < now))
-            {
-                d.status = DeliveryStatus::Pending;
-                d.attempts = 0;
-                d.next_attempt_at = now;
-                d.delivered_at = None;
+                .find(|d| d.id == id && d.lease_until.is_none_or(|until| until < now));
+            match found {
+                Some(d) => {
+                    d.status = DeliveryStatus::Pending;
+                    d.attempts = 0;
+                    d.next_attempt_at = now;
+                    d.delivered_at = None;
+                    true
+                }
+                None => false,
             }
-        }
+        };
         let record = self.delivery(id).await?;
         self.outbox.written.notify_one();
-        Ok(record)
+        Ok(record.map(|record| Retried { record, queued }))
     }
 
     async fn delivery_backlog(&self) -> StoreResult<Backlog> {

@@ -463,7 +463,7 @@ macro_rules! dispatch {
 mod outbox;
 pub use outbox::{
     AttemptOutcome, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryRecord, DeliveryStatus,
-    DisabledEndpoint, Outbox, OutboxBackend,
+    DisabledEndpoint, Outbox, OutboxBackend, Retried,
 };
 pub use postgres_outbox::CHANNEL as WEBHOOK_CHANNEL;
 mod activity;

@@ -102,6 +102,16 @@ pub struct DisabledEndpoint {
     pub reason: Option<String>,
 }
 
+/// What asking to send a delivery again did.
+#[derive(Clone, Debug)]
+pub struct Retried {
+    /// The delivery as it now is.
+    pub record: DeliveryRecord,
+    /// Whether its schedule started over; `false`: an attempt holds its lease (it is being
+    /// sent at this moment), and nothing changed.
+    pub queued: bool,
+}
+
 /// One delivery as the delivery log shows it.
 #[derive(Clone, Debug)]
 pub struct DeliveryRecord {
@@ -175,10 +185,10 @@ pub trait OutboxBackend {
         id: Uuid,
     ) -> impl Future<Output = StoreResult<Option<DeliveryRecord>>> + Send;
 
-    fn retry_delivery(
-        &self,
-        id: Uuid,
-    ) -> impl Future<Output = StoreResult<Option<DeliveryRecord>>> + Send;
+    /// Starts delivery `id`'s schedule over, unless an attempt holds its lease; `None`: no
+    /// such delivery.
+    fn retry_delivery(&self, id: Uuid)
+    -> impl Future<Output = StoreResult<Option<Retried>>> + Send;
 
     fn delivery_backlog(&self) -> impl Future<Output = StoreResult<Backlog>> + Send;
 
@@ -253,7 +263,7 @@ impl Store {
 
     /// Sends a delivery again: pending, due now, its schedule started over (not while another
     /// replica is sending it). The record as it is now, or `None` for an unknown id.
-    pub async fn retry_delivery(&self, id: Uuid) -> StoreResult<Option<DeliveryRecord>> {
+    pub async fn retry_delivery(&self, id: Uuid) -> StoreResult<Option<Retried>> {
         dispatch!(self, s => s.retry_delivery(id).await)
     }
 

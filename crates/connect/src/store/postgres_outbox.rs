@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::outbox::{
     AttemptOutcome, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryRecord, DeliveryStatus,
-    DisabledEndpoint, OutboxBackend,
+    DisabledEndpoint, OutboxBackend, Retried,
 };
 use super::postgres::PgStore;
 use super::{StoreError, StoreResult};
@@ -241,16 +241,18 @@ impl OutboxBackend for PgStore {
         Ok(row.map(DeliveryRecord::from))
     }
 
-    async fn retry_delivery(&self, id: Uuid) -> StoreResult<Option<DeliveryRecord>> {
+    async fn retry_delivery(&self, id: Uuid) -> StoreResult<Option<Retried>> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query(
+        let queued = sqlx::query(
             "update connect.webhook_deliveries set status = 'pending', attempts = 0, \
                next_attempt_at = now(), delivered_at = null \
              where id = $1 and (lease_until is null or lease_until < now())",
         )
         .bind(id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
         // As queued: read before the commit wakes a worker that may deliver it at once.
         let row: Option<RecordRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {RECORD_COLUMNS} from connect.webhook_deliveries d \
@@ -264,7 +266,10 @@ impl OutboxBackend for PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(row.map(DeliveryRecord::from))
+        Ok(row.map(|row| Retried {
+            record: DeliveryRecord::from(row),
+            queued,
+        }))
     }
 
     async fn delivery_backlog(&self) -> StoreResult<Backlog> {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::outbox::{
     AttemptOutcome, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryRecord, DeliveryStatus,
-    DisabledEndpoint, OutboxBackend,
+    DisabledEndpoint, OutboxBackend, Retried,
 };
 use super::sqlite::{SqliteStore, to_time};
 use super::{StoreError, StoreResult};
@@ -242,19 +242,21 @@ impl OutboxBackend for SqliteStore {
         row.map(DeliveryRecord::try_from).transpose()
     }
 
-    async fn retry_delivery(&self, id: Uuid) -> StoreResult<Option<DeliveryRecord>> {
-        sqlx::query(
+    async fn retry_delivery(&self, id: Uuid) -> StoreResult<Option<Retried>> {
+        let queued = sqlx::query(
             "update webhook_deliveries set status = 'pending', attempts = 0, \
                next_attempt_at = unixepoch(), delivered_at = null \
              where id = $1 and (lease_until is null or lease_until <= unixepoch())",
         )
         .bind(id.to_string())
         .execute(self.pool())
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
         // As queued: read before waking a worker that may deliver it at once.
         let record = self.delivery(id).await?;
         self.outbox().written.notify_one();
-        Ok(record)
+        Ok(record.map(|record| Retried { record, queued }))
     }
 
     async fn delivery_backlog(&self) -> StoreResult<Backlog> {

@@ -886,21 +886,31 @@ async fn the_outbox_records_each_change_and_hands_each_delivery_to_one_claimant(
             5,
             "{label}"
         );
-        assert_eq!(
-            store
-                .claim_deliveries(&endpoints, 2, second, LEASE)
-                .await
-                .unwrap()
-                .len(),
-            2,
-            "{label}"
-        );
+        let held = store
+            .claim_deliveries(&endpoints, 2, second, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 2, "{label}");
 
         // A retry starts the schedule over.
         let again = store.retry_delivery(claimed[0].id).await.unwrap().unwrap();
+        assert!(again.queued, "{label}");
         assert_eq!(
-            (again.status, again.attempts),
+            (again.record.status, again.record.attempts),
             (DeliveryStatus::Pending, 0),
+            "{label}"
+        );
+        // Not under an attempt holding the lease: nothing changes, and the caller is told.
+        let before = store.delivery(held[0].id).await.unwrap().unwrap();
+        let busy = store.retry_delivery(held[0].id).await.unwrap().unwrap();
+        assert!(!busy.queued, "{label}");
+        assert_eq!(
+            (
+                busy.record.status,
+                busy.record.attempts,
+                busy.record.next_attempt_at
+            ),
+            (before.status, before.attempts, before.next_attempt_at),
             "{label}"
         );
         assert!(store.enable_endpoint("a").await.unwrap(), "{label}");

@@ -971,6 +971,33 @@ async fn the_delivery_log_filters_pages_and_resends() {
             (original.id.as_str(), original.body.as_str())
         );
         assert!(signed_with(resent, SECRET));
+
+        // An attempt in flight (a worker holds the lease): 409, and the schedule is untouched.
+        let second = newest_first[1].clone();
+        let before = deliveries(&c.app, "?limit=200").await;
+        c.app
+            .exec(
+                "update connect.webhook_deliveries set lease_until = now() + interval '1 hour' where id = $1::uuid and $2 = $2",
+                "update webhook_deliveries set lease_until = unixepoch() + 3600 where id = $1 and $2 = $2",
+                Uuid::parse_str(&second).unwrap(),
+                0,
+            )
+            .await;
+        let busy = retry(second.clone()).await.unwrap();
+        assert_eq!(busy.status(), 409);
+        assert_eq!(error_code(busy).await, "delivery_in_flight");
+        let after = deliveries(&c.app, "?limit=200").await;
+        let find = |page: &Value| {
+            page["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["id"] == second.as_str())
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(find(&after), find(&before), "nothing changed");
+
         assert_eq!(
             retry(Uuid::new_v4().to_string()).await.unwrap().status(),
             404
