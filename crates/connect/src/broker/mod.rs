@@ -257,7 +257,7 @@ pub async fn disconnect(
 }
 
 /// Gives the grant back at the provider, if it can; never fails, says what happened:
-/// `unsupported`, `not_connected`, `revoked`, `no_token` or `failed`.
+/// `unsupported`, `not_connected`, `revoked`, `shared`, `no_token` or `failed`.
 async fn revoke(broker: &Arc<Broker>, user: UserId, provider: ProviderId) -> &'static str {
     use crate::provider::Revocation;
     let Some(configured) = broker.provider(provider) else {
@@ -267,7 +267,18 @@ async fn revoke(broker: &Arc<Broker>, user: UserId, provider: ProviderId) -> &'s
         Revocation::None => return "unsupported",
         // The refresh token names the whole grant; the access token will do without one.
         Revocation::Rfc7009Form => match stored_token(broker, user, provider).await {
-            Ok(Some(token)) => token,
+            Ok(Some((token, account))) => {
+                // Google keeps one grant per account and app: revoking it would also end
+                // every other user's connection to that account (a shared mailbox).
+                match broker.store.account_shared(provider, &account, user).await {
+                    Ok(false) => token,
+                    Ok(true) => return "shared",
+                    Err(e) => {
+                        tracing::warn!(provider = %provider, user_id = %user, error = %e, "revocation skipped: cannot tell whether the account is shared");
+                        return "failed";
+                    }
+                }
+            }
             Ok(None) => return "not_connected",
             Err(e) => {
                 tracing::warn!(provider = %provider, user_id = %user, error = %e, "revocation skipped: stored token unreadable");
@@ -304,12 +315,13 @@ async fn revoke(broker: &Arc<Broker>, user: UserId, provider: ProviderId) -> &'s
     }
 }
 
-/// The stored refresh token, or the access token when there is none.
+/// The stored refresh token, or the access token when there is none, and the account's id at
+/// the provider.
 async fn stored_token(
     broker: &Broker,
     user: UserId,
     provider: ProviderId,
-) -> std::result::Result<Option<secrecy::SecretString>, String> {
+) -> std::result::Result<Option<(secrecy::SecretString, String)>, String> {
     let Some(row) = broker
         .store
         .token_row(user, provider)
@@ -325,7 +337,7 @@ async fn stored_token(
     broker
         .keyring
         .open_string(&sealed::token_place(column, user, provider), sealed)
-        .map(Some)
+        .map(|token| Some((token, row.provider_user_id.clone())))
         .map_err(|e| e.to_string())
 }
 

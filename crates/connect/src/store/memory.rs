@@ -405,6 +405,19 @@ impl Backend for MemoryStore {
         Ok(rows)
     }
 
+    async fn account_shared(
+        &self,
+        provider: ProviderId,
+        provider_user_id: &str,
+        except: UserId,
+    ) -> StoreResult<bool> {
+        Ok(self.tables().connections.values().any(|row| {
+            row.provider == provider
+                && row.provider_user_id == provider_user_id
+                && row.user_id != except
+        }))
+    }
+
     async fn token_row(&self, user: UserId, provider: ProviderId) -> StoreResult<Option<TokenRow>> {
         Ok(self
             .tables()

@@ -345,6 +345,16 @@ pub trait Backend {
         provider: ProviderId,
     ) -> impl Future<Output = StoreResult<Option<TokenRow>>> + Send;
 
+    /// Whether another user of the app has a connection to the same account at `provider`
+    /// (`provider_user_id`). A scan (no index on the account): called only by a disconnect
+    /// about to revoke a whole grant.
+    fn account_shared(
+        &self,
+        provider: ProviderId,
+        provider_user_id: &str,
+        except: UserId,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
     /// Claims the refresh lease of connection `id` for `owner` until `lease` from now, if no
     /// live lease is held and the connection is still connected. Returns the row as claimed.
     fn claim_refresh_lease(
@@ -574,6 +584,15 @@ impl Store {
         provider: ProviderId,
     ) -> StoreResult<Option<TokenRow>> {
         dispatch!(self, s => s.token_row(user, provider).await)
+    }
+
+    pub async fn account_shared(
+        &self,
+        provider: ProviderId,
+        provider_user_id: &str,
+        except: UserId,
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.account_shared(provider, provider_user_id, except).await)
     }
 
     pub async fn claim_refresh_lease(

@@ -623,6 +623,23 @@ impl Backend for PgStore {
         rows.into_iter().map(SealedConnection::try_from).collect()
     }
 
+    async fn account_shared(
+        &self,
+        provider: ProviderId,
+        provider_user_id: &str,
+        except: UserId,
+    ) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar(
+            "select exists (select 1 from connect.integration_tokens \
+             where provider = $1 and provider_user_id = $2 and user_id <> $3)",
+        )
+        .bind(provider.as_str())
+        .bind(provider_user_id)
+        .bind(except.0)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn token_row(&self, user: UserId, provider: ProviderId) -> StoreResult<Option<TokenRow>> {
         let row: Option<TokenRowDb> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {TOKEN_COLUMNS} from connect.integration_tokens where user_id = $1 and provider = $2"

@@ -280,7 +280,9 @@ async fn a_disconnect_deletes_even_when_the_revocation_fails() {
     let h = harness().await;
     let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
     h.connect(user, ProviderId::Google, ADA).await;
-    h.connect(other, ProviderId::Google, ADA).await;
+    // Another account: a disconnect keeps a grant another user of the same account uses.
+    h.connect(other, ProviderId::Google, "117654321098765432101")
+        .await;
     h.emulator.set_faults(Faults {
         revoke: Some(HttpFault::server_error(503)),
         ..Faults::default()

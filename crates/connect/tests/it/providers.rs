@@ -334,6 +334,47 @@ async fn disconnecting_google_and_dropbox_revokes_their_grants_at_the_provider()
     assert_eq!(c.emulator.stats().endpoint("google.revoke"), 1);
 }
 
+/// Google's grant is one per account and app: a disconnect must not revoke it while another
+/// user of the app is connected to the same account (a shared mailbox). The last one does.
+#[tokio::test]
+async fn a_google_disconnect_keeps_the_grant_another_user_of_the_same_account_still_uses() {
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        let c = with_emulator(backend, demo_accounts()).await;
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        connected(&c, "google", alice, ADA).await;
+        connected(&c, "google", bob, ADA).await;
+        let answer = c
+            .app
+            .delete_as(alice, "/v1/integrations/google/disconnect")
+            .await;
+        assert_eq!(answer.status(), 204, "{backend:?}");
+        assert_eq!(status(&c, "google", alice).await["status"], "not_connected");
+        assert_eq!(
+            c.emulator.stats().endpoint("google.revoke"),
+            0,
+            "{backend:?}"
+        );
+        // Bob's connection still refreshes.
+        c.set_expiry(bob, -10).await;
+        assert_eq!(
+            c.token_for("google", bob, "").await.status(),
+            200,
+            "{backend:?}"
+        );
+        // The last user of the account to disconnect gives the grant back.
+        let answer = c
+            .app
+            .delete_as(bob, "/v1/integrations/google/disconnect")
+            .await;
+        assert_eq!(answer.status(), 204);
+        assert_eq!(
+            c.emulator.stats().endpoint("google.revoke"),
+            1,
+            "{backend:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn dropbox_revocation_refreshes_an_expired_access_token_first() {
     let c = with_emulator(Backend::Sqlite, demo_accounts()).await;
