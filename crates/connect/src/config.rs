@@ -1104,11 +1104,11 @@ mod tests {
         use crate::provider::scopes_or;
         let spec = ProviderId::Google.spec();
         assert_eq!(
-            scopes_or(None, spec),
+            scopes_or(None, spec).unwrap(),
             "openid email profile https://www.googleapis.com/auth/gmail.readonly"
         );
         assert_eq!(
-            scopes_or(Some(" openid,email ".into()), spec),
+            scopes_or(Some(" openid,email ".into()), spec).unwrap(),
             "openid email"
         );
     }

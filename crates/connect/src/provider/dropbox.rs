@@ -33,6 +33,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     access_summary: "read your Dropbox files",
     remove_access_at: "dropbox.com/account/connected_apps",
     env_prefix: "DROPBOX_",
+    scopes_variable: "DROPBOX_SCOPES",
     default_scopes: &SCOPES,
     authorize_params: &[("token_access_type", "offline")],
     scope_on_code_exchange: false,
@@ -54,6 +55,10 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     shortest_token_secs: 14_400,
     granular_consent: false,
+    required_scopes: &[(
+        "account_info.read",
+        "the account's id and email come from get_current_account",
+    )],
 };
 
 pub struct Dropbox;
@@ -120,7 +125,7 @@ impl DropboxArgs {
             name: "DROPBOX_API_URL",
             why: e.to_string(),
         })?;
-        provider.scope = scopes_or(self.dropbox_scopes, &SPEC);
+        provider.scope = scopes_or(self.dropbox_scopes, &SPEC)?;
         Ok(Some(provider))
     }
 }

@@ -39,6 +39,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     access_summary: "read your Gmail messages",
     remove_access_at: "myaccount.google.com/connections",
     env_prefix: "GOOGLE_",
+    scopes_variable: "GOOGLE_SCOPES",
     default_scopes: &SCOPES,
     authorize_params: &[
         ("access_type", "offline"),
@@ -59,6 +60,10 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     forwarded_headers: &["x-goog-user-project", "range"],
     shortest_token_secs: 3599,
     granular_consent: true,
+    required_scopes: &[
+        ("openid", "the account's id comes from the OpenID userinfo"),
+        ("email", "the account's email address"),
+    ],
 };
 
 pub struct Google;
@@ -133,7 +138,7 @@ impl GoogleArgs {
             profile_url: self.google_userinfo_url,
             revocation_url: Some(self.google_revoke_url),
             api_bases: vec![self.google_gmail_url, self.google_apis_url],
-            scope: scopes_or(self.google_scopes, &SPEC),
+            scope: scopes_or(self.google_scopes, &SPEC)?,
         }))
     }
 }

@@ -44,6 +44,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     access_summary: "read your Outlook mail and mailbox settings",
     remove_access_at: "myapps.microsoft.com (work or school) or account.live.com/consent/Manage (personal)",
     env_prefix: "MICROSOFT_",
+    scopes_variable: "MICROSOFT_SCOPES",
     default_scopes: &SCOPES,
     authorize_params: &[("response_mode", "query"), ("prompt", "select_account")],
     // MSAL sends the scopes with both grants; a refresh without them gets `.default`.
@@ -67,6 +68,10 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     // 60–90 minutes by the docs; recorded answers say 3599.
     shortest_token_secs: 3599,
     granular_consent: false,
+    required_scopes: &[(
+        "offline_access",
+        "without it Microsoft issues no refresh token",
+    )],
 };
 
 pub struct Microsoft;
@@ -146,7 +151,7 @@ impl MicrosoftArgs {
             client_secret,
         )
         .map_err(invalid)?;
-        provider.scope = scopes_or(self.microsoft_scopes, &SPEC);
+        provider.scope = scopes_or(self.microsoft_scopes, &SPEC)?;
         Ok(Some(provider))
     }
 }

@@ -143,6 +143,8 @@ pub struct ProviderSpec {
     pub remove_access_at: &'static str,
     /// Prefix of its environment variables (`GOOGLE_`).
     pub env_prefix: &'static str,
+    /// The variable that overrides its scopes (`GOOGLE_SCOPES`).
+    pub scopes_variable: &'static str,
     pub default_scopes: &'static [&'static str],
     /// Sent on every authorize request.
     pub authorize_params: &'static [(&'static str, &'static str)],
@@ -164,6 +166,9 @@ pub struct ProviderSpec {
     /// Whether the user may grant only some of the scopes asked for (Google): a connect whose
     /// grant leaves out an API scope is refused (`scope_denied`) instead of stored.
     pub granular_consent: bool,
+    /// Scopes a configured list must keep, and why: what the connect flow itself needs (a
+    /// refresh token, the account's profile).
+    pub required_scopes: &'static [(&'static str, &'static str)],
 }
 
 /// What data cannot say. Everything has a default; a provider overrides what differs.
@@ -308,8 +313,10 @@ pub fn client_credentials(
     Ok(Some((client_id, secret)))
 }
 
-/// The configured scopes (space- or comma-separated), or the provider's defaults.
-pub fn scopes_or(configured: Option<String>, spec: &ProviderSpec) -> String {
+/// The configured scopes (space- or comma-separated, in `<PREFIX>SCOPES`), or the provider's
+/// defaults. A list that leaves out one the connect flow needs is refused, naming it: every
+/// connect would fail (no refresh token, no profile) long after the service started.
+pub fn scopes_or(configured: Option<String>, spec: &ProviderSpec) -> Result<String, ConfigError> {
     let words: Vec<&str> = configured
         .as_deref()
         .unwrap_or_default()
@@ -317,15 +324,66 @@ pub fn scopes_or(configured: Option<String>, spec: &ProviderSpec) -> String {
         .filter(|w| !w.is_empty())
         .collect();
     if words.is_empty() {
-        spec.default_scopes.join(" ")
-    } else {
-        words.join(" ")
+        return Ok(spec.default_scopes.join(" "));
     }
+    if let Some((scope, why)) = spec
+        .required_scopes
+        .iter()
+        .find(|(scope, _)| !words.contains(scope))
+    {
+        return Err(ConfigError::Invalid {
+            name: spec.scopes_variable,
+            why: format!("it must include {scope} ({why})"),
+        });
+    }
+    Ok(words.join(" "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configured_scopes_must_keep_what_the_connect_flow_needs() {
+        assert_eq!(
+            scopes_or(None, &microsoft::SPEC).unwrap(),
+            microsoft::SCOPES.join(" ")
+        );
+        assert_eq!(
+            scopes_or(
+                Some("offline_access, Mail.ReadWrite".into()),
+                &microsoft::SPEC
+            )
+            .unwrap(),
+            "offline_access Mail.ReadWrite"
+        );
+        for (configured, spec, name, missing) in [
+            (
+                "Mail.Read User.Read",
+                &microsoft::SPEC,
+                "MICROSOFT_SCOPES",
+                "offline_access",
+            ),
+            (
+                "openid https://www.googleapis.com/auth/gmail.readonly",
+                &google::SPEC,
+                "GOOGLE_SCOPES",
+                "email",
+            ),
+            (
+                "files.content.read",
+                &dropbox::SPEC,
+                "DROPBOX_SCOPES",
+                "account_info.read",
+            ),
+        ] {
+            let err = scopes_or(Some(configured.into()), spec)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(name), "{err}");
+            assert!(err.contains(&format!("must include {missing}")), "{err}");
+        }
+    }
 
     #[test]
     fn join_keeps_a_base_path() {
