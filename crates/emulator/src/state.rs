@@ -344,12 +344,15 @@ impl State {
     }
 
     pub fn withdraw_consent(&mut self, account_id: &str) {
+        // Google's and Dropbox's accounts: the app's access removed, every grant ends.
+        self.standard.revoke_account(account_id);
         self.consents
             .retain(|(account, _), _| account != account_id);
         self.cut_refresh(account_id, RefreshDenial::ConsentWithdrawn);
     }
 
     pub fn expire_refresh_tokens(&mut self, account_id: &str) {
+        self.standard.expire_refresh(account_id);
         self.cut_refresh(account_id, RefreshDenial::Expired);
     }
 

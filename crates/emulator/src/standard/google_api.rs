@@ -78,6 +78,21 @@ pub(crate) async fn userinfo(State(emulator): State<Emulator>, headers: HeaderMa
         Err(response) => return response,
     };
     let has = |s: &str| token.scopes.iter().any(|g| g == s);
+    // Userinfo needs an OpenID scope (providers.md §2.6): a token for Gmail alone gets 401.
+    if !["openid", "email", "profile"].iter().any(|s| has(s)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                "Bearer error=\"insufficient_scope\"",
+            )],
+            Json(json!({
+                "error": "insufficient_scope",
+                "error_description": "The access token does not have an OpenID scope."
+            })),
+        )
+            .into_response();
+    }
     let mut body = json!({"sub": account.id});
     if let Some(map) = body.as_object_mut() {
         if has("email") {

@@ -186,18 +186,15 @@ impl Memory {
         Ok(token)
     }
 
-    /// Revokes the grant `value` (an access or refresh token) belongs to; `false` when the
-    /// token names no live grant.
+    /// Revokes the grant `value` (a refresh token, or an access token that still works)
+    /// belongs to; `false` when the token names no live grant or has expired (Google answers
+    /// `invalid_token` "Token expired or revoked" to an expired access token, providers.md
+    /// §2.5).
     pub fn revoke(&mut self, flavor: Flavor, value: &str) -> bool {
         let grant = self
             .refresh_token(flavor, value)
             .map(|t| t.grant)
-            .or_else(|| {
-                self.access
-                    .get(value)
-                    .filter(|t| t.flavor == flavor && !self.revoked_grants.contains(&t.grant))
-                    .map(|t| t.grant)
-            });
+            .or_else(|| self.access_token(flavor, value).ok().map(|t| t.grant));
         match grant {
             Some(grant) => self.revoked_grants.insert(grant),
             None => false,
@@ -220,6 +217,12 @@ impl Memory {
             .collect();
         self.revoked_grants.extend(grants);
         self.consented.retain(|(_, a, _), _| a != account_id);
+    }
+
+    /// The account's refresh tokens die (Google: six months unused, a Testing-mode app's
+    /// seven days, a password change; providers.md §2.4); its access tokens live on.
+    pub fn expire_refresh(&mut self, account_id: &str) {
+        self.refresh.retain(|_, t| t.account_id != account_id);
     }
 
     /// The account's access tokens issued so far stop working.

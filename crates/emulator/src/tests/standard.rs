@@ -301,6 +301,73 @@ async fn google_revoke_is_post_only_and_ends_the_whole_grant() {
 }
 
 #[tokio::test]
+async fn google_revoke_refuses_an_expired_access_token() {
+    let h = Harness::new();
+    let at = h.google_tokens(&[], ADA).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    h.emulator.expire_access_tokens(ADA);
+    let refused = h
+        .post_form("/google/revoke", encode(&[("token", at)]), &[])
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.json()["error"], "invalid_token");
+    assert_eq!(h.emulator.stats().revocations("google"), 0);
+}
+
+#[tokio::test]
+async fn account_switches_reach_google_and_dropbox_accounts() {
+    let h = Harness::new();
+    // Refresh tokens expire: refreshing fails, the access token still works.
+    let google = h.google_tokens(&[], ADA).await;
+    let (at, rt) = (
+        google["access_token"].as_str().unwrap(),
+        google["refresh_token"].as_str().unwrap(),
+    );
+    h.emulator.expire_refresh_tokens(ADA);
+    let refused = h.refresh_at("/google/token", rt, &[]).await;
+    assert_eq!(refused.json()["error"], "invalid_grant");
+    assert_eq!(
+        h.bearer_get("/google/v1/userinfo", at).await.status,
+        StatusCode::OK
+    );
+    // Consent withdrawn (the user removed the app): every token of the account ends.
+    let dropbox = h.dropbox_tokens(&[("token_access_type", "offline")]).await;
+    let rt = dropbox["refresh_token"].as_str().unwrap();
+    h.emulator.withdraw_consent(ALAN);
+    let refused = h.refresh_at("/dropbox/oauth2/token", rt, &[]).await;
+    assert_eq!(refused.json()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn google_userinfo_needs_an_openid_scope() {
+    let h = Harness::new();
+    let params: Vec<(&str, String)> = google_params(&[])
+        .into_iter()
+        .map(|(k, v)| match k {
+            "scope" => (
+                k,
+                "https://www.googleapis.com/auth/gmail.readonly".to_owned(),
+            ),
+            _ => (k, v),
+        })
+        .collect();
+    let at = h.google_tokens_with(&params, ADA).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let userinfo = h.bearer_get("/google/v1/userinfo", &at).await;
+    assert_eq!(userinfo.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        userinfo
+            .header("www-authenticate")
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+}
+
+#[tokio::test]
 async fn google_userinfo_and_gmail_pages_serve_the_account() {
     let h = Harness::new();
     let at = h.google_tokens(&[], ADA).await["access_token"]
