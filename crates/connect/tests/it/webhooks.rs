@@ -343,6 +343,24 @@ async fn wait_for_delivery(app: &TestApp, status: &str, count: usize) -> Value {
     }
 }
 
+/// The delivery log's pending deliveries once the first has an attempt on record. The receiver
+/// sees a request before the worker records its answer, so neither a hit nor a pending
+/// delivery (it is pending before its first attempt too) says the attempt was recorded.
+async fn wait_for_pending_attempt(app: &TestApp) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = deliveries(app, "?status=pending").await;
+        if page["deliveries"][0]["attempts"].as_u64().unwrap_or(0) >= 1 {
+            return page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited for an attempt on record: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// The connection id the service lists for `user`.
 async fn connection_id(app: &TestApp, user: Uuid) -> String {
     let page: Value = app
@@ -549,7 +567,7 @@ async fn a_receiver_that_answers_500_then_200_gets_the_event_on_the_retry() {
         let user = Uuid::new_v4();
         assert_eq!(c.connect(user, ADELE).await.status(), 200);
         receiver.wait_for_hits(1).await;
-        let page = wait_for_delivery(&c.app, "pending", 1).await;
+        let page = wait_for_pending_attempt(&c.app).await;
         let pending = &page["deliveries"][0];
         assert_eq!(pending["attempts"], 1);
         assert_eq!(pending["last_status"], 500);
@@ -723,14 +741,7 @@ async fn loopback_is_refused_without_the_switch_and_redirects_are_not_followed()
         })
         .await;
         assert_eq!(c.connect(Uuid::new_v4(), ADELE).await.status(), 200);
-        let page = wait_for_delivery(&c.app, "pending", 1).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut page = page;
-        while page["deliveries"][0]["attempts"] == 0 {
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(25)).await;
-            page = deliveries(&c.app, "?status=pending").await;
-        }
+        let page = wait_for_pending_attempt(&c.app).await;
         let error = page["deliveries"][0]["last_error"]
             .as_str()
             .unwrap()
@@ -749,12 +760,7 @@ async fn loopback_is_refused_without_the_switch_and_redirects_are_not_followed()
     let c = service_with_receiver(Backend::Sqlite, &receiver).await;
     assert_eq!(c.connect(Uuid::new_v4(), ADELE).await.status(), 200);
     receiver.wait_for_hits(1).await;
-    let page = wait_for_delivery(&c.app, "pending", 1).await;
-    let mut page = page;
-    while page["deliveries"][0]["attempts"] == 0 {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-        page = deliveries(&c.app, "?status=pending").await;
-    }
+    let page = wait_for_pending_attempt(&c.app).await;
     assert_eq!(page["deliveries"][0]["last_status"], 302);
     assert_eq!(page["deliveries"][0]["last_error"], "redirect not followed");
     tokio::time::sleep(Duration::from_millis(200)).await;
