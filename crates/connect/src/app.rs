@@ -32,6 +32,8 @@ pub enum StartError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot set up TLS for the proxy: {0}")]
+    Tls(#[from] rustls::Error),
     #[error("encryption keys: {0}")]
     Keys(String),
     #[error("invalid configuration: {0}")]
@@ -130,6 +132,7 @@ impl AppState {
             metrics: crate::telemetry::metrics_handle(),
             limits,
             uncured_refusals: Default::default(),
+            upstream: crate::http::upstream::UpstreamClient::new()?,
             settings,
         }))
     }

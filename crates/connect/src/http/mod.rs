@@ -14,6 +14,7 @@ pub mod pages;
 pub mod proxy;
 pub mod service;
 pub mod state;
+pub mod upstream;
 pub mod user;
 pub mod webhooks;
 

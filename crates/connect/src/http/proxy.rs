@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use http_body_util::Full;
+
 use axum::body::{Body, HttpBody, to_bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -22,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::middleware::KeepBody;
 use crate::http::service::target;
+use crate::http::upstream::UpstreamError;
 use crate::identity::ServiceCaller;
 use crate::model::UserId;
 use crate::provider::ProviderId;
@@ -67,6 +70,10 @@ const FORWARD_REQUEST: &[&str] = &[
     "if-match",
     "if-none-match",
 ];
+
+/// What the proxy tells providers it is (the OAuth client's own, too).
+const USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("celeste-connect/", env!("CARGO_PKG_VERSION")));
 
 /// Names which of the provider's API bases a request goes to (`content` for Dropbox's content
 /// API); absent, the provider's default.
@@ -140,35 +147,41 @@ pub fn upstream_url(api_base: &Url, rest: &str, query: Option<&str>) -> Option<U
 async fn send(
     state: &AppState,
     provider_headers: &[&str],
-    method: &reqwest::Method,
+    method: &http::Method,
     url: &Url,
     headers: &HeaderMap,
     body: &bytes::Bytes,
     token: &FreshToken,
-) -> Result<reqwest::Response> {
-    let mut request = state
-        .broker
-        .http
-        .request(method.clone(), url.clone())
-        .bearer_auth(token.access_token.expose_secret())
-        .timeout(Duration::from_secs(60));
+) -> Result<http::Response<Body>> {
+    let mut authorization =
+        HeaderValue::try_from(format!("Bearer {}", token.access_token.expose_secret()))
+            .map_err(|_| Error::Internal("the access token is not a valid header value".into()))?;
+    authorization.set_sensitive(true);
+    let mut request = http::Request::builder()
+        .method(method.clone())
+        .uri(url.as_str())
+        .header(header::AUTHORIZATION, authorization)
+        .header(header::USER_AGENT, USER_AGENT);
     for (name, value) in headers {
         if FORWARD_REQUEST.contains(&name.as_str()) || provider_headers.contains(&name.as_str()) {
             request = request.header(name, value);
         }
     }
-    if !body.is_empty() {
-        request = request.body(body.clone());
+    if !headers.contains_key(header::ACCEPT) {
+        request = request.header(header::ACCEPT, HeaderValue::from_static("*/*"));
     }
-    request
-        .send()
+    let request = request
+        .body(Full::new(body.clone()))
+        .map_err(|_| Error::InvalidRequest("the request cannot be forwarded".into()))?;
+    state
+        .upstream
+        .send(request)
         .await
         .map_err(|e| Error::ProviderUnavailable {
             retry_after_secs: 5,
-            detail: if e.is_timeout() {
-                "proxy timeout".into()
-            } else {
-                "proxy transport error".into()
+            detail: match e {
+                UpstreamError::Timeout => "proxy timeout".into(),
+                UpstreamError::Transport => "proxy transport error".into(),
             },
         })
 }
@@ -266,7 +279,7 @@ async fn forward(
         &token,
     )
     .await?;
-    if upstream.status() == reqwest::StatusCode::UNAUTHORIZED
+    if upstream.status() == http::StatusCode::UNAUTHORIZED
         && !state
             .uncured_refusals
             .contains(user, provider, token.version)
@@ -290,7 +303,7 @@ async fn forward(
             &newer,
         )
         .await?;
-        if upstream.status() == reqwest::StatusCode::UNAUTHORIZED {
+        if upstream.status() == http::StatusCode::UNAUTHORIZED {
             state.uncured_refusals.insert(user, provider, newer.version);
         }
     }
@@ -299,8 +312,8 @@ async fn forward(
 
     // The upstream's body as it comes, with its length when known (the server then sends it
     // with a Content-Length rather than chunked).
-    let (upstream, body) = http::Response::from(upstream).into_parts();
-    let mut response = Response::new(Body::new(body));
+    let (upstream, body) = upstream.into_parts();
+    let mut response = Response::new(body);
     *response.status_mut() = upstream.status;
     *response.headers_mut() = forwardable_response_headers(upstream.headers);
     response.extensions_mut().insert(KeepBody);

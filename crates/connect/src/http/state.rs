@@ -30,6 +30,8 @@ pub struct AppInner {
     pub limits: Arc<RateLimits>,
     /// Tokens a refresh did not get the provider to take (the proxy's 401 retry).
     pub uncured_refusals: crate::http::proxy::UncuredRefusals,
+    /// The proxy's outbound client.
+    pub upstream: crate::http::upstream::UpstreamClient,
 }
 
 impl Deref for AppState {

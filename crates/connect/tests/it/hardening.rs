@@ -213,6 +213,133 @@ async fn the_proxy_drops_headers_the_upstream_names_hop_by_hop_and_site_state_he
     assert_eq!(response.text().await.unwrap(), "{}");
 }
 
+/// An upstream that answers `{}` to one request and hands back what it received (head and
+/// body, as bytes).
+async fn recording_upstream() -> (Url, tokio::sync::oneshot::Receiver<Vec<u8>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The head, then as many body bytes as its Content-Length says.
+        loop {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed before the request ended");
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                if seen.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        let _ = tx.send(seen);
+    });
+    (base, rx)
+}
+
+#[tokio::test]
+async fn the_proxy_sends_the_users_token_the_listed_headers_and_the_body_and_nothing_else() {
+    let (upstream, received) = recording_upstream().await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::start_with(db, |s| {
+        s.providers[0].api_bases = vec![upstream.clone()];
+    })
+    .await;
+    let user = Uuid::new_v4();
+    seed_sealed_connection(&app, user).await;
+
+    let response = app
+        .http
+        .post(app.url(&format!(
+            "/v1/service/users/{user}/integrations/outlook/proxy/v1.0/me/sendMail?x=1"
+        )))
+        .bearer_auth(&app.service_key)
+        .header("content-type", "application/json")
+        .header("if-none-match", "\"etag-1\"")
+        .header("accept", "application/json")
+        .header("cookie", "session=browser-secret")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-custom", "custom-value")
+        .body(r#"{"message":"hello"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "{}");
+
+    let received = String::from_utf8(received.await.unwrap()).unwrap();
+    let (head, body) = received.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    assert_eq!(lines.next(), Some("POST /v1.0/me/sendMail?x=1 HTTP/1.1"));
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (name, value) = l.split_once(':').unwrap();
+            (name.to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("authorization"), Some("Bearer at-hardening"));
+    assert_eq!(get("content-type"), Some("application/json"));
+    assert_eq!(get("if-none-match"), Some("\"etag-1\""));
+    assert_eq!(get("accept"), Some("application/json"));
+    assert_eq!(get("content-length"), Some("19"));
+    assert_eq!(get("host"), Some(upstream.authority()));
+    assert!(get("user-agent").unwrap().starts_with("celeste-connect/"));
+    for kept_here in ["cookie", "x-forwarded-for", "x-custom"] {
+        assert_eq!(
+            get(kept_here),
+            None,
+            "{kept_here} must not reach the provider"
+        );
+    }
+    assert!(
+        !received.contains(&app.service_key),
+        "the service key stays here"
+    );
+    assert_eq!(body, r#"{"message":"hello"}"#);
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_api_is_a_503_with_retry_after() {
+    // A port nothing listens on: bound, then let go.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap()
+    };
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::start_with(db, |s| {
+        s.providers[0].api_bases = vec![closed.clone()];
+    })
+    .await;
+    let user = Uuid::new_v4();
+    seed_sealed_connection(&app, user).await;
+
+    let response = app
+        .get_service(&format!(
+            "/v1/service/users/{user}/integrations/outlook/proxy/v1.0/me"
+        ))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(error_code(response).await, "provider_unavailable");
+}
+
 #[tokio::test]
 async fn an_absurd_retry_after_from_the_provider_cools_down_for_at_most_an_hour() {
     let c = with_emulator(Backend::Sqlite, demo_accounts()).await;
