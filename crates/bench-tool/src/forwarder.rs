@@ -3,9 +3,11 @@
 //! `Content-Type`, body) to `--upstream` and streams the answer back (status, headers but the
 //! hop-by-hop ones, body). No service key, no token lookup, no path checks, no limits, no
 //! metrics, no activity: the requests carry the provider's own bearer token (the direct
-//! scenarios' request files). `--client reqwest` uses the service's own outbound client
-//! (`celeste_connect::app::http_client`), `--client hyper` hyper's connection-pooling client
-//! without reqwest on top. It prints `listening on http://ADDR` once bound, like the service,
+//! scenarios' request files). `--client hyper` uses the service's own proxy client
+//! (`celeste_connect::http::upstream::UpstreamClient`: hyper's connection-pooling client over
+//! rustls), `--client reqwest` the reqwest client the service uses for its OAuth calls
+//! (`celeste_connect::app::http_client`). Both buffer a request body, as the service's proxy
+//! does. It prints `listening on http://ADDR` once bound, like the service,
 //! and serves until SIGTERM.
 
 use std::net::SocketAddr;
@@ -16,9 +18,8 @@ use axum::body::{Body, HttpBody, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use celeste_connect::http::upstream::UpstreamClient;
+use http_body_util::Full;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum ClientKind {
@@ -39,7 +40,7 @@ pub struct ForwarderArgs {
 
 enum Upstream {
     Reqwest(reqwest::Client),
-    Hyper(Box<HyperClient<HttpConnector, Body>>),
+    Hyper(Box<UpstreamClient>),
 }
 
 struct Forwarder {
@@ -50,10 +51,7 @@ struct Forwarder {
 /// Request headers forwarded (the service forwards a short list too).
 const FORWARD: [HeaderName; 2] = [header::AUTHORIZATION, header::CONTENT_TYPE];
 
-/// How long the hyper variant waits for the upstream (the service's client: 20 s).
-const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Largest request body forwarded by the reqwest variant (buffered, as the service does).
+/// Largest request body forwarded (buffered, as the service does).
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 pub async fn run(args: ForwarderArgs) -> anyhow::Result<()> {
@@ -61,13 +59,9 @@ pub async fn run(args: ForwarderArgs) -> anyhow::Result<()> {
         ClientKind::Reqwest => {
             Upstream::Reqwest(celeste_connect::app::http_client().context("building reqwest")?)
         }
-        ClientKind::Hyper => {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            Upstream::Hyper(Box::new(
-                HyperClient::builder(TokioExecutor::new()).build(connector),
-            ))
-        }
+        ClientKind::Hyper => Upstream::Hyper(Box::new(
+            UpstreamClient::new().context("building the proxy client")?,
+        )),
     };
     let state = Arc::new(Forwarder {
         base: args.upstream.trim_end_matches('/').to_owned(),
@@ -133,16 +127,17 @@ async fn forward(State(state): State<Arc<Forwarder>>, request: Request) -> Respo
                     upstream = upstream.header(name, value);
                 }
             }
-            let Ok(upstream) = upstream.body(body) else {
+            let Ok(bytes) = to_bytes(body, BODY_LIMIT).await else {
+                return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+            };
+            let Ok(upstream) = upstream.body(Full::new(bytes)) else {
                 return StatusCode::BAD_REQUEST.into_response();
             };
-            // The service's client gives up after 20 s; so does this one.
-            let answer = tokio::time::timeout(UPSTREAM_TIMEOUT, client.request(upstream)).await;
-            let Ok(Ok(answer)) = answer else {
+            let Ok(answer) = client.send(upstream).await else {
                 return bad_gateway();
             };
             let (head, body) = answer.into_parts();
-            let mut response = Response::new(Body::new(body));
+            let mut response = Response::new(body);
             *response.status_mut() = head.status;
             *response.headers_mut() = end_to_end(head.headers);
             response

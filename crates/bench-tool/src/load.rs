@@ -1,7 +1,8 @@
 //! `load`: runs one load-generator command (wrk with `bench/random-request.lua`, whose `done`
 //! prints one `BENCHJSON {…}` line), samples the watched process's VmRSS every 100 ms while it
 //! runs, and appends the run's requests/s, latency percentiles, errors and peak RSS to the
-//! results file. `rss`: records one process's VmRSS now.
+//! results file, with the CPU time the watched process spent meanwhile. `rss`: records one
+//! process's VmRSS now.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -56,6 +57,19 @@ pub fn vm_rss_kb(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Clock ticks per second of `/proc/PID/stat`'s times (`USER_HZ`: 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+/// User plus system CPU time of every thread of `pid` so far, in milliseconds.
+pub fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in brackets, may hold spaces; the fields after it are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 1000.0 / USER_HZ)
+}
+
 pub fn rss(args: RssArgs) -> anyhow::Result<()> {
     let kb = vm_rss_kb(args.pid).with_context(|| format!("no process {}", args.pid))?;
     println!("rss {}: {:.1} MB", args.label, kb as f64 / 1024.0);
@@ -87,6 +101,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         stdout.read_to_string(&mut text).await.map(|_| text)
     });
     let mut peak: Option<u64> = None;
+    let cpu_before = args.pid.and_then(cpu_ms);
     let status = loop {
         if let Some(kb) = args.pid.and_then(vm_rss_kb) {
             peak = Some(peak.map_or(kb, |p| p.max(kb)));
@@ -96,6 +111,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     };
+    let cpu_after = args.pid.and_then(cpu_ms);
     let output = reader.await??;
     if !status.success() {
         bail!("{program} failed ({status}):\n{output}");
@@ -127,10 +143,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         non2xx: errors["status"].as_u64().unwrap_or(0),
         socket_errors,
         rss_peak_kb: peak,
+        cpu_ms: cpu_before.zip(cpu_after).map(|(b, a)| a - b),
         command: args.command.clone(),
     };
     println!(
-        "{:<18} {} {:>2}: {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  non-2xx {}  socket errors {}  rss peak {}",
+        "{:<18} {} {:>2}: {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  non-2xx {}  socket errors {}  rss peak {}  cpu {}",
         load.scenario,
         if load.warmup { "warm-up" } else { "run    " },
         load.run,
@@ -143,6 +160,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             || "-".to_owned(),
             |kb| format!("{:.1} MB", kb as f64 / 1024.0)
         ),
+        load.cpu_us_per_request()
+            .map_or_else(|| "-".to_owned(), |us| format!("{us:.1} µs/req")),
     );
     record::append(&args.results, &Record::Load(load))
 }

@@ -57,7 +57,19 @@ pub struct LoadRecord {
     pub socket_errors: u64,
     /// Highest VmRSS sampled during the run (kB), when a process was watched.
     pub rss_peak_kb: Option<u64>,
+    /// CPU time (user and system, all threads) the watched process spent during the run, in
+    /// milliseconds.
+    #[serde(default)]
+    pub cpu_ms: Option<f64>,
     pub command: Vec<String>,
+}
+
+impl LoadRecord {
+    /// The watched process's CPU time per completed request, in microseconds.
+    pub fn cpu_us_per_request(&self) -> Option<f64> {
+        let cpu_ms = self.cpu_ms?;
+        (self.requests > 0).then(|| cpu_ms * 1000.0 / self.requests as f64)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -155,6 +155,8 @@ struct Summary {
     p50: Spread,
     p99: Spread,
     rss_peak_kb: Option<u64>,
+    /// The service's CPU time per request (µs), over the runs that measured it.
+    cpu_us: Option<Spread>,
     non2xx: u64,
     socket_errors: u64,
     runs: usize,
@@ -168,6 +170,12 @@ fn summarize(runs: &[&LoadRecord]) -> Option<Summary> {
         p50: spread(&values(|r| r.p50_ms))?,
         p99: spread(&values(|r| r.p99_ms))?,
         rss_peak_kb: runs.iter().filter_map(|r| r.rss_peak_kb).max(),
+        cpu_us: spread(
+            &runs
+                .iter()
+                .filter_map(|r| r.cpu_us_per_request())
+                .collect::<Vec<f64>>(),
+        ),
         non2xx: runs.iter().map(|r| r.non2xx).sum(),
         socket_errors: runs.iter().map(|r| r.socket_errors).sum(),
         runs: runs.len(),
@@ -457,20 +465,25 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         md,
         "Median of the measured runs, with min–max in brackets. Latencies are wrk's, per \
          completed request. RSS is the service's peak VmRSS sampled every 100 ms during the \
-         runs.\n"
+         runs. CPU is the CPU time (user and system, all threads) the process under test spent \
+         during a run, divided by the requests it completed: the load generator and \
+         PostgreSQL share the cores but are not counted.\n"
     )?;
     writeln!(
         md,
-        "| scenario | measures | conns | runs | req/s | p50 ms | p99 ms | peak RSS MB | req/s ÷ health | req/s ÷ baseline | errors |"
+        "| scenario | measures | conns | runs | req/s | p50 ms | p99 ms | peak RSS MB | CPU µs/req | req/s ÷ health | req/s ÷ baseline | errors |"
     )?;
-    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(
+        md,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
     for (name, what) in SCENARIOS {
         let Some(s) = summaries.get(name) else {
             continue;
         };
         writeln!(
             md,
-            "| `{name}` | {what} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| `{name}` | {what} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.connections,
             s.runs,
             spread_text(&s.rps, 0),
@@ -478,6 +491,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             spread_text(&s.p99, 2),
             s.rss_peak_kb
                 .map_or_else(|| "—".to_owned(), |kb| format!("{:.1}", mb(kb))),
+            s.cpu_us
+                .as_ref()
+                .map_or_else(|| "—".to_owned(), |c| format!("{:.1}", c.median)),
             ratio(name).map_or_else(|| "—".to_owned(), |r| format!("{:.1} %", r * 100.0)),
             to_baseline(name).map_or_else(|| "—".to_owned(), |r| format!("{:.1} %", r * 100.0)),
             if s.non2xx + s.socket_errors == 0 {
@@ -836,7 +852,47 @@ fn write_issue15_targets(
             None => targets.push(not_measured(&what, "scenario missing")),
         }
     }
-    write_targets(md, "Targets (issue 15)", &targets)
+    write_targets(md, "Targets (issue 15)", &targets)?;
+    write_cpu_shares(md, summaries)
+}
+
+/// The throughput targets again, in CPU time per request of the process under test: a
+/// request's cost, which moves less with what else the machine runs than req/s does.
+fn write_cpu_shares(md: &mut String, summaries: &BTreeMap<&str, Summary>) -> anyhow::Result<()> {
+    let cpu = |name: &str| {
+        summaries
+            .get(name)
+            .and_then(|s| s.cpu_us.as_ref())
+            .map(|c| c.median)
+    };
+    let pairs = [
+        ("status", "health"),
+        ("list", "health"),
+        ("token", "health"),
+        ("proxy", "proxy-floor-hyper"),
+        ("proxy", "proxy-floor"),
+    ];
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(name, against)| {
+            let (c, a) = (cpu(name)?, cpu(against)?);
+            Some(format!(
+                "`{name}` {c:.1} µs against `{against}` {a:.1} µs ({:.1} %)",
+                a / c * 100.0
+            ))
+        })
+        .collect();
+    if parts.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "**CPU time per request** (median of the runs; the second figure's share of the first's \
+         cost is what the throughput ratio would be if only the process under test used the \
+         cores): {}.\n",
+        parts.join("; ")
+    )?;
+    Ok(())
 }
 
 fn percent(value: Option<f64>) -> String {
@@ -1078,8 +1134,54 @@ mod tests {
             non2xx: 0,
             socket_errors: 0,
             rss_peak_kb: None,
+            cpu_ms: None,
             command: Vec::new(),
         }
+    }
+
+    #[test]
+    fn cpu_time_per_request_is_compared_with_the_floor_of_each_path() {
+        let with_cpu = |scenario: &str, requests: u64, cpu_ms: f64| LoadRecord {
+            requests,
+            cpu_ms: Some(cpu_ms),
+            ..load(scenario, 64, 1000.0, 1.0)
+        };
+        let loads = [
+            with_cpu("health", 400_000, 10_000.0),
+            with_cpu("token", 200_000, 10_000.0),
+            with_cpu("proxy", 100_000, 10_000.0),
+            // No CPU figure: left out, never shown as zero.
+            load("status", 64, 1000.0, 1.0),
+        ];
+        let summaries: BTreeMap<&str, Summary> = loads
+            .iter()
+            .map(|l| (l.scenario.as_str(), summarize(&[l]).unwrap()))
+            .collect();
+        let mut md = String::new();
+        write_cpu_shares(&mut md, &summaries).unwrap();
+        assert!(
+            md.contains("`token` 50.0 µs against `health` 25.0 µs (50.0 %)"),
+            "{md}"
+        );
+        assert!(!md.contains("`status`"), "{md}");
+        assert!(!md.contains("`proxy`"), "no floor was measured: {md}");
+    }
+
+    #[test]
+    fn a_process_cpu_time_is_read_from_proc() {
+        // Busy until the process's CPU time moves on (one clock tick, 10 ms), for at most 5 s.
+        let before = crate::load::cpu_ms(std::process::id()).unwrap();
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        let mut after = before;
+        while after <= before && started.elapsed() < std::time::Duration::from_secs(5) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            after = crate::load::cpu_ms(std::process::id()).unwrap();
+        }
+        assert!(after > before, "{before} -> {after}");
+        assert_eq!(crate::load::cpu_ms(u32::MAX), None);
     }
 
     /// The issue-15 rows of a report over the given runs, as `(target, verdict)` pairs.
