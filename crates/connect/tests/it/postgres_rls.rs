@@ -743,6 +743,7 @@ async fn the_migration_files_themselves_apply_twice_without_error_or_change() {
                 include_str!("../../migrations/postgres/0007_activity_fillfactor.sql"),
                 include_str!("../../migrations/postgres/0008_activity_journal.sql"),
                 include_str!("../../migrations/postgres/0009_activity_batches.sql"),
+                include_str!("../../migrations/postgres/0010_account_index.sql"),
             ] {
                 sqlx::raw_sql(sql)
                     .execute(&mut conn)

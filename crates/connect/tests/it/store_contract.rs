@@ -166,6 +166,53 @@ async fn migrations_apply_twice_without_change() {
     }
 }
 
+/// Whether another user is connected to the same provider account (asked at a Google
+/// disconnect) is answered from the `(provider, provider_user_id)` index on both databases, not
+/// by reading the whole table.
+#[tokio::test]
+async fn the_shared_account_question_is_answered_from_an_index() {
+    use sqlx::Connection;
+    let condition = "where provider = 'google' and provider_user_id = 'g-1' \
+                     and user_id <> '00000000-0000-0000-0000-000000000001'";
+
+    let db = TestDb::new(Backend::Postgres).await;
+    Store::migrate(&db.url).await.unwrap();
+    let mut pg = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // An empty table is read whole whatever indexes it has; with sequential scans priced out
+    // the plan shows whether an index fits the question.
+    sqlx::query("set enable_seqscan = off")
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "explain select exists (select 1 from connect.integration_tokens {condition})"
+    )))
+    .fetch_all(&mut pg)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("integration_tokens_account"), "{plan}");
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    Store::migrate(&db.url).await.unwrap();
+    let mut lite = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "explain query plan select exists (select 1 from integration_tokens {condition})"
+    )))
+    .fetch_all(&mut lite)
+    .await
+    .unwrap();
+    let plan: Vec<&str> = plan
+        .iter()
+        .map(|(_, _, _, detail)| detail.as_str())
+        .collect();
+    assert!(
+        plan.iter()
+            .any(|d| d.contains("USING") && d.contains("integration_tokens_account")),
+        "{plan:?}"
+    );
+}
+
 /// The stores the contract is checked on: in memory, SQLite and PostgreSQL (each database kept
 /// alive beside its store).
 async fn each_store() -> Vec<(&'static str, Store, Option<TestDb>)> {
