@@ -18,8 +18,7 @@ use axum::body::{Body, HttpBody, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use celeste_connect::http::upstream::UpstreamClient;
-use http_body_util::Full;
+use celeste_connect::http::upstream::{Outgoing, UpstreamClient};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum ClientKind {
@@ -119,21 +118,25 @@ async fn forward(State(state): State<Arc<Forwarder>>, request: Request) -> Respo
             response
         }
         Upstream::Hyper(client) => {
-            let mut upstream = axum::http::Request::builder()
-                .method(parts.method)
-                .uri(&target);
+            let mut headers = HeaderMap::new();
             for name in &FORWARD {
                 if let Some(value) = parts.headers.get(name) {
-                    upstream = upstream.header(name, value);
+                    headers.insert(name, value.clone());
                 }
             }
-            let Ok(bytes) = to_bytes(body, BODY_LIMIT).await else {
-                return StatusCode::PAYLOAD_TOO_LARGE.into_response();
-            };
-            let Ok(upstream) = upstream.body(Full::new(bytes)) else {
+            let Ok(uri) = target.parse() else {
                 return StatusCode::BAD_REQUEST.into_response();
             };
-            let Ok(answer) = client.send(upstream).await else {
+            let Ok(body) = to_bytes(body, BODY_LIMIT).await else {
+                return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+            };
+            let outgoing = Outgoing {
+                method: parts.method,
+                uri,
+                headers,
+                body,
+            };
+            let Ok(answer) = client.send(outgoing).await else {
                 return bad_gateway();
             };
             let (head, body) = answer.into_parts();

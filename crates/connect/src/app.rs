@@ -32,8 +32,8 @@ pub enum StartError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
-    #[error("cannot set up TLS for the proxy: {0}")]
-    Tls(#[from] rustls::Error),
+    #[error("cannot build the proxy's client: {0}")]
+    Upstream(#[from] crate::http::upstream::BuildError),
     #[error("encryption keys: {0}")]
     Keys(String),
     #[error("invalid configuration: {0}")]

@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use http_body_util::Full;
-
 use axum::body::{Body, HttpBody, to_bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -24,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::middleware::KeepBody;
 use crate::http::service::target;
-use crate::http::upstream::UpstreamError;
+use crate::http::upstream::{Outgoing, UpstreamError};
 use crate::identity::ServiceCaller;
 use crate::model::UserId;
 use crate::provider::ProviderId;
@@ -157,25 +155,29 @@ async fn send(
         HeaderValue::try_from(format!("Bearer {}", token.access_token.expose_secret()))
             .map_err(|_| Error::Internal("the access token is not a valid header value".into()))?;
     authorization.set_sensitive(true);
-    let mut request = http::Request::builder()
-        .method(method.clone())
-        .uri(url.as_str())
-        .header(header::AUTHORIZATION, authorization)
-        .header(header::USER_AGENT, USER_AGENT);
+    let uri = url
+        .as_str()
+        .parse::<http::Uri>()
+        .map_err(|_| Error::InvalidRequest("the request cannot be forwarded".into()))?;
+    let mut forwarded = HeaderMap::with_capacity(8);
+    forwarded.insert(header::AUTHORIZATION, authorization);
+    forwarded.insert(header::USER_AGENT, USER_AGENT);
     for (name, value) in headers {
         if FORWARD_REQUEST.contains(&name.as_str()) || provider_headers.contains(&name.as_str()) {
-            request = request.header(name, value);
+            forwarded.append(name, value.clone());
         }
     }
-    if !headers.contains_key(header::ACCEPT) {
-        request = request.header(header::ACCEPT, HeaderValue::from_static("*/*"));
+    if !forwarded.contains_key(header::ACCEPT) {
+        forwarded.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
     }
-    let request = request
-        .body(Full::new(body.clone()))
-        .map_err(|_| Error::InvalidRequest("the request cannot be forwarded".into()))?;
     state
         .upstream
-        .send(request)
+        .send(Outgoing {
+            method: method.clone(),
+            uri,
+            headers: forwarded,
+            body: body.clone(),
+        })
         .await
         .map_err(|e| Error::ProviderUnavailable {
             retry_after_secs: 5,

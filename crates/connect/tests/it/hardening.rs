@@ -276,6 +276,9 @@ async fn the_proxy_sends_the_users_token_the_listed_headers_and_the_body_and_not
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // The answer's length passes through: sent with a Content-Length, not chunked.
+    assert_eq!(response.headers()["content-length"], "2");
+    assert!(response.headers().get("transfer-encoding").is_none());
     assert_eq!(response.text().await.unwrap(), "{}");
 
     let received = String::from_utf8(received.await.unwrap()).unwrap();
