@@ -876,6 +876,10 @@ fn write_cpu_shares(md: &mut String, summaries: &BTreeMap<&str, Summary>) -> any
         .iter()
         .filter_map(|(name, against)| {
             let (c, a) = (cpu(name)?, cpu(against)?);
+            // A run too short to see one clock tick reads 0: no share to give.
+            if c <= 0.0 || a <= 0.0 {
+                return None;
+            }
             Some(format!(
                 "`{name}` {c:.1} µs against `{against}` {a:.1} µs ({:.1} %)",
                 a / c * 100.0
