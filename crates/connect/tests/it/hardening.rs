@@ -139,6 +139,19 @@ async fn raw_upstream(response: &'static str) -> Url {
     base
 }
 
+/// A service on SQLite whose Microsoft API base is `upstream`, and a user connected to it with
+/// a token valid for an hour.
+async fn app_proxying_to(upstream: &Url) -> (TestApp, Uuid) {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::start_with(db, |s| {
+        s.providers[0].api_bases = vec![upstream.clone()];
+    })
+    .await;
+    let user = Uuid::new_v4();
+    seed_sealed_connection(&app, user).await;
+    (app, user)
+}
+
 /// Stores a connection for `user` whose access token opens (sealed with the test key ring) and
 /// is valid for an hour, so the proxy uses it without asking any provider.
 async fn seed_sealed_connection(app: &TestApp, user: Uuid) {
@@ -185,13 +198,7 @@ async fn the_proxy_drops_headers_the_upstream_names_hop_by_hop_and_site_state_he
          {}",
     )
     .await;
-    let db = TestDb::new(Backend::Sqlite).await;
-    let app = TestApp::start_with(db, |s| {
-        s.providers[0].api_bases = vec![upstream.clone()];
-    })
-    .await;
-    let user = Uuid::new_v4();
-    seed_sealed_connection(&app, user).await;
+    let (app, user) = app_proxying_to(&upstream).await;
 
     let response = app
         .get_service(&format!(
@@ -251,13 +258,7 @@ async fn recording_upstream() -> (Url, tokio::sync::oneshot::Receiver<Vec<u8>>) 
 #[tokio::test]
 async fn the_proxy_sends_the_users_token_the_listed_headers_and_the_body_and_nothing_else() {
     let (upstream, received) = recording_upstream().await;
-    let db = TestDb::new(Backend::Sqlite).await;
-    let app = TestApp::start_with(db, |s| {
-        s.providers[0].api_bases = vec![upstream.clone()];
-    })
-    .await;
-    let user = Uuid::new_v4();
-    seed_sealed_connection(&app, user).await;
+    let (app, user) = app_proxying_to(&upstream).await;
 
     let response = app
         .http
@@ -325,13 +326,7 @@ async fn an_unreachable_provider_api_is_a_503_with_retry_after() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap()
     };
-    let db = TestDb::new(Backend::Sqlite).await;
-    let app = TestApp::start_with(db, |s| {
-        s.providers[0].api_bases = vec![closed.clone()];
-    })
-    .await;
-    let user = Uuid::new_v4();
-    seed_sealed_connection(&app, user).await;
+    let (app, user) = app_proxying_to(&closed).await;
 
     let response = app
         .get_service(&format!(
