@@ -61,13 +61,16 @@ pub fn database_location(url: &str) -> String {
 }
 
 /// Builds the outbound HTTP client every provider call and JWKS fetch uses.
+/// What the service tells providers it is, on the OAuth calls and on proxied calls.
+pub const USER_AGENT: &str = concat!("celeste-connect/", env!("CARGO_PKG_VERSION"));
+
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(20))
         .pool_idle_timeout(Duration::from_secs(60))
-        .user_agent(concat!("celeste-connect/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         .build()
 }
 

@@ -69,9 +69,7 @@ const FORWARD_REQUEST: &[&str] = &[
     "if-none-match",
 ];
 
-/// What the proxy tells providers it is (the OAuth client's own, too).
-const USER_AGENT: HeaderValue =
-    HeaderValue::from_static(concat!("celeste-connect/", env!("CARGO_PKG_VERSION")));
+const USER_AGENT: HeaderValue = HeaderValue::from_static(crate::app::USER_AGENT);
 
 /// Names which of the provider's API bases a request goes to (`content` for Dropbox's content
 /// API); absent, the provider's default.

@@ -44,7 +44,7 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 const REFUSED_RETRIES: usize = 2;
 
 /// Why a proxied call got no answer.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum UpstreamError {
     Timeout,
     Transport,
@@ -110,7 +110,6 @@ impl UpstreamClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         http.set_keepalive(Some(KEEPALIVE));
         http.set_keepalive_interval(Some(KEEPALIVE));
         http.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
@@ -185,27 +184,28 @@ async fn send_proxied(
 /// Whether an HTTP/2 server refused the request before processing it: a graceful `GOAWAY` or
 /// `REFUSED_STREAM` (RFC 9113 §8.7), so sending it again on another stream is safe.
 fn refused_unprocessed(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+    causes(error)
+        .find_map(|e| e.downcast_ref::<h2::Error>())
+        .is_some_and(|h2| {
             let remote = h2.is_remote();
-            return (h2.is_go_away() && remote && h2.reason() == Some(h2::Reason::NO_ERROR))
-                || (h2.is_reset() && remote && h2.reason() == Some(h2::Reason::REFUSED_STREAM));
-        }
-        source = e.source();
-    }
-    false
+            (h2.is_go_away() && remote && h2.reason() == Some(h2::Reason::NO_ERROR))
+                || (h2.is_reset() && remote && h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+        })
 }
 
 fn classify(error: &(dyn std::error::Error + 'static)) -> UpstreamError {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if e.is::<tokio::time::error::Elapsed>() {
-            return UpstreamError::Timeout;
-        }
-        source = e.source();
+    if causes(error).any(|e| e.is::<tokio::time::error::Elapsed>()) {
+        UpstreamError::Timeout
+    } else {
+        UpstreamError::Transport
     }
-    UpstreamError::Transport
+}
+
+/// An error and the errors beneath it.
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
 }
 
 /// A connector whose connections must be ready, TLS included, within [`CONNECT_TIMEOUT`].
@@ -346,7 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn only_an_http2_refusal_before_processing_is_retried() {
+    fn errors_of_our_own_making_are_not_retried() {
         let refused = h2::Error::from(h2::Reason::REFUSED_STREAM);
         // Built locally, these errors are not the server's: not retried.
         assert!(!refused_unprocessed(&refused));
