@@ -206,7 +206,9 @@ impl Jwks {
             due
         };
         if due {
-            match self.fetch().await {
+            // Boxed: the request's future is kilobytes, and every verification's future would
+            // otherwise carry (and copy) it.
+            match Box::pin(self.fetch()).await {
                 Ok(keys) => {
                     let mut cache = self.cache.write().await;
                     cache.keys = keys;

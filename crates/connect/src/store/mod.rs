@@ -444,29 +444,37 @@ const BUSY_POOL_WAITS: u32 = 6;
 
 /// Calls the backend. On PostgreSQL the call passes [`Health`] first (failing fast while the
 /// database is known to be unreachable) and reports what it found.
+///
+/// The call is boxed: callers' futures then hold a pointer instead of the backends' statement
+/// futures, which are kilobytes each. Requests answered from memory, which only might reach the
+/// database, would otherwise copy them whole every time their future moves (one allocation per
+/// statement instead; a round trip costs far more).
 macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            Store::Postgres($s) => {
-                $s.health().admit()?;
-                let mut result = $call;
-                // No connection in time: a busy pool waits longer (the statement never ran, so
-                // running it again is safe); only a database we cannot reach is an outage.
-                let mut waits = 0;
-                while waits < BUSY_POOL_WAITS
-                    && matches!(result, Err(StoreError::Database(sqlx::Error::PoolTimedOut)))
-                    && $s.reachable().await
-                {
-                    metrics::counter!("database_pool_busy_total").increment(1);
-                    waits += 1;
-                    result = $call;
+        Box::pin(async {
+            match $self {
+                Store::Postgres($s) => {
+                    $s.health().admit()?;
+                    let mut result = $call;
+                    // No connection in time: a busy pool waits longer (the statement never ran, so
+                    // running it again is safe); only a database we cannot reach is an outage.
+                    let mut waits = 0;
+                    while waits < BUSY_POOL_WAITS
+                        && matches!(result, Err(StoreError::Database(sqlx::Error::PoolTimedOut)))
+                        && $s.reachable().await
+                    {
+                        metrics::counter!("database_pool_busy_total").increment(1);
+                        waits += 1;
+                        result = $call;
+                    }
+                    $s.health().observe(&result);
+                    result
                 }
-                $s.health().observe(&result);
-                result
+                Store::Sqlite($s) => $call,
+                Store::Memory($s) => $call,
             }
-            Store::Sqlite($s) => $call,
-            Store::Memory($s) => $call,
-        }
+        })
+        .await
     };
 }
 
