@@ -351,11 +351,9 @@ fn parse_change(payload: &str) -> Option<(Uuid, Option<i64>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::SecretString;
-
     fn token(version: i64, connection_id: Uuid) -> Arc<FreshToken> {
         Arc::new(FreshToken {
-            access_token: SecretString::from(format!("t{version}")),
+            access_token: format!("t{version}").into(),
             expires_at: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
             scopes: Vec::new(),
             provider_user_id: "p".into(),

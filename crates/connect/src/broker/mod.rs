@@ -5,6 +5,7 @@
 //! `tokens` fresh tokens and refreshes, `sealed` the one conversion from a provider's token
 //! answer to stored ciphertexts, `rotate` the re-encryption of stored tokens.
 
+pub mod access_token;
 pub mod cache;
 pub mod connect;
 pub mod rotate;
@@ -296,7 +297,7 @@ async fn revoke(broker: &Arc<Broker>, user: UserId, provider: ProviderId) -> &'s
             )
             .await
             {
-                Ok(fresh) => fresh.access_token.clone(),
+                Ok(fresh) => secrecy::SecretString::from(fresh.access_token.expose_secret()),
                 Err(crate::error::Error::NotConnected) => return "not_connected",
                 Err(e) => {
                     tracing::warn!(provider = %provider, user_id = %user, error = %e, "revocation skipped: no valid access token");

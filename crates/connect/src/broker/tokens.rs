@@ -26,13 +26,14 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use secrecy::SecretString;
+use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::Broker;
+use super::access_token::AccessToken;
 use super::sealed::{Sealed, token_place};
 use crate::error::Error;
 use crate::model::{ConnectionState, UserId};
@@ -47,7 +48,7 @@ pub const SERVE_WHILE_LEASED: Duration = Duration::from_secs(30);
 
 /// A usable access token and what callers need to know about it. `Debug` shows no token.
 pub struct FreshToken {
-    pub access_token: SecretString,
+    pub access_token: AccessToken,
     pub expires_at: OffsetDateTime,
     pub scopes: Vec<String>,
     pub provider_user_id: String,
@@ -272,7 +273,7 @@ fn open(broker: &Broker, row: &TokenRow) -> Result<FreshToken, RefreshFailure> {
         )
         .map_err(|e| RefreshFailure::Internal(format!("connection {}: {e}", row.id)))?;
     Ok(FreshToken {
-        access_token,
+        access_token: AccessToken::new(access_token.expose_secret()),
         expires_at: row.expires_at,
         scopes: row.scopes.clone(),
         provider_user_id: row.provider_user_id.clone(),
@@ -491,9 +492,10 @@ pub async fn refresh_claimed(
                     .store_refreshed(claimed.id, claimed.version, owner, &refreshed)
             })
             .await;
+            let access_token = AccessToken::new(tokens.access_token.expose_secret());
             let token = |version| {
                 Arc::new(FreshToken {
-                    access_token: tokens.access_token.clone(),
+                    access_token: access_token.clone(),
                     expires_at: refreshed.expires_at,
                     scopes: scopes.clone().unwrap_or_else(|| claimed.scopes.clone()),
                     provider_user_id: claimed.provider_user_id.clone(),

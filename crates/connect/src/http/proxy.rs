@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use axum::body::{Body, HttpBody, to_bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
-use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::broker::tokens::{FreshToken, fresh_token};
@@ -60,13 +59,13 @@ pub const PROXY_BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// Request headers passed to every provider, besides the provider's own
 /// ([`ProviderSpec::forwarded_headers`](crate::provider::ProviderSpec)); everything else
 /// (cookies, auth, forwarding headers, `X-Connect-Api`) stays here.
-const FORWARD_REQUEST: &[&str] = &[
-    "accept",
-    "accept-encoding",
-    "accept-language",
-    "content-type",
-    "if-match",
-    "if-none-match",
+const FORWARD_REQUEST: [HeaderName; 6] = [
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+    header::ACCEPT_LANGUAGE,
+    header::CONTENT_TYPE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
 ];
 
 const USER_AGENT: HeaderValue = HeaderValue::from_static(crate::app::USER_AGENT);
@@ -78,40 +77,46 @@ pub const API_HEADER: &str = "x-connect-api";
 /// Response headers never passed back: hop-by-hop (RFC 9110 §7.6.1), cookies, the provider's
 /// authentication challenges, and `Clear-Site-Data` (it would act on the caller's origin, not
 /// the provider's). Headers the answer's own `Connection` names are dropped too.
-const DROP_RESPONSE: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "set-cookie",
-    "set-cookie2",
-    "clear-site-data",
-    "www-authenticate",
-    "content-length",
+const DROP_RESPONSE: [HeaderName; 14] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::SET_COOKIE,
+    HeaderName::from_static("set-cookie2"),
+    HeaderName::from_static("clear-site-data"),
+    header::WWW_AUTHENTICATE,
+    header::CONTENT_LENGTH,
 ];
 
 /// The headers an answer passes back to the caller: all but [`DROP_RESPONSE`] and those its
-/// `Connection` header names as hop-by-hop (RFC 9110 §7.6.1). Removes them from the upstream's
-/// own map, so an answer without a `Connection` header costs no allocation.
+/// `Connection` header names as hop-by-hop (RFC 9110 §7.6.1), removed from the upstream's own
+/// map. Names are compared with the few the answer has before any lookup: most answers carry
+/// none of them but a Content-Length.
 fn forwardable_response_headers(mut headers: HeaderMap) -> HeaderMap {
-    let connection: Vec<HeaderValue> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .cloned()
-        .collect();
-    for listed in connection.iter().filter_map(|v| v.to_str().ok()) {
-        for name in listed.split(',').map(str::trim) {
-            // Looked up case-insensitively; a name that is not a valid header name is a no-op.
-            headers.remove(name);
+    let has = |headers: &HeaderMap, name: &HeaderName| headers.keys().any(|n| n == name);
+    if has(&headers, &header::CONNECTION) {
+        let connection: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect();
+        for listed in connection.iter().filter_map(|v| v.to_str().ok()) {
+            for name in listed.split(',').map(str::trim) {
+                // Looked up case-insensitively; a name that is not a valid header name is a no-op.
+                headers.remove(name);
+            }
         }
     }
-    for name in DROP_RESPONSE {
-        headers.remove(*name);
+    for name in &DROP_RESPONSE {
+        if has(&headers, name) {
+            headers.remove(name);
+        }
     }
     headers
 }
@@ -120,7 +125,6 @@ fn forwardable_response_headers(mut headers: HeaderMap) -> HeaderMap {
 /// leave the API base (dot segments, encoded slashes or dots, backslashes, a scheme, an
 /// authority).
 pub fn upstream_url(api_base: &Url, rest: &str, query: Option<&str>) -> Option<Url> {
-    let lower = rest.to_ascii_lowercase();
     let first = rest.split('/').next().unwrap_or_default();
     let suspicious = rest.is_empty()
         || rest.starts_with('/')
@@ -128,9 +132,11 @@ pub fn upstream_url(api_base: &Url, rest: &str, query: Option<&str>) -> Option<U
         || rest.contains('\\')
         || first.contains(':')
         || rest.split('/').any(|seg| seg == ".." || seg == ".")
-        || ["%2e", "%2f", "%5c", "%00"]
-            .iter()
-            .any(|bad| lower.contains(bad));
+        || rest.as_bytes().windows(3).any(|w| {
+            matches!(w, [b'%', hi, lo]
+                if matches!([hi.to_ascii_lowercase(), lo.to_ascii_lowercase()],
+                            [b'2', b'e' | b'f'] | [b'5', b'c'] | [b'0', b'0']))
+        });
     if suspicious {
         return None;
     }
@@ -149,19 +155,19 @@ async fn send(
     body: &bytes::Bytes,
     token: &FreshToken,
 ) -> Result<http::Response<Body>> {
-    let mut authorization =
-        HeaderValue::try_from(format!("Bearer {}", token.access_token.expose_secret()))
-            .map_err(|_| Error::Internal("the access token is not a valid header value".into()))?;
-    authorization.set_sensitive(true);
+    let authorization = token
+        .access_token
+        .authorization()
+        .ok_or_else(|| Error::Internal("the access token is not a valid header value".into()))?;
     let uri = url
         .as_str()
         .parse::<http::Uri>()
         .map_err(|_| Error::InvalidRequest("the request cannot be forwarded".into()))?;
     let mut forwarded = HeaderMap::with_capacity(8);
-    forwarded.insert(header::AUTHORIZATION, authorization);
+    forwarded.insert(header::AUTHORIZATION, authorization.clone());
     forwarded.insert(header::USER_AGENT, USER_AGENT);
     for (name, value) in headers {
-        if FORWARD_REQUEST.contains(&name.as_str()) || provider_headers.contains(&name.as_str()) {
+        if FORWARD_REQUEST.contains(name) || provider_headers.contains(&name.as_str()) {
             forwarded.append(name, value.clone());
         }
     }
@@ -333,6 +339,7 @@ mod tests {
             "https://graph.microsoft.com/v1.0/me/messages?$top=5"
         );
         assert!(upstream_url(&base, "v1.0/users/adele@contoso.com", None).is_some());
+        assert!(upstream_url(&base, "v1.0/drive/root:/a%20b%2Cc.txt", None).is_some());
         for bad in [
             "",
             "/evil.example/x",
@@ -341,6 +348,11 @@ mod tests {
             "v1.0/../../x",
             "v1.0/%2e%2e/x",
             "v1.0%2f..%2fx",
+            "v1.0/%2E%2E/x",
+            "v1.0%2F..%2Fx",
+            "v1.0/a%5cb",
+            "v1.0/a%5Cb",
+            "v1.0/a%00b",
             "https:evil.example",
             "http://evil.example/",
             "v1.0\\..\\x",

@@ -8,12 +8,13 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use secrecy::ExposeSecret;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::activity::{Actor, Kind, outcome_of};
 use crate::broker;
+use crate::broker::access_token::needs_no_escaping;
 use crate::broker::tokens::{FreshToken, fresh_token};
 use crate::error::{Error, ErrorBody, Result};
 use crate::http::AppState;
@@ -94,65 +95,90 @@ impl<'a> TokenResponse<'a> {
             provider_email: token.provider_email.as_deref(),
         }
     }
+}
 
-    /// The JSON body, written once into a buffer sized for it. An access token is about a
-    /// kilobyte, and serde_json looks at each of its bytes for escaping one at a time; a token
-    /// that needs none (what providers issue) is checked in one vectorised pass and copied as it
-    /// is, and serde writes the rest. Any other token goes through serde whole.
-    fn to_body(&self) -> serde_json::Result<Vec<u8>> {
-        let mut body = Vec::with_capacity(self.body_size());
-        if !needs_no_escaping(self.access_token) {
-            serde_json::to_writer(&mut body, self)?;
-            return Ok(body);
+/// The JSON body of a token answer: what serde writes for [`TokenResponse`], without copying
+/// the token. Its chunk shares the cached token's memory (zeroed when the last user drops it),
+/// and the fields after it are written by hand, each string checked in one vectorised pass and
+/// copied, or escaped by serde when it needs it. A token that needs escaping (no provider
+/// issues one) sends the whole body through serde.
+fn token_body(token: &FreshToken) -> serde_json::Result<Body> {
+    let Some(access_token) = token.access_token.json_text() else {
+        return Ok(Body::from(serde_json::to_vec(&TokenResponse::of(token))?));
+    };
+    let mut rest = Vec::with_capacity(rest_size(token));
+    rest.extend_from_slice(br#"","token_type":"Bearer","expires_at":""#);
+    token
+        .expires_at
+        .format_into(&mut rest, &time::format_description::well_known::Rfc3339)
+        .map_err(<serde_json::Error as serde::ser::Error>::custom)?;
+    rest.extend_from_slice(br#"","scopes":["#);
+    for (i, scope) in token.scopes.iter().enumerate() {
+        if i > 0 {
+            rest.push(b',');
         }
-        body.extend_from_slice(b"{\"access_token\":\"");
-        body.extend_from_slice(self.access_token.as_bytes());
-        body.push(b'"');
-        let rest = body.len();
-        serde_json::to_writer(
-            &mut body,
-            &AfterToken {
-                token_type: self.token_type,
-                expires_at: self.expires_at,
-                scopes: self.scopes,
-                provider_user_id: self.provider_user_id,
-                provider_email: self.provider_email,
-            },
-        )?;
-        // `{"token_type":…}` continues the object: its brace becomes the comma.
-        if let Some(brace @ b'{') = body.get_mut(rest) {
-            *brace = b',';
-        }
-        Ok(body)
+        push_json_str(&mut rest, scope)?;
     }
+    rest.extend_from_slice(br#"],"provider_user_id":"#);
+    push_json_str(&mut rest, &token.provider_user_id)?;
+    rest.extend_from_slice(br#","provider_email":"#);
+    match &token.provider_email {
+        Some(email) => push_json_str(&mut rest, email)?,
+        None => rest.extend_from_slice(b"null"),
+    }
+    rest.push(b'}');
+    Ok(Body::new(Chunks(
+        [
+            Bytes::from_static(br#"{"access_token":""#),
+            access_token,
+            Bytes::from(rest),
+        ]
+        .into_iter(),
+    )))
+}
 
-    /// Room for the body unless a value needs escaping: field names, punctuation and the
-    /// timestamp take about 150 bytes.
-    fn body_size(&self) -> usize {
-        192 + self.access_token.len()
-            + self.scopes.iter().map(|s| s.len() + 3).sum::<usize>()
-            + self.provider_user_id.len()
-            + self.provider_email.map_or(0, str::len)
+/// Room for what follows the token unless a value needs escaping: field names, punctuation and
+/// the timestamp take about 130 bytes.
+fn rest_size(token: &FreshToken) -> usize {
+    160 + token.scopes.iter().map(|s| s.len() + 3).sum::<usize>()
+        + token.provider_user_id.len()
+        + token.provider_email.as_deref().map_or(0, str::len)
+}
+
+/// `value` as a JSON string: copied between quotes when it needs no escaping, else by serde.
+fn push_json_str(out: &mut Vec<u8>, value: &str) -> serde_json::Result<()> {
+    if needs_no_escaping(value) {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        serde_json::to_writer(&mut *out, value)
     }
 }
 
-/// [`TokenResponse`] after its first field, in the same order.
-#[derive(Serialize)]
-struct AfterToken<'a> {
-    token_type: &'static str,
-    #[serde(serialize_with = "rfc3339")]
-    expires_at: time::OffsetDateTime,
-    scopes: &'a [String],
-    provider_user_id: &'a str,
-    provider_email: Option<&'a str>,
-}
+/// A body sent as the chunks it is made of, none copied, with its length known (so it goes
+/// out with a Content-Length, not chunked).
+struct Chunks<const N: usize>(std::array::IntoIter<Bytes, N>);
 
-/// Whether serde_json would write `value` between quotes unchanged: no control character, no
-/// quote, no backslash. Written without an early exit, so the compiler vectorises it.
-fn needs_no_escaping(value: &str) -> bool {
-    value.bytes().fold(true, |plain, b| {
-        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
-    })
+impl<const N: usize> http_body::Body for Chunks<N> {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.next().map(|chunk| Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_slice().iter().all(Bytes::is_empty)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.as_slice().iter().map(|c| c.len() as u64).sum())
+    }
 }
 
 /// `time::serde::rfc3339` without the intermediate `String`: the timestamp is formatted on
@@ -234,10 +260,8 @@ async fn issue_token(
 
 /// The 200 answer for a token: its JSON body, `no-store`.
 fn token_response(token: &FreshToken) -> Result<Response> {
-    let body = TokenResponse::of(token)
-        .to_body()
-        .map_err(|e| Error::Internal(format!("token body: {e}")))?;
-    let mut response = Response::new(Body::from(body));
+    let body = token_body(token).map_err(|e| Error::Internal(format!("token body: {e}")))?;
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -380,43 +404,72 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_token_body_keeps_its_field_order_and_types() {
-        let with_email = TokenResponse::of(&token(Some("adele@contoso.com")))
-            .to_body()
-            .unwrap();
+    /// The body as the server sends it, after checking that its announced length is its length.
+    async fn sent(token: &FreshToken) -> Vec<u8> {
+        use http_body::Body as _;
+        let body = token_body(token).unwrap();
+        let announced = body.size_hint().exact();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        assert_eq!(announced, Some(bytes.len() as u64));
+        bytes.to_vec()
+    }
+
+    #[tokio::test]
+    async fn the_token_body_keeps_its_field_order_and_types() {
+        let with_email = sent(&token(Some("adele@contoso.com"))).await;
         assert_eq!(
             std::str::from_utf8(&with_email).unwrap(),
             r#"{"access_token":"eyJ0eXAi.access","token_type":"Bearer","expires_at":"2026-12-01T08:46:06.25Z","scopes":["Mail.Read","offline_access"],"provider_user_id":"00000000-0000-0000-0000-00000000abcd","provider_email":"adele@contoso.com"}"#
         );
-        let without = TokenResponse::of(&token(None)).to_body().unwrap();
+        let without = sent(&token(None)).await;
         assert!(without.ends_with(br#""provider_email":null}"#));
+        let mut no_scopes = token(None);
+        no_scopes.scopes.clear();
+        assert!(
+            std::str::from_utf8(&sent(&no_scopes).await)
+                .unwrap()
+                .contains(r#""scopes":[],"#)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_token_body_is_what_serde_writes_for_any_token() {
+        let mut plain = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.".repeat(30);
+        plain.push_str("~._-+/=\u{7f}é");
+        for access_token in [
+            plain.as_str(),
+            "",
+            "quote\"inside",
+            "back\\slash",
+            "tab\tand\u{1}control",
+        ] {
+            for email in [
+                Some("a\"quoted\"@example.com"),
+                Some("plain@example.com"),
+                None,
+            ] {
+                for odd_scope in [None, Some("with \"quotes\"")] {
+                    let mut t = token(email);
+                    t.access_token = access_token.to_owned().into();
+                    t.scopes.extend(odd_scope.map(str::to_owned));
+                    t.expires_at = time::macros::datetime!(2026-12-01 08:46:06.123456789 +05:30);
+                    assert_eq!(
+                        sent(&t).await,
+                        serde_json::to_vec(&TokenResponse::of(&t)).unwrap(),
+                        "{access_token:?} {email:?} {odd_scope:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
-    fn the_token_body_is_what_serde_writes_for_any_token() {
-        let mut plain = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.".repeat(30);
-        plain.push_str("~._-+/=\u{7f}é");
-        for (access_token, copied) in [
-            (plain.as_str(), true),
-            ("", true),
-            ("quote\"inside", false),
-            ("back\\slash", false),
-            ("tab\tand\u{1}control", false),
-        ] {
-            assert_eq!(needs_no_escaping(access_token), copied, "{access_token:?}");
-            for email in [Some("a\"quoted\"@example.com"), None] {
-                let mut t = token(email);
-                t.access_token = access_token.to_owned().into();
-                t.scopes.push("with \"quotes\"".to_owned());
-                let response = TokenResponse::of(&t);
-                assert_eq!(
-                    response.to_body().unwrap(),
-                    serde_json::to_vec(&response).unwrap(),
-                    "{access_token:?}"
-                );
-            }
-        }
+    fn what_follows_the_token_fits_the_buffer_it_is_written_into() {
+        let mut long = token(Some("adele.vance@contoso.onmicrosoft.com"));
+        long.expires_at = time::macros::datetime!(2026-12-01 08:46:06.123456789 +05:30);
+        let body = serde_json::to_vec(&TokenResponse::of(&long)).unwrap();
+        let after_token = body.len() - r#"{"access_token":"eyJ0eXAi.access"#.len();
+        assert!(after_token <= rest_size(&long), "{after_token}");
     }
 
     #[test]
@@ -435,18 +488,5 @@ mod tests {
                 serde_json::to_string(&Before(at)).unwrap()
             );
         }
-    }
-
-    #[test]
-    fn the_token_body_fits_the_buffer_it_is_written_into() {
-        let mut long = token(Some("adele.vance@contoso.onmicrosoft.com"));
-        long.access_token = "x".repeat(1200).into();
-        long.expires_at = time::macros::datetime!(2026-12-01 08:46:06.123456789 +05:30);
-        let response = TokenResponse::of(&long);
-        assert!(response.to_body().unwrap().len() <= response.body_size());
-        let escaped = token(Some("a\"quoted\"@example.com"));
-        let body = TokenResponse::of(&escaped).to_body().unwrap();
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(value["provider_email"], "a\"quoted\"@example.com");
     }
 }

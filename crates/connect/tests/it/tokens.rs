@@ -52,7 +52,16 @@ async fn a_valid_token_is_handed_out_without_calling_the_provider() {
         let response = c.token(user, "").await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["cache-control"], "no-store");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        // Sent with its length, not chunked, though it leaves as separate pieces.
+        let length: usize = response.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(response.headers().get("transfer-encoding").is_none());
         let text = response.text().await.unwrap();
+        assert_eq!(text.len(), length);
         let body: Value = serde_json::from_str(&text).unwrap();
         assert!(
             body["access_token"]
