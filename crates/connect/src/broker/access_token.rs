@@ -2,7 +2,8 @@
 //! in memory that is zeroed when the last reference to it goes. The proxy's `Authorization`
 //! value and the token API's body share that memory instead of copying the token (a kilobyte
 //! or more for Microsoft) on every request, and both were checked once, when the token was
-//! opened.
+//! opened. (The HTTP layers below may still copy it into buffers of their own: hyper's client
+//! writes header values into its write buffer.)
 
 use bytes::Bytes;
 use http::HeaderValue;

@@ -448,7 +448,7 @@ const BUSY_POOL_WAITS: u32 = 6;
 /// The call is boxed: callers' futures then hold a pointer instead of the backends' statement
 /// futures, which are kilobytes each. Requests answered from memory, which only might reach the
 /// database, would otherwise copy them whole every time their future moves (one allocation per
-/// statement instead; a round trip costs far more).
+/// store call instead; a round trip costs far more).
 macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {
         Box::pin(async {
