@@ -4,13 +4,18 @@
 //! [`ApiError`], one access-log line, and the request metrics (labels from fixed sets only).
 //! Client-supplied request ids are ignored, so logs cannot be forged through them.
 
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::{OnceLock, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::error::{ApiError, Error};
@@ -20,8 +25,7 @@ use crate::error::{ApiError, Error};
 #[derive(Clone, Copy, Debug)]
 pub struct KeepBody;
 
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest request method the service reads. Real methods are short (`PROPPATCH` is the
 /// longest in RFC 4918); anything longer is refused before it reaches a log line or a handler.
@@ -87,22 +91,91 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
-pub async fn request_context(mut request: Request, next: Next) -> Response {
-    let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+/// The request context (id, span, refusals, error envelope, access log, metrics) around every
+/// route. A layer of its own rather than `axum::middleware::from_fn`, which boxes the rest of
+/// the stack anew for every request, on top of the request's future.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestContextLayer;
+
+impl<S> Layer<S> for RequestContextLayer {
+    type Service = RequestContext<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestContext { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RequestContext<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for RequestContext<S>
+where
+    S: Service<Request, Error = Infallible> + Clone + Send + 'static,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The service polled ready is the one called; its clone waits for the next request.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move { Ok(request_context(request, ready).await) })
+    }
+}
+
+/// The route template as a label that lives as long as the process: the router's templates are
+/// a fixed, small set, each kept once, so a request's log fields and metric labels copy none.
+fn route_label(matched: &MatchedPath) -> &'static str {
+    static ROUTES: RwLock<BTreeSet<&'static str>> = RwLock::new(BTreeSet::new());
+    let template = matched.as_str();
+    if let Some(&known) = ROUTES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(template)
+    {
+        return known;
+    }
+    let mut routes = ROUTES.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(&known) = routes.get(template) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(template.into());
+    routes.insert(leaked);
+    leaked
+}
+
+/// The status code as a label that lives as long as the process (every code from 100 to 999,
+/// written once).
+fn status_label(status: StatusCode) -> &'static str {
+    static LABELS: OnceLock<Box<[String]>> = OnceLock::new();
+    let labels = LABELS.get_or_init(|| (100..1000u16).map(|code| code.to_string()).collect());
+    &labels[usize::from(status.as_u16() - 100)]
+}
+
+async fn request_context<S>(request: Request, mut inner: S) -> Response
+where
+    S: Service<Request, Error = Infallible>,
+    S::Response: IntoResponse,
+{
+    let mut id_buffer = uuid::Uuid::encode_buffer();
+    let request_id: &str = uuid::Uuid::new_v4().simple().encode_lower(&mut id_buffer);
+    let matched = request.extensions().get::<MatchedPath>().map(route_label);
     // Route labels come from the router's own templates only, never from the request path. A
     // path no route knows is logged as it came, without its query string (which may hold a
     // code or a token); metrics keep the one label `unmatched`.
     let unmatched_path = matched.is_none().then(|| request.uri().path().to_owned());
-    let route = matched.unwrap_or_else(|| "unmatched".to_owned());
+    let route = matched.unwrap_or("unmatched");
     let method = method_label(request.method());
     let refused = refusal(&request);
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
@@ -118,7 +191,14 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut response = match refused {
         Some(response) => response,
-        None => next.run(request).instrument(span.clone()).await,
+        None => match span
+            .in_scope(|| inner.call(request))
+            .instrument(span.clone())
+            .await
+        {
+            Ok(response) => response.into_response(),
+            Err(never) => match never {},
+        },
     };
     let status = response.status();
     let elapsed = started.elapsed();
@@ -165,10 +245,10 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
             );
         });
     }
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
     }
-    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status.as_u16().to_string()).increment(1);
+    metrics::counter!("http_requests_total", "route" => route, "method" => method, "status" => status_label(status)).increment(1);
     metrics::histogram!("http_request_duration_seconds", "route" => route)
         .record(elapsed.as_secs_f64());
     response
@@ -188,4 +268,17 @@ pub fn panic_response(_payload: Box<dyn std::any::Any + Send + 'static>) -> Resp
         .extensions_mut()
         .insert(ApiError::for_status(StatusCode::INTERNAL_SERVER_ERROR));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_labels_are_the_codes() {
+        for code in [100, 101, 200, 204, 401, 404, 429, 503, 599, 999] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(status_label(status), code.to_string());
+        }
+    }
 }

@@ -18,14 +18,18 @@ pub mod upstream;
 pub mod user;
 pub mod webhooks;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
+use middleware::RequestContextLayer;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -169,21 +173,32 @@ fn distinct_proxy_operation_ids(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// CORS for the app's origins. The layer is cloned for every request, so the origins are shared
+/// rather than a list copied each time, and `Vary: Origin` is a constant added around it (see
+/// [`vary_origin`]) rather than a header the layer builds per response.
 fn cors(state: &AppState) -> CorsLayer {
-    let origins: Vec<HeaderValue> = state
+    let origins: Arc<[HeaderValue]> = state
         .settings
         .app_origins
         .iter()
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
     CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origins.contains(origin)
+        }))
+        .vary([])
         .allow_credentials(true)
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         // Retry-After, so the app's page can honour a 429 or 503.
         .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
         .max_age(Duration::from_secs(600))
+}
+
+/// Every answer depends on the request's `Origin` (CORS headers), preflights included.
+fn vary_origin() -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::appending(header::VARY, HeaderValue::from_static("origin"))
 }
 
 /// The public API router.
@@ -216,14 +231,20 @@ pub fn api_router(state: AppState) -> Router {
                 .layer(RequestBodyLimitLayer::new(proxy::PROXY_BODY_LIMIT)),
         )
         .fallback(middleware::not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(60),
-        ))
-        .layer(axum::middleware::from_fn(middleware::request_context))
-        .layer(cors(&state))
+        // One stack, added once: the router boxes each layer it is given around every route,
+        // and clones every box for every request.
+        .layer(
+            ServiceBuilder::new()
+                .layer(vary_origin())
+                .layer(cors(&state))
+                .layer(RequestContextLayer)
+                .layer(TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::GATEWAY_TIMEOUT,
+                    Duration::from_secs(60),
+                ))
+                .layer(CatchPanicLayer::custom(middleware::panic_response))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT)),
+        )
         .with_state(state)
 }
 
@@ -233,6 +254,6 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/metrics", axum::routing::get(ops::metrics))
         .route("/v1/health", axum::routing::get(ops::health))
         .fallback(middleware::not_found)
-        .layer(axum::middleware::from_fn(middleware::request_context))
+        .layer(RequestContextLayer)
         .with_state(state)
 }

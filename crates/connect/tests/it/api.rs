@@ -462,14 +462,53 @@ async fn cors_admits_the_app_origins_only() {
         "http://app.localhost:3000"
     );
     assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
+    assert_eq!(ok.headers()["vary"], "origin");
     let evil = preflight("https://evil.example").await.unwrap();
     assert!(evil.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(evil.headers()["vary"], "origin");
+
+    // An actual request: the allowed origin echoed, another one not, and either way an answer
+    // that varies with the origin (a shared cache must not hand one origin's answer to another).
+    for (origin, allowed) in [
+        ("http://app.localhost:3000", true),
+        ("https://evil.example", false),
+    ] {
+        let answer = app
+            .http
+            .get(app.url("/v1/health"))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(
+            answer
+                .headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap()),
+            allowed.then_some(origin),
+            "{origin}"
+        );
+        assert_eq!(answer.headers()["vary"], "origin", "{origin}");
+        assert_eq!(
+            answer.headers().get_all("vary").iter().count(),
+            1,
+            "{origin}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn metrics_are_served_on_the_admin_listener_only() {
     let app = TestApp::start(Backend::Sqlite).await;
     app.http.get(app.url("/v1/health")).send().await.unwrap();
+    let refused = app
+        .http
+        .get(app.url("/v1/integrations/outlook/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
     let metrics = app
         .http
         .get(format!("{}/metrics", app.admin_base))
@@ -479,7 +518,13 @@ async fn metrics_are_served_on_the_admin_listener_only() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("http_requests_total"), "{metrics}");
+    // Labelled by the route's template, the method and the status code.
+    for series in [
+        r#"http_requests_total{route="/v1/health",method="GET",status="200"}"#,
+        r#"http_requests_total{route="/v1/integrations/{provider}/status",method="GET",status="401"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
     let public = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(public.status(), 404);
 }
