@@ -193,11 +193,20 @@ pub async fn run_flusher(
     let mut fold_tick = tokio::time::interval(fold_every);
     fold_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // The fold at start goes first, before any flush of this process: it adds only what others
+    // left. (Both intervals are due at once; left to `select!`, a start under load could
+    // journal its first requests and then fold them, a fold the start was not meant to make.)
+    let mut starting = true;
     loop {
-        let folding = tokio::select! {
-            _ = tick.tick() => false,
-            _ = fold_tick.tick() => true,
-            _ = stop.wait_for(|stop| *stop) => return journal,
+        let folding = if std::mem::take(&mut starting) {
+            fold_tick.tick().await;
+            true
+        } else {
+            tokio::select! {
+                _ = tick.tick() => false,
+                _ = fold_tick.tick() => true,
+                _ = stop.wait_for(|stop| *stop) => return journal,
+            }
         };
         let result = if folding {
             journal
