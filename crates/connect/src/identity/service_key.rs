@@ -1,7 +1,8 @@
 //! Service keys: the credential of trusted backends and workflow engines (n8n). Keys are random
 //! 256-bit strings handed out once; the configuration holds only their SHA-256 hashes, by name,
 //! several at a time so keys can be rotated. Presented keys are compared in constant time. The
-//! key itself is never logged or stored; its name is.
+//! key itself is never logged or written anywhere; its name is. A key that verified is kept in
+//! the process's memory, so that its next request needs no hash (see [`ServiceKeys::verify`]).
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -108,8 +109,8 @@ pub struct ServiceKeys {
 /// Keys that already matched an entry, so the same key presented again costs a constant-time
 /// comparison with each of them instead of a SHA-256 (about 2 100 instructions, an eighth of
 /// what a token request does beyond a health check). Only a key that matched an entry gets in,
-/// so it holds at most one key per entry. The keys are zeroed when the process drops them, and
-/// never printed.
+/// so it holds at most one key per entry. They stay for the life of the process (zeroed if the
+/// state is dropped, as at shutdown) and are never printed.
 #[derive(Default)]
 struct Verified(RwLock<Vec<VerifiedKey>>);
 
