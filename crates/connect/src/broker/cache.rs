@@ -360,6 +360,7 @@ mod tests {
             provider_email: None,
             version,
             connection_id,
+            answer_tail: Default::default(),
         })
     }
 

@@ -57,6 +57,10 @@ pub struct FreshToken {
     pub version: i64,
     /// The connection's row id (what change notifications name).
     pub connection_id: Uuid,
+    /// The token API's JSON after the token (written in `http/service.rs`): rendered at the
+    /// token's first answer and kept with it, so each later answer from memory writes nothing.
+    /// Empty until then (the proxy never needs it).
+    pub answer_tail: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl std::fmt::Debug for FreshToken {
@@ -280,6 +284,7 @@ fn open(broker: &Broker, row: &TokenRow) -> Result<FreshToken, RefreshFailure> {
         provider_email: row.provider_email.clone(),
         version: row.version,
         connection_id: row.id,
+        answer_tail: Default::default(),
     })
 }
 
@@ -502,6 +507,7 @@ pub async fn refresh_claimed(
                     provider_email: claimed.provider_email.clone(),
                     version,
                     connection_id: claimed.id,
+                    answer_tail: Default::default(),
                 })
             };
             match stored {

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody, to_bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{RawPathParams, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
 use url::Url;
@@ -202,10 +202,10 @@ fn unknown_api(configured: &crate::provider::ConfiguredProvider) -> Error {
 pub async fn proxy(
     State(state): State<AppState>,
     caller: ServiceCaller,
-    Path((user_id, provider, _rest)): Path<(String, String, String)>,
+    params: RawPathParams,
     request: Request,
 ) -> Result<Response> {
-    let (user, provider) = target(&user_id, &provider)?;
+    let (user, provider) = target(&params)?;
     // The raw (still percent-encoded) path: what the provider would see.
     let rest = request
         .uri()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawPathParams, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
@@ -28,9 +28,18 @@ pub const MAX_PAGE: u32 = 500;
 /// Largest `min_ttl` a caller may ask for (Microsoft access tokens live 60–90 minutes).
 pub const MAX_MIN_TTL_SECS: u64 = 3600;
 
-/// Reads the `{user_id}` and `{provider}` of a service path. A malformed user id is bad input;
+/// Reads the `{user_id}` and `{provider}` of a service path, as the router decoded them (no
+/// copy: these routes run on every token and proxy request). A malformed user id is bad input;
 /// an unknown provider answers exactly like an unknown user.
-pub fn target(user_id: &str, provider: &str) -> Result<(UserId, ProviderId)> {
+pub fn target(params: &RawPathParams) -> Result<(UserId, ProviderId)> {
+    let (mut user_id, mut provider) = ("", "");
+    for (name, value) in params {
+        match name {
+            "user_id" => user_id = value,
+            "provider" => provider = value,
+            _ => {}
+        }
+    }
     let user = uuid::Uuid::parse_str(user_id)
         .map_err(|_| Error::InvalidRequest("user_id must be a UUID".into()))?;
     let provider = ProviderId::from_path(provider).ok_or(Error::NotConnected)?;
@@ -99,13 +108,35 @@ impl<'a> TokenResponse<'a> {
 
 /// The JSON body of a token answer: what serde writes for [`TokenResponse`], without copying
 /// the token. Its chunk shares the cached token's memory (zeroed when the last user drops it),
-/// and the fields after it are written by hand, each string checked in one vectorised pass and
-/// copied, or escaped by serde when it needs it. A token that needs escaping (no provider
-/// issues one) sends the whole body through serde.
+/// and the fields after it are written by hand once per token and kept with it
+/// ([`FreshToken::answer_tail`]): each string checked in one vectorised pass and copied, or
+/// escaped by serde when it needs it. A token that needs escaping (no provider issues one)
+/// sends the whole body through serde.
 fn token_body(token: &FreshToken) -> serde_json::Result<Body> {
     let Some(access_token) = token.access_token.json_text() else {
         return Ok(Body::from(serde_json::to_vec(&TokenResponse::of(token))?));
     };
+    let tail = match token.answer_tail.get() {
+        Some(tail) => tail.clone(),
+        None => {
+            let tail = Bytes::from(answer_tail(token)?.into_boxed_slice());
+            // Two first answers at once may both write it; either copy is the same.
+            let _ = token.answer_tail.set(tail.clone());
+            tail
+        }
+    };
+    Ok(Body::new(Chunks(
+        [
+            Bytes::from_static(br#"{"access_token":""#),
+            access_token,
+            tail,
+        ]
+        .into_iter(),
+    )))
+}
+
+/// Everything of a token answer after the token: its closing quote, then the other fields.
+fn answer_tail(token: &FreshToken) -> serde_json::Result<Vec<u8>> {
     let mut rest = Vec::with_capacity(rest_size(token));
     rest.extend_from_slice(br#"","token_type":"Bearer","expires_at":""#);
     token
@@ -127,14 +158,7 @@ fn token_body(token: &FreshToken) -> serde_json::Result<Body> {
         None => rest.extend_from_slice(b"null"),
     }
     rest.push(b'}');
-    Ok(Body::new(Chunks(
-        [
-            Bytes::from_static(br#"{"access_token":""#),
-            access_token,
-            Bytes::from(rest),
-        ]
-        .into_iter(),
-    )))
+    Ok(rest)
 }
 
 /// Room for what follows the token unless a value needs escaping: field names, punctuation and
@@ -197,10 +221,10 @@ impl<const N: usize> http_body::Body for Chunks<N> {
 pub async fn token(
     State(state): State<AppState>,
     caller: ServiceCaller,
-    Path((user_id, provider)): Path<(String, String)>,
+    params: RawPathParams,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response> {
-    let (user, provider) = target(&user_id, &provider)?;
+    let (user, provider) = target(&params)?;
     let answer = issue_token(&state, &caller, user, provider, query.min_ttl.unwrap_or(0)).await;
     state.broker.activity.record(
         user,
@@ -383,6 +407,7 @@ mod tests {
             provider_email: email.map(str::to_owned),
             version: 3,
             connection_id: uuid::Uuid::nil(),
+            answer_tail: Default::default(),
         }
     }
 
@@ -443,6 +468,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_token_answered_twice_is_written_once() {
+        let mut t = token(Some("adele@contoso.com"));
+        assert!(t.answer_tail.get().is_none());
+        let first = sent(&t).await;
+        assert!(t.answer_tail.get().is_some(), "kept with the token");
+        // A cached token never changes; this one does, to show the second answer is the kept
+        // rendering and not a new one.
+        t.provider_email = None;
+        assert_eq!(sent(&t).await, first);
     }
 
     #[test]
