@@ -59,7 +59,7 @@ pub struct FreshToken {
     pub connection_id: Uuid,
     /// The token API's JSON after the token (written in `http/service.rs`): rendered at the
     /// token's first answer and kept with it, so each later answer from memory writes nothing.
-    /// Empty until then (the proxy never needs it).
+    /// Empty until then (the proxy never needs it); the empty slot is 40 bytes.
     pub answer_tail: std::sync::OnceLock<bytes::Bytes>,
 }
 

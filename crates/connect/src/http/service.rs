@@ -28,8 +28,8 @@ pub const MAX_PAGE: u32 = 500;
 /// Largest `min_ttl` a caller may ask for (Microsoft access tokens live 60–90 minutes).
 pub const MAX_MIN_TTL_SECS: u64 = 3600;
 
-/// Reads the `{user_id}` and `{provider}` of a service path, as the router decoded them (no
-/// copy: these routes run on every token and proxy request). A malformed user id is bad input;
+/// Reads the `{user_id}` and `{provider}` of a service path, as the router decoded them
+/// (without copying the strings: these routes run on every token and proxy request). A malformed user id is bad input;
 /// an unknown provider answers exactly like an unknown user.
 pub fn target(params: &RawPathParams) -> Result<(UserId, ProviderId)> {
     let (mut user_id, mut provider) = ("", "");
