@@ -355,12 +355,9 @@ mod tests {
         Arc::new(FreshToken {
             access_token: format!("t{version}").into(),
             expires_at: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
-            scopes: Vec::new(),
-            provider_user_id: "p".into(),
-            provider_email: None,
+            answer_tail: bytes::Bytes::new(),
             version,
             connection_id,
-            answer_tail: Default::default(),
         })
     }
 

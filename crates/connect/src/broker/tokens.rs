@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use secrecy::ExposeSecret;
@@ -33,7 +34,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::Broker;
-use super::access_token::AccessToken;
+use super::access_token::{AccessToken, needs_no_escaping};
 use super::sealed::{Sealed, token_place};
 use crate::error::Error;
 use crate::model::{ConnectionState, UserId};
@@ -50,17 +51,67 @@ pub const SERVE_WHILE_LEASED: Duration = Duration::from_secs(30);
 pub struct FreshToken {
     pub access_token: AccessToken,
     pub expires_at: OffsetDateTime,
-    pub scopes: Vec<String>,
-    pub provider_user_id: String,
-    pub provider_email: Option<String>,
+    /// The token API's answer after the token, written once ([`answer_tail`]).
+    pub answer_tail: Bytes,
     /// The stored row's version this token belongs to.
     pub version: i64,
     /// The connection's row id (what change notifications name).
     pub connection_id: Uuid,
-    /// The token API's JSON after the token (written in `http/service.rs`): rendered at the
-    /// token's first answer and kept with it, so each later answer from memory writes nothing.
-    /// Empty until then (the proxy never needs it); the empty slot is 40 bytes.
-    pub answer_tail: std::sync::OnceLock<bytes::Bytes>,
+}
+
+/// The token API's JSON answer after the token: the token's closing quote, then
+/// `"token_type":"Bearer","expires_at":"…","scopes":[…],"provider_user_id":"…",
+/// "provider_email":…}`. Written when a token is opened or refreshed, and shared by every answer
+/// that hands the token out, so an answer from memory writes nothing; one buffer is also
+/// smaller than the scopes and account kept as strings of their own. Each string is checked in
+/// one vectorised pass and copied, or escaped by serde when it needs it.
+pub fn answer_tail(
+    expires_at: OffsetDateTime,
+    scopes: &[String],
+    provider_user_id: &str,
+    provider_email: Option<&str>,
+) -> serde_json::Result<Bytes> {
+    let mut out = Vec::with_capacity(tail_size(scopes, provider_user_id, provider_email));
+    out.extend_from_slice(br#"","token_type":"Bearer","expires_at":""#);
+    expires_at
+        .format_into(&mut out, &time::format_description::well_known::Rfc3339)
+        .map_err(<serde_json::Error as serde::ser::Error>::custom)?;
+    out.extend_from_slice(br#"","scopes":["#);
+    for (i, scope) in scopes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(&mut out, scope)?;
+    }
+    out.extend_from_slice(br#"],"provider_user_id":"#);
+    push_json_str(&mut out, provider_user_id)?;
+    out.extend_from_slice(br#","provider_email":"#);
+    match provider_email {
+        Some(email) => push_json_str(&mut out, email)?,
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    Ok(Bytes::from(out.into_boxed_slice()))
+}
+
+/// Room for the tail unless a value needs escaping: member names, punctuation and the
+/// timestamp take about 130 bytes.
+fn tail_size(scopes: &[String], provider_user_id: &str, provider_email: Option<&str>) -> usize {
+    160 + scopes.iter().map(|s| s.len() + 3).sum::<usize>()
+        + provider_user_id.len()
+        + provider_email.map_or(0, str::len)
+}
+
+/// `value` as a JSON string: copied between quotes when it needs no escaping, else by serde.
+fn push_json_str(out: &mut Vec<u8>, value: &str) -> serde_json::Result<()> {
+    if needs_no_escaping(value) {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        serde_json::to_writer(&mut *out, value)
+    }
 }
 
 impl std::fmt::Debug for FreshToken {
@@ -276,15 +327,19 @@ fn open(broker: &Broker, row: &TokenRow) -> Result<FreshToken, RefreshFailure> {
             &row.access_token,
         )
         .map_err(|e| RefreshFailure::Internal(format!("connection {}: {e}", row.id)))?;
+    let answer_tail = answer_tail(
+        row.expires_at,
+        &row.scopes,
+        &row.provider_user_id,
+        row.provider_email.as_deref(),
+    )
+    .map_err(|e| RefreshFailure::Internal(format!("connection {}: {e}", row.id)))?;
     Ok(FreshToken {
         access_token: AccessToken::new(access_token.expose_secret()),
         expires_at: row.expires_at,
-        scopes: row.scopes.clone(),
-        provider_user_id: row.provider_user_id.clone(),
-        provider_email: row.provider_email.clone(),
+        answer_tail,
         version: row.version,
         connection_id: row.id,
-        answer_tail: Default::default(),
     })
 }
 
@@ -498,16 +553,20 @@ pub async fn refresh_claimed(
             })
             .await;
             let access_token = AccessToken::new(tokens.access_token.expose_secret());
+            let tail = answer_tail(
+                refreshed.expires_at,
+                scopes.as_deref().unwrap_or(claimed.scopes.as_slice()),
+                &claimed.provider_user_id,
+                claimed.provider_email.as_deref(),
+            )
+            .map_err(|e| RefreshFailure::Internal(format!("connection {}: {e}", claimed.id)))?;
             let token = |version| {
                 Arc::new(FreshToken {
                     access_token: access_token.clone(),
                     expires_at: refreshed.expires_at,
-                    scopes: scopes.clone().unwrap_or_else(|| claimed.scopes.clone()),
-                    provider_user_id: claimed.provider_user_id.clone(),
-                    provider_email: claimed.provider_email.clone(),
+                    answer_tail: tail.clone(),
                     version,
                     connection_id: claimed.id,
-                    answer_tail: Default::default(),
                 })
             };
             match stored {
@@ -616,4 +675,29 @@ async fn needs_reauth(broker: &Arc<Broker>, claimed: &TokenRow, reason: &str) ->
         .increment(1);
     tracing::info!(user_id = %claimed.user_id, provider = %provider, reason = %reason, "provider refused the grant: needs reauth");
     Err(RefreshFailure::Reauth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_tail_fits_the_buffer_it_is_written_into() {
+        let scopes = [
+            "Mail.Read",
+            "offline_access",
+            "User.Read",
+            "Calendars.ReadWrite",
+        ]
+        .map(str::to_owned);
+        let account = "00000000-0000-0000-0000-00000000abcd";
+        let email = Some("adele.vance@contoso.onmicrosoft.com");
+        let expires_at = time::macros::datetime!(2026-12-01 08:46:06.123456789 +05:30);
+        let tail = answer_tail(expires_at, &scopes, account, email).unwrap();
+        assert!(tail.len() <= tail_size(&scopes, account, email));
+        assert_eq!(
+            std::str::from_utf8(&tail).unwrap(),
+            r#"","token_type":"Bearer","expires_at":"2026-12-01T08:46:06.123456789+05:30","scopes":["Mail.Read","offline_access","User.Read","Calendars.ReadWrite"],"provider_user_id":"00000000-0000-0000-0000-00000000abcd","provider_email":"adele.vance@contoso.onmicrosoft.com"}"#
+        );
+    }
 }
