@@ -27,7 +27,7 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use middleware::RequestContextLayer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -175,7 +175,8 @@ fn distinct_proxy_operation_ids(doc: &mut utoipa::openapi::OpenApi) {
 
 /// CORS for the app's origins. The layer is cloned for every request, so the origins are shared
 /// rather than a list copied each time, and `Vary: Origin` is a constant added around it (see
-/// [`vary_origin`]) rather than a header the layer builds per response.
+/// [`vary_origin`]) rather than a header the layer builds per response. Credentials are allowed
+/// for those origins only: a refused origin's answer carries no `Allow-Credentials` either.
 fn cors(state: &AppState) -> CorsLayer {
     let origins: Arc<[HeaderValue]> = state
         .settings
@@ -183,12 +184,15 @@ fn cors(state: &AppState) -> CorsLayer {
         .iter()
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
+    let admitted = origins.clone();
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, _| {
             origins.contains(origin)
         }))
         .vary([])
-        .allow_credentials(true)
+        .allow_credentials(AllowCredentials::predicate(move |origin, _| {
+            admitted.contains(origin)
+        }))
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         // Retry-After, so the app's page can honour a 429 or 503.

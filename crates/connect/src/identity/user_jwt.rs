@@ -5,9 +5,13 @@
 //! already held keep working).
 //! The algorithm allowed is decided by the key, never by the token's header alone. The user is
 //! the `sub` claim and nothing else. Tokens and keys are never logged.
+//!
+//! An HS256 token that passed is remembered by its SHA-256 digest until it expires
+//! ([`Verified`]), so a page that sends the same token with each of its requests has it checked
+//! once.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -49,7 +53,7 @@ pub struct UserClaims {
 }
 
 /// A verified user.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VerifiedUser {
     pub id: UserId,
     pub is_anonymous: bool,
@@ -91,6 +95,79 @@ struct Jwks {
     refetch: Mutex<()>,
 }
 
+/// Seconds a token is still taken after its `exp` (clock skew between the issuer and here).
+const LEEWAY_SECS: u64 = 30;
+
+/// HS256 tokens that passed every check, by the SHA-256 digest of the whole token, with the user
+/// they name and their `exp`: the same token presented again is taken until `exp` plus the
+/// leeway, exactly as long as checking it again would take it. Nothing else about an HS256
+/// token can change its verdict within a process: the secret, audience and issuer are fixed at
+/// start, and `nbf` is not checked. Tokens checked against a JWKS are not remembered, as their
+/// verdict follows the key set, which is refetched.
+///
+/// Only a token that passed gets in, so an attacker fills it only with tokens the issuer
+/// signed; it is bounded ([`Self::SHARD_CAPACITY`] per shard; a full shard drops its expired
+/// entries, then everything), keeps no token (a digest cannot be presented as one), and is
+/// never printed. The digest costs a few hundred nanoseconds against the several microseconds
+/// of decoding and checking the token (bench/PROFILE.md).
+#[derive(Default)]
+struct Verified([std::sync::Mutex<VerifiedShard>; VERIFIED_SHARDS]);
+
+const VERIFIED_SHARDS: usize = 16;
+
+type VerifiedShard = HashMap<[u8; 32], (VerifiedUser, u64), foldhash::fast::RandomState>;
+
+impl Verified {
+    /// 65 536 entries in all, about 4 MB at most.
+    const SHARD_CAPACITY: usize = 4096;
+
+    /// Tokens longer than this are checked every time rather than digested (Supabase's are
+    /// under 1 KB).
+    const MAX_TOKEN_LEN: usize = 4096;
+
+    fn digest(token: &str) -> Option<[u8; 32]> {
+        (token.len() <= Self::MAX_TOKEN_LEN).then(|| {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+            let mut key = [0u8; 32];
+            key.copy_from_slice(digest.as_ref());
+            key
+        })
+    }
+
+    fn shard(&self, digest: &[u8; 32]) -> std::sync::MutexGuard<'_, VerifiedShard> {
+        self.0[usize::from(digest[0]) % VERIFIED_SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The user of a token remembered under `digest`, if it has not expired at `now` (seconds
+    /// since the epoch).
+    fn find(&self, digest: &[u8; 32], now: u64) -> Option<VerifiedUser> {
+        let shard = self.shard(digest);
+        let (user, exp) = shard.get(digest)?;
+        (exp.saturating_add(LEEWAY_SECS) >= now).then_some(*user)
+    }
+
+    fn remember(&self, digest: [u8; 32], user: VerifiedUser, exp: u64, now: u64) {
+        let mut shard = self.shard(&digest);
+        if shard.len() >= Self::SHARD_CAPACITY && !shard.contains_key(&digest) {
+            shard.retain(|_, (_, exp)| exp.saturating_add(LEEWAY_SECS) >= now);
+            if shard.len() >= Self::SHARD_CAPACITY {
+                shard.clear();
+            }
+        }
+        shard.insert(digest, (user, exp));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
 /// Verifies user JWTs. Cheap to clone.
 #[derive(Clone)]
 pub struct UserVerifier {
@@ -98,6 +175,7 @@ pub struct UserVerifier {
     jwks: Option<Arc<Jwks>>,
     audience: String,
     issuer: Option<String>,
+    verified: Arc<Verified>,
 }
 
 impl std::fmt::Debug for UserVerifier {
@@ -132,6 +210,7 @@ impl UserVerifier {
             }),
             audience: settings.audience.clone(),
             issuer: settings.issuer.clone(),
+            verified: Arc::default(),
         }
     }
 
@@ -140,7 +219,7 @@ impl UserVerifier {
         v.algorithms = vec![alg];
         v.set_audience(&[self.audience.as_str()]);
         v.set_required_spec_claims(&["exp", "sub", "aud"]);
-        v.leeway = 30;
+        v.leeway = LEEWAY_SECS;
         if let Some(iss) = &self.issuer {
             v.set_issuer(&[iss.as_str()]);
         }
@@ -149,6 +228,12 @@ impl UserVerifier {
 
     /// Verifies `token` and returns the user it names.
     pub async fn verify(&self, token: &str) -> Result<VerifiedUser, JwtRejection> {
+        let now = jsonwebtoken::get_current_timestamp();
+        // Only an HS256 token can be in there; without a secret, none is.
+        let digest = self.hs256.as_ref().and_then(|_| Verified::digest(token));
+        if let Some(user) = digest.and_then(|d| self.verified.find(&d, now)) {
+            return Ok(user);
+        }
         let header = decode_header(token).map_err(|_| JwtRejection::Malformed)?;
         let (key, alg) = match header.alg {
             Algorithm::HS256 => {
@@ -173,10 +258,14 @@ impl UserVerifier {
             return Err(JwtRejection::Role);
         }
         let id = Uuid::parse_str(&claims.sub).map_err(|_| JwtRejection::Subject)?;
-        Ok(VerifiedUser {
+        let user = VerifiedUser {
             id: UserId(id),
             is_anonymous: claims.is_anonymous,
-        })
+        };
+        if let Some(digest) = digest.filter(|_| alg == Algorithm::HS256) {
+            self.verified.remember(digest, user, claims.exp, now);
+        }
+        Ok(user)
     }
 }
 
@@ -299,6 +388,116 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(user.id, UserId(sub));
+    }
+
+    #[tokio::test]
+    async fn a_token_that_passed_is_remembered_and_one_that_failed_is_not() {
+        let secret = "r-r-r-r-r-r-r-r-r-r-r-r-r-r-r-r";
+        let v = verifier(secret);
+        let sub = Uuid::new_v4();
+        let good = token(
+            secret,
+            json!({"sub": sub, "role": "authenticated", "aud": "authenticated", "exp": exp(), "is_anonymous": true}),
+        );
+        let first = v.verify(&good).await.unwrap();
+        assert_eq!(v.verified.len(), 1);
+        assert_eq!(v.verify(&good).await.unwrap(), first);
+        assert!(first.is_anonymous);
+        assert_eq!(first.id, UserId(sub));
+
+        // The same claims with a signature character changed, another secret, another role,
+        // an expired token: each refused, none remembered.
+        let at = good.len() - 5;
+        let swapped = if &good[at..=at] == "A" { "B" } else { "A" };
+        let altered = format!("{}{swapped}{}", &good[..at], &good[at + 1..]);
+        let expired = jsonwebtoken::get_current_timestamp() - LEEWAY_SECS - 5;
+        for (bad, why) in [
+            (altered, JwtRejection::Invalid),
+            (
+                token(
+                    "another-another-another-another",
+                    json!({"sub": sub, "role": "authenticated", "aud": "authenticated", "exp": exp()}),
+                ),
+                JwtRejection::Invalid,
+            ),
+            (
+                token(
+                    secret,
+                    json!({"sub": sub, "role": "anon", "aud": "authenticated", "exp": exp()}),
+                ),
+                JwtRejection::Role,
+            ),
+            (
+                token(
+                    secret,
+                    json!({"sub": sub, "role": "authenticated", "aud": "authenticated", "exp": expired}),
+                ),
+                JwtRejection::Invalid,
+            ),
+        ] {
+            assert_eq!(v.verify(&bad).await.unwrap_err(), why);
+            assert_eq!(v.verify(&bad).await.unwrap_err(), why, "asked twice");
+        }
+        assert_eq!(v.verified.len(), 1);
+    }
+
+    #[test]
+    fn a_remembered_token_expires_when_checking_it_would_refuse_it() {
+        let verified = Verified::default();
+        let user = VerifiedUser {
+            id: UserId(Uuid::new_v4()),
+            is_anonymous: false,
+        };
+        let digest = Verified::digest("header.payload.signature").unwrap();
+        verified.remember(digest, user, 1_000, 900);
+        assert_eq!(verified.find(&digest, 1_000 + LEEWAY_SECS), Some(user));
+        assert_eq!(verified.find(&digest, 1_000 + LEEWAY_SECS + 1), None);
+        assert_eq!(
+            verified.find(&Verified::digest("other").unwrap(), 900),
+            None
+        );
+        assert_eq!(
+            Verified::digest(&"x".repeat(Verified::MAX_TOKEN_LEN + 1)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_full_shard_drops_expired_entries_first_then_everything() {
+        let verified = Verified::default();
+        let user = VerifiedUser {
+            id: UserId(Uuid::new_v4()),
+            is_anonymous: false,
+        };
+        // Digests that all fall into shard 0, half of them expired at `now`.
+        let in_shard_0 = |i: usize| {
+            let mut d = [0u8; 32];
+            d[1..9].copy_from_slice(&(i as u64).to_le_bytes());
+            d
+        };
+        let now = 10_000;
+        for i in 0..Verified::SHARD_CAPACITY {
+            let exp = if i % 2 == 0 {
+                now - LEEWAY_SECS - 1
+            } else {
+                now
+            };
+            verified.remember(in_shard_0(i), user, exp, now);
+        }
+        assert_eq!(verified.len(), Verified::SHARD_CAPACITY);
+        verified.remember(in_shard_0(usize::MAX), user, now, now);
+        assert_eq!(verified.len(), Verified::SHARD_CAPACITY / 2 + 1);
+        assert_eq!(verified.find(&in_shard_0(1), now), Some(user));
+        assert_eq!(verified.find(&in_shard_0(0), now), None);
+
+        // Full of live entries: it starts over.
+        let mut i = Verified::SHARD_CAPACITY;
+        while verified.len() < Verified::SHARD_CAPACITY {
+            verified.remember(in_shard_0(i), user, now, now);
+            i += 1;
+        }
+        verified.remember(in_shard_0(usize::MAX - 1), user, now, now);
+        assert_eq!(verified.len(), 1);
     }
 
     #[tokio::test]

@@ -465,6 +465,11 @@ async fn cors_admits_the_app_origins_only() {
     assert_eq!(ok.headers()["vary"], "origin");
     let evil = preflight("https://evil.example").await.unwrap();
     assert!(evil.headers().get("access-control-allow-origin").is_none());
+    assert!(
+        evil.headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
     assert_eq!(evil.headers()["vary"], "origin");
 
     // An actual request: the allowed origin echoed, another one not, and either way an answer
@@ -487,6 +492,14 @@ async fn cors_admits_the_app_origins_only() {
                 .get("access-control-allow-origin")
                 .map(|v| v.to_str().unwrap()),
             allowed.then_some(origin),
+            "{origin}"
+        );
+        assert_eq!(
+            answer
+                .headers()
+                .get("access-control-allow-credentials")
+                .map(|v| v.to_str().unwrap()),
+            allowed.then_some("true"),
             "{origin}"
         );
         assert_eq!(answer.headers()["vary"], "origin", "{origin}");
