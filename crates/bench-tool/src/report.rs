@@ -729,7 +729,6 @@ fn write_faults(
     Ok(())
 }
 
-/// `name`'s median req/s as a share of `of`'s, if both ran.
 /// The measured runs of each scenario, in the order they ran.
 type Runs<'a> = BTreeMap<String, Vec<&'a LoadRecord>>;
 
@@ -785,6 +784,7 @@ fn judged_share(
     })
 }
 
+/// `name`'s median req/s as a share of `of`'s, if both ran.
 fn share(summaries: &BTreeMap<&str, Summary>, name: &str, of: Option<f64>) -> Option<f64> {
     Some(summaries.get(name)?.rps.median / of.filter(|v| *v > 0.0)?)
 }
