@@ -75,8 +75,19 @@ describe('the SDK on an app origin', () => {
     const page = await browser.newPage();
     try {
       await page.goto(app.origin);
-      const answer = await listFromApp(page, allowing.base, await demoToken(allowing.base, 'sdk-origin'));
+      const token = await demoToken(allowing.base, 'sdk-origin');
+      const answer = await listFromApp(page, allowing.base, token);
       assert.deepEqual(answer, { ok: true, providers: ['microsoft', 'google', 'dropbox'] });
+      // The headers the service exposes to an admitted origin are readable from its page.
+      const exposed = await page.evaluate(
+        async ({ base, token }) => {
+          const response = await fetch(`${base}/v1/integrations`, { headers: { Authorization: `Bearer ${token}` } });
+          return { status: response.status, requestId: response.headers.get('x-request-id') };
+        },
+        { base: allowing.base, token },
+      );
+      assert.equal(exposed.status, 200);
+      assert.match(exposed.requestId ?? '', /\S/, 'x-request-id readable cross-origin');
     } finally {
       await page.close();
     }

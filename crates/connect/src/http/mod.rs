@@ -23,13 +23,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method, header};
 use middleware::RequestContextLayer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -174,9 +173,10 @@ fn distinct_proxy_operation_ids(doc: &mut utoipa::openapi::OpenApi) {
 }
 
 /// CORS for the app's origins. The layer is cloned for every request, so the origins are shared
-/// rather than a list copied each time, and `Vary: Origin` is a constant added around it (see
-/// [`vary_origin`]) rather than a header the layer builds per response. Credentials are allowed
-/// for those origins only: a refused origin's answer carries no `Allow-Credentials` either.
+/// rather than a list copied each time; `Vary: Origin` and `Access-Control-Expose-Headers` are
+/// added around it (see [`origin_headers`]) rather than built by the layer for every response.
+/// Credentials are allowed for those origins only: a refused origin's answer, or one to a
+/// request without an `Origin`, carries no `Allow-Credentials` either.
 fn cors(state: &AppState) -> CorsLayer {
     let origins: Arc<[HeaderValue]> = state
         .settings
@@ -195,14 +195,26 @@ fn cors(state: &AppState) -> CorsLayer {
         }))
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        // Retry-After, so the app's page can honour a 429 or 503.
-        .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
         .max_age(Duration::from_secs(600))
 }
 
-/// Every answer depends on the request's `Origin` (CORS headers), preflights included.
-fn vary_origin() -> SetResponseHeaderLayer<HeaderValue> {
-    SetResponseHeaderLayer::appending(header::VARY, HeaderValue::from_static("origin"))
+/// Around the CORS layer: every answer depends on the request's `Origin`, preflights included
+/// (`Vary`); and an answer to an admitted origin (one that carries `Allow-Origin`, preflights
+/// aside) names the headers its page may read: the request id, and `Retry-After`, so the page
+/// can honour a 429 or 503. tower-http would send the latter with every answer, refused origins'
+/// and those to requests without an `Origin` included.
+fn origin_headers<B>(mut response: axum::http::Response<B>) -> axum::http::Response<B> {
+    let headers = response.headers_mut();
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    if headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        && !headers.contains_key(header::ACCESS_CONTROL_ALLOW_METHODS)
+    {
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-request-id,retry-after"),
+        );
+    }
+    response
 }
 
 /// The public API router.
@@ -239,7 +251,7 @@ pub fn api_router(state: AppState) -> Router {
         // and clones every box for every request.
         .layer(
             ServiceBuilder::new()
-                .layer(vary_origin())
+                .map_response(origin_headers)
                 .layer(cors(&state))
                 .layer(RequestContextLayer)
                 .layer(TimeoutLayer::with_status_code(

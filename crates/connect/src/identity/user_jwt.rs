@@ -105,11 +105,14 @@ const LEEWAY_SECS: u64 = 30;
 /// start, and `nbf` is not checked. Tokens checked against a JWKS are not remembered, as their
 /// verdict follows the key set, which is refetched.
 ///
-/// Only a token that passed gets in, so an attacker fills it only with tokens the issuer
-/// signed; it is bounded ([`Self::SHARD_CAPACITY`] per shard; a full shard drops its expired
-/// entries, then everything), keeps no token (a digest cannot be presented as one), and is
-/// never printed. The digest costs a few hundred nanoseconds against the several microseconds
-/// of decoding and checking the token (bench/PROFILE.md).
+/// Only a token that passed gets in, so it fills only with tokens the issuer signed (anyone can
+/// get those where anonymous sign-ins are on: a flood then makes shards start over, and the
+/// cache stops helping, without changing a verdict or the bound). It is bounded
+/// ([`Self::SHARD_CAPACITY`] per shard; a full shard drops its expired entries, then everything;
+/// the memory a shard reached is kept), keeps no token (a digest cannot be presented as one), and
+/// is never printed. With a secret configured every token up to 4 KB is digested, ES256 ones
+/// included: one SHA-256 of the token, against the two base64 decodes, two JSON parses, HMAC and
+/// claims of a check (bench/PROFILE.md, "At 030b780").
 #[derive(Default)]
 struct Verified([std::sync::Mutex<VerifiedShard>; VERIFIED_SHARDS]);
 
@@ -118,8 +121,9 @@ const VERIFIED_SHARDS: usize = 16;
 type VerifiedShard = HashMap<[u8; 32], (VerifiedUser, u64), foldhash::fast::RandomState>;
 
 impl Verified {
-    /// 65 536 entries in all, about 4 MB at most.
-    const SHARD_CAPACITY: usize = 4096;
+    /// 57 344 entries in all: seven eighths of 4 096 buckets, the most a shard fills before its
+    /// table doubles, so at most 4 096 buckets of 65 bytes per shard, about 4.3 MB in all.
+    const SHARD_CAPACITY: usize = 3584;
 
     /// Tokens longer than this are checked every time rather than digested (Supabase's are
     /// under 1 KB).
@@ -439,6 +443,29 @@ mod tests {
             assert_eq!(v.verify(&bad).await.unwrap_err(), why, "asked twice");
         }
         assert_eq!(v.verified.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_answered_from_memory_until_its_time_is_up() {
+        let secret = "m-m-m-m-m-m-m-m-m-m-m-m-m-m-m-m";
+        let mut v = verifier(secret);
+        let sub = Uuid::new_v4();
+        let t = token(
+            secret,
+            json!({"sub": sub, "role": "authenticated", "aud": "authenticated", "exp": exp()}),
+        );
+        let user = v.verify(&t).await.unwrap();
+        // With another secret, only a remembered verdict can still take the token.
+        v.hs256 = Some(Arc::new(DecodingKey::from_secret(
+            b"not-the-secret-any-more",
+        )));
+        assert_eq!(v.verify(&t).await.unwrap(), user);
+        // Remembered as expired at the clock `verify` reads: checked again, and refused.
+        let now = jsonwebtoken::get_current_timestamp();
+        let digest = Verified::digest(&t).unwrap();
+        v.verified
+            .remember(digest, user, now - LEEWAY_SECS - 2, now);
+        assert_eq!(v.verify(&t).await.unwrap_err(), JwtRejection::Invalid);
     }
 
     #[test]

@@ -502,6 +502,14 @@ async fn cors_admits_the_app_origins_only() {
             allowed.then_some("true"),
             "{origin}"
         );
+        assert_eq!(
+            answer
+                .headers()
+                .get("access-control-expose-headers")
+                .map(|v| v.to_str().unwrap()),
+            allowed.then_some("x-request-id,retry-after"),
+            "{origin}"
+        );
         assert_eq!(answer.headers()["vary"], "origin", "{origin}");
         assert_eq!(
             answer.headers().get_all("vary").iter().count(),
@@ -509,6 +517,15 @@ async fn cors_admits_the_app_origins_only() {
             "{origin}"
         );
     }
+    // Without an Origin (not a cross-origin request): no CORS headers but Vary.
+    let plain = app.http.get(app.url("/v1/health")).send().await.unwrap();
+    assert!(
+        !plain
+            .headers()
+            .keys()
+            .any(|name| name.as_str().starts_with("access-control-"))
+    );
+    assert_eq!(plain.headers()["vary"], "origin");
 }
 
 #[tokio::test]

@@ -359,7 +359,9 @@ async fn rotated_keys_are_picked_up_and_removed_keys_stop_working_after_max_age(
     let jwks = jwks_server(json!([k1.jwk()])).await;
     let app = app_with_jwks(&jwks, Duration::ZERO, Duration::from_millis(300)).await;
     let user = Uuid::new_v4();
-    assert_eq!(status_code(&app, &k1.sign(&claims(user))).await, 200);
+    let k1_token = k1.sign(&claims(user));
+    assert_eq!(status_code(&app, &k1_token).await, 200);
+    assert_eq!(status_code(&app, &k1_token).await, 200, "presented again");
 
     // Rotation: k2 is published; its first token triggers one refetch and is accepted.
     *jwks.keys.lock().await = json!([k1.jwk(), k2.jwk()]);
@@ -370,5 +372,8 @@ async fn rotated_keys_are_picked_up_and_removed_keys_stop_working_after_max_age(
     *jwks.keys.lock().await = json!([k2.jwk()]);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(status_code(&app, &k1.sign(&claims(user))).await, 401);
+    // The very token accepted before too: a JWKS token's verdict is never remembered (HS256
+    // ones are, and this app has an HS256 secret as well).
+    assert_eq!(status_code(&app, &k1_token).await, 401);
     assert_eq!(status_code(&app, &k2.sign(&claims(user))).await, 200);
 }
