@@ -112,7 +112,7 @@ const LEEWAY_SECS: u64 = 30;
 /// the memory a shard reached is kept), keeps no token (a digest cannot be presented as one), and
 /// is never printed. With a secret configured every token up to 4 KB is digested, ES256 ones
 /// included: one SHA-256 of the token, against the two base64 decodes, two JSON parses, HMAC and
-/// claims of a check (bench/PROFILE.md, "At 030b780").
+/// claims of a check (bench/PROFILE.md, "At 690d245").
 #[derive(Default)]
 struct Verified([std::sync::Mutex<VerifiedShard>; VERIFIED_SHARDS]);
 
