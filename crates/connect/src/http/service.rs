@@ -99,10 +99,11 @@ pub struct TokenResponse<'a> {
 /// ([`FreshToken::answer_tail`]). A token that needs escaping (no provider issues one) is
 /// written through serde into a body of its own.
 fn token_body(token: &FreshToken) -> serde_json::Result<Body> {
-    const OPEN: &[u8] = br#"{"access_token":"#;
+    const OPEN: &[u8] = br#"{"access_token":""#;
     let Some(access_token) = token.access_token.json_text() else {
         let mut body = Vec::with_capacity(64 + token.answer_tail.len());
-        body.extend_from_slice(OPEN);
+        // Without its quote, which serde writes with the token.
+        body.extend_from_slice(&OPEN[..OPEN.len() - 1]);
         serde_json::to_writer(&mut body, token.access_token.expose_secret())?;
         // The tail starts with the closing quote serde has just written.
         body.extend_from_slice(token.answer_tail.get(1..).unwrap_or_default());
@@ -110,7 +111,7 @@ fn token_body(token: &FreshToken) -> serde_json::Result<Body> {
     };
     Ok(Body::new(Chunks(
         [
-            Bytes::from_static(br#"{"access_token":""#),
+            Bytes::from_static(OPEN),
             access_token,
             token.answer_tail.clone(),
         ]
