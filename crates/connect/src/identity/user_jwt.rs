@@ -491,13 +491,16 @@ mod tests {
         assert_eq!(v.verify(&t).await.unwrap_err(), JwtRejection::Invalid);
     }
 
-    #[test]
-    fn a_remembered_token_expires_when_checking_it_would_refuse_it() {
-        let verified = Verified::default();
-        let user = VerifiedUser {
+    fn some_user() -> VerifiedUser {
+        VerifiedUser {
             id: UserId(Uuid::new_v4()),
             is_anonymous: false,
-        };
+        }
+    }
+
+    #[test]
+    fn a_remembered_token_expires_when_checking_it_would_refuse_it() {
+        let (verified, user) = (Verified::default(), some_user());
         let digest = Verified::digest("header.payload.signature").unwrap();
         verified.remember(digest, user, 1_000, 900);
         assert_eq!(verified.find(&digest, 1_000 + LEEWAY_SECS), Some(user));
@@ -514,11 +517,7 @@ mod tests {
 
     #[test]
     fn a_full_shard_keeps_its_live_entries_and_never_outgrows_its_table() {
-        let verified = Verified::default();
-        let user = VerifiedUser {
-            id: UserId(Uuid::new_v4()),
-            is_anonymous: false,
-        };
+        let (verified, user) = (Verified::default(), some_user());
         // Digests that all fall into shard 0, half of them expired at `now`.
         let in_shard_0 = |i: usize| {
             let mut d = [0u8; 32];
